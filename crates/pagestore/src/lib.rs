@@ -1,0 +1,88 @@
+//! A SQLite database file as fixed-size pages behind one small trait, [`PageStore`].
+//!
+//! SQLite sees a file; the dosql VFS turns that file into pages and hands them to a store.
+//! The store only needs two operations: read a page, and commit a set of pages together
+//! with the new database size atomically. The same shape maps onto an in-memory map, an
+//! embedded key-value engine ([`RedbStore`]) and Durable Object storage (`"p:<n>"` keys and a
+//! `meta` record, see the project README).
+//!
+//! Pages are numbered from 1 ([`PageNo`]), like SQLite numbers them.
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod fault;
+mod mem;
+#[cfg(feature = "redb")]
+mod redb_store;
+mod types;
+
+pub mod contract;
+
+pub use error::{ErrorKind, StoreError};
+pub use fault::{Fault, FaultPlan, FaultStore};
+pub use mem::MemStore;
+#[cfg(feature = "redb")]
+pub use redb_store::RedbStore;
+pub use types::{Commit, Head, Page, PageNo, PageSize};
+
+/// Storage for one database's pages.
+///
+/// # Contract
+/// Every implementation behaves as follows; [`contract::run_all`] checks it.
+/// - The page size is fixed for the store's life: every page read or committed is exactly
+///   [`page_size`](PageStore::page_size) bytes.
+/// - [`head`](PageStore::head) reports the last successful commit: the page count and the
+///   commit counter (0 for a store that was never committed to).
+/// - Reading a page numbered above the page count, or one the store never received (a hole
+///   left by growing the page count), returns `Ok(None)`: the caller reads it as zeros.
+/// - [`commit`](PageStore::commit) is atomic: after it returns `Ok`, every page of the commit,
+///   the new page count and `txid + 1` are durable (as durable as the store is) and visible to
+///   reads; pages above the new count are gone. After it returns `Err`, nothing changed: reads
+///   return what they returned before. A store that cannot tell whether a commit landed (a
+///   lost acknowledgement) must say so with an error and re-read its state on the next
+///   [`head`](PageStore::head), so callers re-synchronise through `head`.
+/// - A malformed commit (see [`Commit::validate`]) is refused with
+///   [`ErrorKind::Invalid`] and changes nothing.
+/// - Errors never leave the store unusable: the next call may succeed.
+///
+/// A store is owned by one database handle at a time; it need not be safe to use from two
+/// handles (Durable Objects have exactly one writer in the world, and the VFS serialises).
+pub trait PageStore: Send + 'static {
+    /// The store's page size.
+    fn page_size(&self) -> PageSize;
+
+    /// The state left by the last successful commit.
+    fn head(&mut self) -> Result<Head, StoreError>;
+
+    /// The contents of page `no`, or `None` if it reads as zeros (beyond the page count, or
+    /// never written).
+    fn read_page(&mut self, no: PageNo) -> Result<Option<Page>, StoreError>;
+
+    /// Several pages at once, in the order asked, for read-ahead. Stores whose backend has a
+    /// batch read (Durable Object `get([...])`) override it; the default reads one by one.
+    fn read_pages(&mut self, nos: &[PageNo]) -> Result<Vec<Option<Page>>, StoreError> {
+        nos.iter().map(|&no| self.read_page(no)).collect()
+    }
+
+    /// Applies `commit` atomically and returns the new head.
+    fn commit(&mut self, commit: Commit) -> Result<Head, StoreError>;
+}
+
+impl<S: PageStore + ?Sized> PageStore for Box<S> {
+    fn page_size(&self) -> PageSize {
+        (**self).page_size()
+    }
+    fn head(&mut self) -> Result<Head, StoreError> {
+        (**self).head()
+    }
+    fn read_page(&mut self, no: PageNo) -> Result<Option<Page>, StoreError> {
+        (**self).read_page(no)
+    }
+    fn read_pages(&mut self, nos: &[PageNo]) -> Result<Vec<Option<Page>>, StoreError> {
+        (**self).read_pages(nos)
+    }
+    fn commit(&mut self, commit: Commit) -> Result<Head, StoreError> {
+        (**self).commit(commit)
+    }
+}
