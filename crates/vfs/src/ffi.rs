@@ -1,0 +1,524 @@
+//! The SQLite VFS and I/O method tables: every `unsafe` block of dosql's SQLite FFI.
+//!
+//! Each callback converts SQLite's raw arguments into safe values, runs the safe core
+//! (`engine`) inside `guard` so that no panic unwinds into C, and maps the outcome to a
+//! result code through `VfsError::sqlite_code`, the one place where that mapping lives.
+
+use std::ffi::{CStr, c_char, c_int, c_void};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr;
+use std::sync::Mutex;
+
+use rusqlite::ffi;
+
+use crate::engine::{Lock, MemFile};
+use crate::error::{VfsError, to_code};
+use crate::{Shared, find, lock_state};
+
+/// What SQLite's `sqlite3_file` points at: SQLite allocates `szOsFile` bytes and we keep the
+/// Rust state behind one pointer so the layout SQLite sees stays `repr(C)`.
+#[repr(C)]
+struct File {
+    base: ffi::sqlite3_file,
+    open: *mut OpenFile,
+}
+
+enum OpenFile {
+    /// The main database file of an attached store.
+    Db { state: Shared, lock: Lock },
+    /// A journal or temp file.
+    Mem(MemFile),
+}
+
+/// Runs `f`, turning a panic into an error code instead of unwinding into SQLite (undefined
+/// behaviour). Builds with `panic = "abort"` (wasm) cannot catch: the code avoids panics.
+fn guard(on_panic: c_int, f: impl FnOnce() -> c_int) -> c_int {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(on_panic)
+}
+
+/// # Safety
+/// `file` must be a file SQLite opened through [`x_open`] that has not been closed.
+unsafe fn open_file<'a>(file: *mut ffi::sqlite3_file) -> Option<&'a mut OpenFile> {
+    // SAFETY: per the contract, `file` points at a `File` whose `open` field is either null or
+    // the live `Box<OpenFile>` x_open stored; SQLite never uses one file from two threads.
+    unsafe { (*file.cast::<File>()).open.as_mut() }
+}
+
+/// Runs `f` on the open file behind `file`, as a VFS method returning a result code.
+///
+/// # Safety
+/// As for [`open_file`].
+unsafe fn with_file(file: *mut ffi::sqlite3_file, f: impl FnOnce(&mut OpenFile) -> c_int) -> c_int {
+    // SAFETY: forwarded contract.
+    match unsafe { open_file(file) } {
+        Some(open) => guard(ffi::SQLITE_IOERR, || f(open)),
+        None => ffi::SQLITE_IOERR,
+    }
+}
+
+/// Runs a database-file operation, recording failures as the database's last error.
+fn on_db(
+    state: &Shared,
+    op: impl FnOnce(&mut crate::engine::DbState) -> Result<(), VfsError>,
+) -> c_int {
+    let mut s = lock_state(state);
+    let result = op(&mut s);
+    to_code(s.note(result))
+}
+
+unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
+    // SAFETY: SQLite calls xClose once on a file x_open set up; after it, the file is gone.
+    let f = unsafe { &mut *file.cast::<File>() };
+    let open = std::mem::replace(&mut f.open, ptr::null_mut());
+    if open.is_null() {
+        return ffi::SQLITE_OK;
+    }
+    // SAFETY: `open` came from Box::into_raw in x_open and is released exactly once here.
+    let mut open = unsafe { Box::from_raw(open) };
+    guard(ffi::SQLITE_IOERR, move || {
+        if let OpenFile::Db { state, lock } = open.as_mut() {
+            lock_state(state).unlock(lock, Lock::None);
+        }
+        ffi::SQLITE_OK
+    })
+}
+
+unsafe extern "C" fn x_read(
+    file: *mut ffi::sqlite3_file,
+    buf: *mut c_void,
+    amt: c_int,
+    ofst: i64,
+) -> c_int {
+    let (Ok(len), Ok(offset)) = (usize::try_from(amt), u64::try_from(ofst)) else {
+        return ffi::SQLITE_IOERR_READ;
+    };
+    // SAFETY: SQLite passes a buffer of `amt` writable bytes that it owns for this call.
+    let buf = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
+    // SAFETY: `file` is an open file (SQLite's xRead contract).
+    unsafe {
+        with_file(file, |open| match open {
+            OpenFile::Db { state, .. } => on_db(state, |s| s.read(offset, buf)),
+            OpenFile::Mem(m) => to_code(m.read(offset, buf)),
+        })
+    }
+}
+
+unsafe extern "C" fn x_write(
+    file: *mut ffi::sqlite3_file,
+    buf: *const c_void,
+    amt: c_int,
+    ofst: i64,
+) -> c_int {
+    let (Ok(len), Ok(offset)) = (usize::try_from(amt), u64::try_from(ofst)) else {
+        return ffi::SQLITE_IOERR_WRITE;
+    };
+    // SAFETY: SQLite passes `amt` readable bytes that stay valid for this call.
+    let data = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) };
+    // SAFETY: `file` is an open file (SQLite's xWrite contract).
+    unsafe {
+        with_file(file, |open| match open {
+            OpenFile::Db { state, .. } => on_db(state, |s| s.write(offset, data)),
+            OpenFile::Mem(m) => to_code(m.write(offset, data)),
+        })
+    }
+}
+
+unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
+    let Ok(size) = u64::try_from(size) else {
+        return ffi::SQLITE_IOERR_TRUNCATE;
+    };
+    // SAFETY: `file` is an open file (SQLite's xTruncate contract).
+    unsafe {
+        with_file(file, |open| match open {
+            OpenFile::Db { state, .. } => on_db(state, |s| s.truncate(size)),
+            OpenFile::Mem(m) => {
+                m.truncate(size);
+                ffi::SQLITE_OK
+            }
+        })
+    }
+}
+
+unsafe extern "C" fn x_sync(file: *mut ffi::sqlite3_file, _flags: c_int) -> c_int {
+    // SAFETY: `file` is an open file (SQLite's xSync contract).
+    unsafe {
+        with_file(file, |open| match open {
+            OpenFile::Db { state, .. } => on_db(state, |s| s.commit(false)),
+            OpenFile::Mem(_) => ffi::SQLITE_OK,
+        })
+    }
+}
+
+unsafe extern "C" fn x_file_size(file: *mut ffi::sqlite3_file, out: *mut i64) -> c_int {
+    // SAFETY: `file` is an open file (SQLite's xFileSize contract).
+    let size = unsafe {
+        match open_file(file) {
+            Some(OpenFile::Db { state, .. }) => lock_state(state).file_size(),
+            Some(OpenFile::Mem(m)) => m.size(),
+            None => return ffi::SQLITE_IOERR_FSTAT,
+        }
+    };
+    // SAFETY: SQLite passes a valid pointer for the result.
+    unsafe { *out = i64::try_from(size).unwrap_or(i64::MAX) };
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    // SAFETY: `file` is an open file (SQLite's xLock contract).
+    unsafe {
+        with_file(file, |open| match open {
+            OpenFile::Db { state, lock } => {
+                to_code(lock_state(state).lock(lock, Lock::from_sqlite(level)))
+            }
+            OpenFile::Mem(_) => ffi::SQLITE_OK,
+        })
+    }
+}
+
+unsafe extern "C" fn x_unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    // SAFETY: `file` is an open file (SQLite's xUnlock contract).
+    unsafe {
+        with_file(file, |open| {
+            if let OpenFile::Db { state, lock } = open {
+                lock_state(state).unlock(lock, Lock::from_sqlite(level));
+            }
+            ffi::SQLITE_OK
+        })
+    }
+}
+
+unsafe extern "C" fn x_check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
+    // SAFETY: `file` is an open file (SQLite's xCheckReservedLock contract).
+    let reserved = match unsafe { open_file(file) } {
+        Some(OpenFile::Db { state, .. }) => lock_state(state).reserved(),
+        _ => false,
+    };
+    // SAFETY: SQLite passes a valid pointer for the result.
+    unsafe { *out = c_int::from(reserved) };
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_file_control(
+    file: *mut ffi::sqlite3_file,
+    op: c_int,
+    _arg: *mut c_void,
+) -> c_int {
+    // SAFETY: `file` is an open file (SQLite's xFileControl contract).
+    unsafe {
+        with_file(file, |open| {
+            let OpenFile::Db { state, .. } = open else {
+                return ffi::SQLITE_NOTFOUND;
+            };
+            match op {
+                // The commit point of a rollback-journal transaction: sent right before xSync,
+                // and also when synchronous=OFF skips xSync.
+                ffi::SQLITE_FCNTL_SYNC => on_db(state, |s| s.commit(false)),
+                ffi::SQLITE_FCNTL_BEGIN_ATOMIC_WRITE => ffi::SQLITE_OK,
+                ffi::SQLITE_FCNTL_COMMIT_ATOMIC_WRITE => on_db(state, |s| s.commit(true)),
+                ffi::SQLITE_FCNTL_ROLLBACK_ATOMIC_WRITE => {
+                    lock_state(state).discard();
+                    ffi::SQLITE_OK
+                }
+                _ => ffi::SQLITE_NOTFOUND,
+            }
+        })
+    }
+}
+
+unsafe extern "C" fn x_sector_size(_file: *mut ffi::sqlite3_file) -> c_int {
+    512
+}
+
+unsafe extern "C" fn x_device_characteristics(file: *mut ffi::sqlite3_file) -> c_int {
+    // Writes are buffered in memory, so they are power-safe, ordered and appends are safe.
+    let base = ffi::SQLITE_IOCAP_POWERSAFE_OVERWRITE
+        | ffi::SQLITE_IOCAP_SAFE_APPEND
+        | ffi::SQLITE_IOCAP_SEQUENTIAL
+        | ffi::SQLITE_IOCAP_UNDELETABLE_WHEN_OPEN;
+    // SAFETY: `file` is an open file (SQLite's xDeviceCharacteristics contract).
+    match unsafe { open_file(file) } {
+        Some(OpenFile::Db { state, .. }) if lock_state(state).batch_atomic => {
+            base | ffi::SQLITE_IOCAP_BATCH_ATOMIC
+        }
+        _ => base,
+    }
+}
+
+static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
+    iVersion: 1,
+    xClose: Some(x_close),
+    xRead: Some(x_read),
+    xWrite: Some(x_write),
+    xTruncate: Some(x_truncate),
+    xSync: Some(x_sync),
+    xFileSize: Some(x_file_size),
+    xLock: Some(x_lock),
+    xUnlock: Some(x_unlock),
+    xCheckReservedLock: Some(x_check_reserved_lock),
+    xFileControl: Some(x_file_control),
+    xSectorSize: Some(x_sector_size),
+    xDeviceCharacteristics: Some(x_device_characteristics),
+    xShmMap: None,
+    xShmLock: None,
+    xShmBarrier: None,
+    xShmUnmap: None,
+    xFetch: None,
+    xUnfetch: None,
+};
+
+/// # Safety
+/// `name` is null or a NUL-terminated string valid for the call.
+unsafe fn name_of<'a>(name: *const c_char) -> Option<&'a str> {
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: per the contract.
+    unsafe { CStr::from_ptr(name) }.to_str().ok()
+}
+
+unsafe extern "C" fn x_open(
+    _vfs: *mut ffi::sqlite3_vfs,
+    name: ffi::sqlite3_filename,
+    file: *mut ffi::sqlite3_file,
+    flags: c_int,
+    out_flags: *mut c_int,
+) -> c_int {
+    // SAFETY: SQLite passes a NUL-terminated name or null (temp files).
+    let name = unsafe { name_of(name) };
+    let open = if flags & ffi::SQLITE_OPEN_MAIN_DB != 0 {
+        match name.and_then(find) {
+            Some(state) => OpenFile::Db {
+                state,
+                lock: Lock::None,
+            },
+            None => return VfsError::UnknownDatabase(name.unwrap_or("").to_owned()).sqlite_code(),
+        }
+    } else if flags & ffi::SQLITE_OPEN_WAL != 0 {
+        return VfsError::Unsupported("WAL files are not supported".into()).sqlite_code();
+    } else {
+        OpenFile::Mem(MemFile::default())
+    };
+    // SAFETY: SQLite allocated `szOsFile` = size_of::<File>() bytes at `file` for us to fill;
+    // pMethods is set last, only on success, as the VFS contract requires.
+    unsafe {
+        let f = file.cast::<File>();
+        ptr::addr_of_mut!((*f).open).write(Box::into_raw(Box::new(open)));
+        ptr::addr_of_mut!((*f).base.pMethods).write(&IO_METHODS);
+        if !out_flags.is_null() {
+            *out_flags = flags;
+        }
+    }
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_delete(
+    _vfs: *mut ffi::sqlite3_vfs,
+    _name: *const c_char,
+    _sync_dir: c_int,
+) -> c_int {
+    // Journals and temp files vanish when closed; databases are dropped through their store.
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_access(
+    _vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    _flags: c_int,
+    out: *mut c_int,
+) -> c_int {
+    // SAFETY: SQLite passes a NUL-terminated name.
+    let exists = unsafe { name_of(name) }.and_then(find).is_some();
+    // SAFETY: SQLite passes a valid pointer for the result.
+    unsafe { *out = c_int::from(exists) };
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_full_pathname(
+    _vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    n_out: c_int,
+    out: *mut c_char,
+) -> c_int {
+    // Names are keys in the registry, not paths: use them as they are.
+    // SAFETY: SQLite passes a NUL-terminated name.
+    let bytes = unsafe { CStr::from_ptr(name) }.to_bytes_with_nul();
+    if bytes.len() > usize::try_from(n_out).unwrap_or(0) {
+        return ffi::SQLITE_CANTOPEN;
+    }
+    // SAFETY: `out` has room for `n_out` bytes, checked above to hold the name and its NUL.
+    unsafe { ptr::copy_nonoverlapping(bytes.as_ptr().cast::<c_char>(), out, bytes.len()) };
+    ffi::SQLITE_OK
+}
+
+/// The VFS SQLite had before ours, for the clock and randomness; null under SQLITE_OS_OTHER.
+///
+/// # Safety
+/// `vfs` is the VFS registered by [`new_vfs`].
+unsafe fn fallback(vfs: *mut ffi::sqlite3_vfs) -> Option<&'static ffi::sqlite3_vfs> {
+    // SAFETY: pAppData holds null or a VFS registered with SQLite, which lives forever.
+    unsafe { (*vfs).pAppData.cast::<ffi::sqlite3_vfs>().as_ref() }
+}
+
+unsafe extern "C" fn x_randomness(vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) -> c_int {
+    // SAFETY: `vfs` is ours.
+    if let Some(f) = unsafe { fallback(vfs) } {
+        if let Some(x) = f.xRandomness {
+            // SAFETY: delegating the same call to the VFS it was meant for.
+            return unsafe { x(ptr::from_ref(f).cast_mut(), n, out) };
+        }
+    }
+    let len = usize::try_from(n).unwrap_or(0);
+    // SAFETY: SQLite passes `n` writable bytes.
+    let buf = unsafe { std::slice::from_raw_parts_mut(out.cast::<u8>(), len) };
+    // No OS entropy here (SQLITE_OS_OTHER): SQLite only uses this to seed its PRNG for
+    // temp names and random(), where unpredictability is not a security property.
+    let mut x = now_ms().unsigned_abs() | 1;
+    for b in buf.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    n
+}
+
+unsafe extern "C" fn x_sleep(vfs: *mut ffi::sqlite3_vfs, micros: c_int) -> c_int {
+    // SAFETY: `vfs` is ours.
+    if let Some(f) = unsafe { fallback(vfs) } {
+        if let Some(x) = f.xSleep {
+            // SAFETY: delegating the same call to the VFS it was meant for.
+            return unsafe { x(ptr::from_ref(f).cast_mut(), micros) };
+        }
+    }
+    // A Durable Object cannot block; lock waits never happen with one connection.
+    micros
+}
+
+/// Milliseconds since the Unix epoch (the WASI clock in wasm).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The Unix epoch as a Julian day number, in milliseconds.
+const UNIX_EPOCH_JULIAN_MS: i64 = 210_866_760_000_000;
+
+unsafe extern "C" fn x_current_time_int64(vfs: *mut ffi::sqlite3_vfs, out: *mut i64) -> c_int {
+    // SAFETY: `vfs` is ours.
+    if let Some(f) = unsafe { fallback(vfs) } {
+        if let Some(x) = f.xCurrentTimeInt64 {
+            // SAFETY: delegating the same call to the VFS it was meant for.
+            return unsafe { x(ptr::from_ref(f).cast_mut(), out) };
+        }
+    }
+    // SAFETY: SQLite passes a valid pointer for the result.
+    unsafe { *out = UNIX_EPOCH_JULIAN_MS + now_ms() };
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_current_time(vfs: *mut ffi::sqlite3_vfs, out: *mut f64) -> c_int {
+    let mut ms = 0i64;
+    // SAFETY: forwarding to our own xCurrentTimeInt64 with a valid pointer.
+    let rc = unsafe { x_current_time_int64(vfs, &mut ms) };
+    // SAFETY: SQLite passes a valid pointer for the result.
+    unsafe { *out = ms as f64 / 86_400_000.0 };
+    rc
+}
+
+unsafe extern "C" fn x_get_last_error(
+    _vfs: *mut ffi::sqlite3_vfs,
+    _n: c_int,
+    _buf: *mut c_char,
+) -> c_int {
+    0
+}
+
+unsafe extern "C" fn x_dl_open(_vfs: *mut ffi::sqlite3_vfs, _name: *const c_char) -> *mut c_void {
+    ptr::null_mut()
+}
+
+unsafe extern "C" fn x_dl_error(_vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) {
+    let msg = b"loadable extensions are not supported by the dosql VFS\0";
+    let len = msg.len().min(usize::try_from(n).unwrap_or(0));
+    if len == 0 {
+        return;
+    }
+    // SAFETY: SQLite passes `n` writable bytes; we write at most that, NUL-terminated.
+    unsafe {
+        ptr::copy_nonoverlapping(msg.as_ptr().cast::<c_char>(), out, len);
+        *out.add(len - 1) = 0;
+    }
+}
+
+unsafe extern "C" fn x_dl_close(_vfs: *mut ffi::sqlite3_vfs, _handle: *mut c_void) {}
+
+fn new_vfs(fallback: *mut ffi::sqlite3_vfs) -> *mut ffi::sqlite3_vfs {
+    let vfs = ffi::sqlite3_vfs {
+        iVersion: 2,
+        szOsFile: std::mem::size_of::<File>() as c_int,
+        mxPathname: 512,
+        pNext: ptr::null_mut(),
+        zName: c"dosql".as_ptr(),
+        pAppData: fallback.cast(),
+        xOpen: Some(x_open),
+        xDelete: Some(x_delete),
+        xAccess: Some(x_access),
+        xFullPathname: Some(x_full_pathname),
+        xDlOpen: Some(x_dl_open),
+        xDlError: Some(x_dl_error),
+        xDlSym: None,
+        xDlClose: Some(x_dl_close),
+        xRandomness: Some(x_randomness),
+        xSleep: Some(x_sleep),
+        xCurrentTime: Some(x_current_time),
+        xGetLastError: Some(x_get_last_error),
+        xCurrentTimeInt64: Some(x_current_time_int64),
+        xSetSystemCall: None,
+        xGetSystemCall: None,
+        xNextSystemCall: None,
+    };
+    // Registered VFSes must live as long as the process: leak it.
+    Box::into_raw(Box::new(vfs))
+}
+
+static REGISTER: Mutex<()> = Mutex::new(());
+
+/// Registers the `dosql` VFS with SQLite (not as the default), once.
+pub(crate) fn register() -> Result<(), c_int> {
+    let _once = REGISTER.lock().unwrap_or_else(|p| p.into_inner());
+    // SAFETY: sqlite3_initialize is safe to call any number of times; under SQLITE_OS_OTHER it
+    // runs our sqlite3_os_init, which registers the VFS itself.
+    let rc = unsafe { ffi::sqlite3_initialize() };
+    if rc != ffi::SQLITE_OK {
+        return Err(rc);
+    }
+    // SAFETY: looking up VFSes by a NUL-terminated name (or null for the default) is always safe.
+    unsafe {
+        if !ffi::sqlite3_vfs_find(c"dosql".as_ptr()).is_null() {
+            return Ok(());
+        }
+        let default = ffi::sqlite3_vfs_find(ptr::null());
+        match ffi::sqlite3_vfs_register(new_vfs(default), 0) {
+            ffi::SQLITE_OK => Ok(()),
+            rc => Err(rc),
+        }
+    }
+}
+
+/// SQLite built with SQLITE_OS_OTHER has no VFS of its own and calls this during
+/// `sqlite3_initialize`: make dosql's VFS the default.
+#[cfg(feature = "os-other")]
+#[unsafe(no_mangle)]
+pub extern "C" fn sqlite3_os_init() -> c_int {
+    // SAFETY: called by sqlite3_initialize, where registering a VFS is allowed.
+    unsafe { ffi::sqlite3_vfs_register(new_vfs(ptr::null_mut()), 1) }
+}
+
+/// Counterpart of [`sqlite3_os_init`]; the VFS is leaked on purpose, nothing to free.
+#[cfg(feature = "os-other")]
+#[unsafe(no_mangle)]
+pub extern "C" fn sqlite3_os_end() -> c_int {
+    ffi::SQLITE_OK
+}
