@@ -12,6 +12,7 @@
 
 mod error;
 mod fault;
+mod image;
 mod mem;
 #[cfg(feature = "redb")]
 mod redb_store;
@@ -21,6 +22,7 @@ pub mod contract;
 
 pub use error::{ErrorKind, StoreError};
 pub use fault::{Fault, FaultPlan, FaultStore};
+pub use image::{SQLITE_MAGIC, commit_from_image, image_of};
 pub use mem::MemStore;
 #[cfg(feature = "redb")]
 pub use redb_store::RedbStore;

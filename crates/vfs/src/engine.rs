@@ -129,10 +129,10 @@ impl DbState {
 
     /// Remembers `err` for [`crate::Database::last_error`] and passes it on.
     pub(crate) fn note<T>(&mut self, result: VfsResult<T>) -> VfsResult<T> {
-        if let Err(e) = &result {
-            if e.is_failure() {
-                self.last_error = Some(e.to_string());
-            }
+        if let Err(e) = &result
+            && e.is_failure()
+        {
+            self.last_error = Some(e.to_string());
         }
         result
     }
@@ -216,7 +216,7 @@ impl DbState {
     /// stay one SQLite page.
     pub(crate) fn write(&mut self, offset: u64, data: &[u8]) -> VfsResult<()> {
         let size = self.size;
-        if offset % u64::from(size.get()) != 0 || data.len() != size.bytes() {
+        if !offset.is_multiple_of(u64::from(size.get())) || data.len() != size.bytes() {
             return Err(VfsError::BadWrite(format!(
                 "write of {} bytes at offset {offset} is not one {size}-byte page; this \
                  database's page size is {size}, fixed when it was created",
@@ -244,7 +244,7 @@ impl DbState {
     /// Sets the file size, in whole pages.
     pub(crate) fn truncate(&mut self, bytes: u64) -> VfsResult<()> {
         let ps = u64::from(self.size.get());
-        if bytes % ps != 0 {
+        if !bytes.is_multiple_of(ps) {
             return Err(VfsError::BadTruncate(format!(
                 "truncate to {bytes} bytes is not a whole number of {ps}-byte pages"
             )));

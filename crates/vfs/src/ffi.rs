@@ -361,11 +361,11 @@ unsafe fn fallback(vfs: *mut ffi::sqlite3_vfs) -> Option<&'static ffi::sqlite3_v
 
 unsafe extern "C" fn x_randomness(vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) -> c_int {
     // SAFETY: `vfs` is ours.
-    if let Some(f) = unsafe { fallback(vfs) } {
-        if let Some(x) = f.xRandomness {
-            // SAFETY: delegating the same call to the VFS it was meant for.
-            return unsafe { x(ptr::from_ref(f).cast_mut(), n, out) };
-        }
+    if let Some(f) = unsafe { fallback(vfs) }
+        && let Some(x) = f.xRandomness
+    {
+        // SAFETY: delegating the same call to the VFS it was meant for.
+        return unsafe { x(ptr::from_ref(f).cast_mut(), n, out) };
     }
     let len = usize::try_from(n).unwrap_or(0);
     // SAFETY: SQLite passes `n` writable bytes.
@@ -384,11 +384,11 @@ unsafe extern "C" fn x_randomness(vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mu
 
 unsafe extern "C" fn x_sleep(vfs: *mut ffi::sqlite3_vfs, micros: c_int) -> c_int {
     // SAFETY: `vfs` is ours.
-    if let Some(f) = unsafe { fallback(vfs) } {
-        if let Some(x) = f.xSleep {
-            // SAFETY: delegating the same call to the VFS it was meant for.
-            return unsafe { x(ptr::from_ref(f).cast_mut(), micros) };
-        }
+    if let Some(f) = unsafe { fallback(vfs) }
+        && let Some(x) = f.xSleep
+    {
+        // SAFETY: delegating the same call to the VFS it was meant for.
+        return unsafe { x(ptr::from_ref(f).cast_mut(), micros) };
     }
     // A Durable Object cannot block; lock waits never happen with one connection.
     micros
@@ -407,11 +407,11 @@ const UNIX_EPOCH_JULIAN_MS: i64 = 210_866_760_000_000;
 
 unsafe extern "C" fn x_current_time_int64(vfs: *mut ffi::sqlite3_vfs, out: *mut i64) -> c_int {
     // SAFETY: `vfs` is ours.
-    if let Some(f) = unsafe { fallback(vfs) } {
-        if let Some(x) = f.xCurrentTimeInt64 {
-            // SAFETY: delegating the same call to the VFS it was meant for.
-            return unsafe { x(ptr::from_ref(f).cast_mut(), out) };
-        }
+    if let Some(f) = unsafe { fallback(vfs) }
+        && let Some(x) = f.xCurrentTimeInt64
+    {
+        // SAFETY: delegating the same call to the VFS it was meant for.
+        return unsafe { x(ptr::from_ref(f).cast_mut(), out) };
     }
     // SAFETY: SQLite passes a valid pointer for the result.
     unsafe { *out = UNIX_EPOCH_JULIAN_MS + now_ms() };
