@@ -32,6 +32,8 @@
 mod format;
 mod parse;
 mod run;
+#[cfg(feature = "rusqlite")]
+mod sqlite;
 
 pub use format::{format_rows, format_value, hash_values};
 pub use parse::{

@@ -1,0 +1,138 @@
+//! How SQLite values travel in JSON, both ways.
+//!
+//! | SQLite  | JSON |
+//! |---------|------|
+//! | NULL    | `null` |
+//! | INTEGER | a number when within ±(2^53 − 1), so JavaScript reads it exactly; otherwise `{"int": "<decimal digits>"}` |
+//! | REAL    | a number written with a fraction or exponent (`1.0`, `2.5e-7`); ±infinity as `{"float": "inf"}` / `{"float": "-inf"}` |
+//! | TEXT    | a string |
+//! | BLOB    | `{"base64": "<standard base64 with padding>"}` |
+//!
+//! Parameters accept the same forms, plus `true`/`false` (as 1/0). A JSON number without a
+//! fraction or exponent binds as INTEGER, any other number as REAL.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use rusqlite::types::{Value, ValueRef};
+use serde_json::{Map, Value as Json, json};
+
+/// Largest integer JavaScript represents exactly (`Number.MAX_SAFE_INTEGER`).
+pub const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
+
+/// A SQLite value as JSON.
+pub fn to_json(value: ValueRef<'_>) -> Json {
+    match value {
+        ValueRef::Null => Json::Null,
+        ValueRef::Integer(i) if (-MAX_SAFE_INTEGER..=MAX_SAFE_INTEGER).contains(&i) => json!(i),
+        ValueRef::Integer(i) => json!({ "int": i.to_string() }),
+        ValueRef::Real(f) if f.is_finite() => json!(f),
+        ValueRef::Real(f) => json!({ "float": if f > 0.0 { "inf" } else { "-inf" } }),
+        ValueRef::Text(t) => Json::String(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => json!({ "base64": BASE64.encode(b) }),
+    }
+}
+
+/// A parameter from JSON, or a message saying why it cannot be one.
+pub fn from_json(value: &Json) -> Result<Value, String> {
+    match value {
+        Json::Null => Ok(Value::Null),
+        Json::Bool(b) => Ok(Value::Integer(i64::from(*b))),
+        Json::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Ok(Value::Integer(i))
+            } else if n.is_u64() {
+                Err(format!("integer {n} is out of SQLite's 64-bit range"))
+            } else {
+                n.as_f64()
+                    .map(Value::Real)
+                    .ok_or_else(|| format!("number {n} is not representable"))
+            }
+        }
+        Json::String(s) => Ok(Value::Text(s.clone())),
+        Json::Object(o) => tagged(o),
+        Json::Array(_) => Err("arrays are not SQLite values".into()),
+    }
+}
+
+fn tagged(o: &Map<String, Json>) -> Result<Value, String> {
+    let only = |key: &str| -> Option<&str> {
+        if o.len() == 1 {
+            o.get(key).and_then(Json::as_str)
+        } else {
+            None
+        }
+    };
+    if let Some(b64) = only("base64") {
+        return BASE64
+            .decode(b64)
+            .map(Value::Blob)
+            .map_err(|e| format!("bad base64 in blob parameter: {e}"));
+    }
+    if let Some(digits) = only("int") {
+        return digits
+            .trim()
+            .parse::<i64>()
+            .map(Value::Integer)
+            .map_err(|_| format!("{digits:?} is not a 64-bit integer"));
+    }
+    if let Some(f) = only("float") {
+        return match f {
+            "inf" | "+inf" | "Infinity" => Ok(Value::Real(f64::INFINITY)),
+            "-inf" | "-Infinity" => Ok(Value::Real(f64::NEG_INFINITY)),
+            other => other
+                .parse::<f64>()
+                .map(Value::Real)
+                .map_err(|_| format!("{other:?} is not a float")),
+        };
+    }
+    Err(r#"objects must be {"base64": "..."}, {"int": "..."} or {"float": "..."}"#.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip() {
+        let cases = [
+            Value::Null,
+            Value::Integer(0),
+            Value::Integer(MAX_SAFE_INTEGER),
+            Value::Integer(MAX_SAFE_INTEGER + 1),
+            Value::Integer(i64::MIN),
+            Value::Real(1.0),
+            Value::Real(-2.5e-300),
+            Value::Real(f64::INFINITY),
+            Value::Text("héllo \"quoted\"".into()),
+            Value::Blob(vec![0, 1, 2, 255]),
+        ];
+        for v in cases {
+            let json = to_json(ValueRef::from(&v));
+            // Through text, as it travels.
+            let text = serde_json::to_string(&json).unwrap();
+            let back = from_json(&serde_json::from_str(&text).unwrap()).unwrap();
+            assert_eq!(back, v, "{text}");
+        }
+    }
+
+    #[test]
+    fn big_integers_are_strings_and_reals_keep_a_fraction() {
+        assert_eq!(
+            to_json(ValueRef::Integer(1 << 60)),
+            json!({"int": "1152921504606846976"})
+        );
+        assert_eq!(
+            serde_json::to_string(&to_json(ValueRef::Real(3.0))).unwrap(),
+            "3.0"
+        );
+    }
+
+    #[test]
+    fn bad_parameters_say_why() {
+        assert!(from_json(&json!([1])).is_err());
+        assert!(from_json(&json!({"base64": "!!"})).is_err());
+        assert!(from_json(&json!({"int": "12x"})).is_err());
+        assert!(from_json(&json!({"what": 1})).is_err());
+        assert!(from_json(&serde_json::from_str("18446744073709551615").unwrap()).is_err());
+    }
+}

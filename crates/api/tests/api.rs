@@ -1,0 +1,227 @@
+//! The JSON API on an in-memory store: shapes, types, errors, atomicity.
+
+use dosql_api::{Response, Session};
+use dosql_pagestore::{Fault, FaultStore, MemStore, PageSize};
+use dosql_vfs::VfsConfig;
+use serde_json::{Value, json};
+
+fn session(name: &str) -> Session {
+    Session::open(name, MemStore::new(PageSize::DEFAULT), VfsConfig::default()).unwrap()
+}
+
+fn q(s: &mut Session, body: Value) -> Response {
+    s.query(body.to_string().as_bytes())
+}
+
+fn ok(r: Response) -> Value {
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json()
+}
+
+fn err(r: Response, status: u16, code: &str) -> Value {
+    let body = r.json();
+    assert_eq!(
+        (r.status, body["error"]["code"].as_str()),
+        (status, Some(code)),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+    body
+}
+
+#[test]
+fn query_answers_columns_rows_and_counts() {
+    let mut s = session("api-basic");
+    ok(q(
+        &mut s,
+        json!({"sql": "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB)"}),
+    ));
+    let r = ok(q(
+        &mut s,
+        json!({"sql": "INSERT INTO t(name, score, data) VALUES (?, ?, ?), ('b', 2.0, NULL)",
+                               "params": ["a", 1.5, {"base64": "AAEC"}]}),
+    ));
+    assert_eq!(r["rows_affected"], 2);
+    assert_eq!(r["last_insert_rowid"], 2);
+    assert!(r["meta"]["pages_written"].as_u64().unwrap() > 0);
+    let r = ok(q(
+        &mut s,
+        json!({"sql": "SELECT id, name, score, data FROM t WHERE name = :n", "params": {"n": "a"}}),
+    ));
+    assert_eq!(r["columns"], json!(["id", "name", "score", "data"]));
+    assert_eq!(r["rows"], json!([[1, "a", 1.5, {"base64": "AAEC"}]]));
+    assert_eq!(r["rows_affected"], 0);
+}
+
+#[test]
+fn values_keep_their_sqlite_types() {
+    let mut s = session("api-types");
+    let r = ok(q(
+        &mut s,
+        json!({"sql": "SELECT 9007199254740993, -9223372036854775808, 2.0, 1e308*10, NULL, x'ff', ?, ?",
+        "params": [{"int": "9223372036854775807"}, true]}),
+    ));
+    assert_eq!(
+        r["rows"][0],
+        json!([{"int": "9007199254740993"}, {"int": "-9223372036854775808"}, 2.0, {"float": "inf"}, null, {"base64": "/w=="}, {"int": "9223372036854775807"}, 1])
+    );
+    let text = String::from_utf8(q(&mut s, json!({"sql": "SELECT 2.0, 3"})).body).unwrap();
+    assert!(
+        text.contains("[2.0,3]"),
+        "reals keep their fraction: {text}"
+    );
+}
+
+#[test]
+fn several_statements_run_in_order() {
+    let mut s = session("api-multi");
+    let r = ok(q(
+        &mut s,
+        json!({"sql": "CREATE TABLE t(x); INSERT INTO t VALUES (1),(2); SELECT sum(x) FROM t;"}),
+    ));
+    assert_eq!(r["rows"], json!([[3]]));
+    let r = ok(q(
+        &mut s,
+        json!({"sql": "CREATE TABLE u(y); INSERT INTO u VALUES (?)", "params": [7]}),
+    ));
+    assert_eq!(r["rows_affected"], 1);
+}
+
+#[test]
+fn caller_mistakes_are_4xx_and_change_nothing() {
+    let mut s = session("api-errors");
+    ok(q(&mut s, json!({"sql": "CREATE TABLE t(x UNIQUE)"})));
+    ok(q(&mut s, json!({"sql": "INSERT INTO t VALUES (1)"})));
+    err(s.query(b"{not json"), 400, "BAD_REQUEST");
+    err(s.query(br#"{"sq": "SELECT 1"}"#), 400, "BAD_REQUEST");
+    err(q(&mut s, json!({"sql": "SELEC 1"})), 400, "SQLITE_ERROR");
+    err(
+        q(&mut s, json!({"sql": "SELECT * FROM nope"})),
+        400,
+        "SQLITE_ERROR",
+    );
+    err(
+        q(&mut s, json!({"sql": "INSERT INTO t VALUES (1)"})),
+        400,
+        "SQLITE_CONSTRAINT_UNIQUE",
+    );
+    err(
+        q(&mut s, json!({"sql": "INSERT INTO t VALUES (?)"})),
+        400,
+        "SQLITE_RANGE",
+    );
+    err(
+        q(
+            &mut s,
+            json!({"sql": "INSERT INTO t VALUES (?)", "params": [1, 2]}),
+        ),
+        400,
+        "SQLITE_RANGE",
+    );
+    err(
+        q(&mut s, json!({"sql": "SELECT 1", "params": [1]})),
+        400,
+        "SQLITE_RANGE",
+    );
+    err(
+        q(
+            &mut s,
+            json!({"sql": "INSERT INTO t VALUES (:a)", "params": {"b": 1}}),
+        ),
+        400,
+        "SQLITE_RANGE",
+    );
+    err(
+        q(
+            &mut s,
+            json!({"sql": "INSERT INTO t VALUES (?)", "params": [[1]]}),
+        ),
+        400,
+        "SQLITE_MISMATCH",
+    );
+    err(
+        q(&mut s, json!({"sql": "BEGIN; INSERT INTO t VALUES (5)"})),
+        400,
+        "BAD_REQUEST",
+    );
+    err(q(&mut s, json!({"sql": "  ;  "})), 400, "BAD_REQUEST");
+    let r = ok(q(&mut s, json!({"sql": "SELECT x FROM t"})));
+    assert_eq!(
+        r["rows"],
+        json!([[1]]),
+        "nothing changed, and the session still works"
+    );
+}
+
+#[test]
+fn a_batch_is_all_or_nothing() {
+    let mut s = session("api-batch");
+    let r = s.batch(
+        json!([
+            {"sql": "CREATE TABLE t(x UNIQUE)"},
+            {"sql": "INSERT INTO t VALUES (?)", "params": [1]},
+            {"sql": "SELECT count(*) FROM t"}
+        ])
+        .to_string()
+        .as_bytes(),
+    );
+    assert_eq!(ok(r)["results"][2]["rows"], json!([[1]]));
+    let r = s.batch(
+        json!([
+            {"sql": "INSERT INTO t VALUES (2)"},
+            {"sql": "CREATE TABLE u(y)"},
+            {"sql": "INSERT INTO t VALUES (1)"}
+        ])
+        .to_string()
+        .as_bytes(),
+    );
+    let body = err(r, 400, "SQLITE_CONSTRAINT_UNIQUE");
+    assert_eq!(body["error"]["statement"], 2);
+    let r = ok(q(
+        &mut s,
+        json!({"sql": "SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM sqlite_schema WHERE name='u')"}),
+    ));
+    assert_eq!(r["rows"], json!([[1, 0]]), "the failed batch left no trace");
+    err(s.batch(b"{}"), 400, "BAD_REQUEST");
+}
+
+#[test]
+fn storage_failures_are_5xx_with_the_store_message_and_lose_nothing() {
+    let (store, plan) = FaultStore::new(MemStore::new(PageSize::DEFAULT));
+    let mut s = Session::open("api-faults", store, VfsConfig::default()).unwrap();
+    ok(q(
+        &mut s,
+        json!({"sql": "CREATE TABLE t(x); INSERT INTO t VALUES (1)"}),
+    ));
+    plan.fail_all_commits(Some(Fault::Error));
+    let body = err(
+        q(&mut s, json!({"sql": "INSERT INTO t VALUES (2)"})),
+        500,
+        "SQLITE_IOERR_FSYNC",
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("injected fault"),
+        "{body}"
+    );
+    plan.fail_all_commits(None);
+    let r = ok(q(&mut s, json!({"sql": "SELECT x FROM t"})));
+    assert_eq!(r["rows"], json!([[1]]));
+    ok(q(&mut s, json!({"sql": "INSERT INTO t VALUES (3)"})));
+}
+
+#[test]
+fn stats_report_the_store_shape() {
+    let mut s = session("api-stats");
+    ok(q(&mut s, json!({"sql": "CREATE TABLE t(x)"})));
+    let r = ok(s.stats());
+    assert_eq!(r["page_size"], 4096);
+    assert_eq!(r["txid"], 1);
+    assert_eq!(r["vfs"]["commits"], 1);
+}

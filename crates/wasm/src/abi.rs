@@ -1,0 +1,222 @@
+//! The wasm ABI: host imports, the host-backed page store, and the exported functions. The
+//! only `unsafe` of this crate; each block says why it holds.
+
+use std::cell::RefCell;
+
+use dosql_api::{ApiError, Response, Session};
+use dosql_pagestore::{Commit, Head, Page, PageNo, PageSize, PageStore, StoreError};
+use dosql_vfs::VfsConfig;
+
+#[link(wasm_import_module = "dosql")]
+unsafe extern "C" {
+    fn read_pages(nos: *const u32, n: u32, out: *mut u8, found: *mut u8) -> i32;
+    fn commit(page_count: u32, nos: *const u32, n: u32, data: *const u8) -> i32;
+    fn error_message(buf: *mut u8, cap: u32) -> u32;
+}
+
+/// The host's last error message.
+fn host_error() -> String {
+    let mut buf = vec![0u8; 1024];
+    // SAFETY: the host writes at most `cap` bytes into the buffer we own for this call.
+    let len = unsafe { error_message(buf.as_mut_ptr(), buf.len() as u32) } as usize;
+    if len > buf.len() {
+        buf = vec![0u8; len];
+        // SAFETY: as above, with a buffer of the full length.
+        unsafe { error_message(buf.as_mut_ptr(), buf.len() as u32) };
+    }
+    buf.truncate(len);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Pages in Durable Object storage, through the host imports.
+#[derive(Debug)]
+struct HostStore {
+    size: PageSize,
+    head: Head,
+}
+
+impl PageStore for HostStore {
+    fn page_size(&self) -> PageSize {
+        self.size
+    }
+
+    fn head(&mut self) -> Result<Head, StoreError> {
+        Ok(self.head)
+    }
+
+    fn read_page(&mut self, no: PageNo) -> Result<Option<Page>, StoreError> {
+        Ok(self.read_pages(&[no])?.pop().flatten())
+    }
+
+    fn read_pages(&mut self, nos: &[PageNo]) -> Result<Vec<Option<Page>>, StoreError> {
+        let ps = self.size.bytes();
+        let raw: Vec<u32> = nos.iter().map(|n| n.get()).collect();
+        let mut out = vec![0u8; ps * nos.len()];
+        let mut found = vec![0u8; nos.len()];
+        // SAFETY: `raw` holds n page numbers, `out` n pages and `found` n flags, all owned here
+        // and alive across the call (which may suspend the instance, never free them).
+        let rc = unsafe {
+            read_pages(
+                raw.as_ptr(),
+                raw.len() as u32,
+                out.as_mut_ptr(),
+                found.as_mut_ptr(),
+            )
+        };
+        if rc != 0 {
+            return Err(StoreError::read(host_error()));
+        }
+        Ok(out
+            .chunks(ps)
+            .zip(found)
+            .map(|(bytes, f)| (f != 0).then(|| Page::copy_from(bytes)))
+            .collect())
+    }
+
+    fn commit(&mut self, c: Commit) -> Result<Head, StoreError> {
+        c.validate(self.size)?;
+        let nos: Vec<u32> = c.pages.iter().map(|(n, _)| n.get()).collect();
+        let mut data = Vec::with_capacity(nos.len() * self.size.bytes());
+        for (_, page) in &c.pages {
+            data.extend_from_slice(page);
+        }
+        // SAFETY: `nos` holds n page numbers and `data` n pages, owned here for the call.
+        let rc = unsafe { commit(c.page_count, nos.as_ptr(), nos.len() as u32, data.as_ptr()) };
+        if rc != 0 {
+            // The host checks every limit before it issues any write, so a refused commit
+            // wrote nothing.
+            return Err(StoreError::commit(host_error()));
+        }
+        self.head = Head {
+            page_count: c.page_count,
+            txid: self.head.txid + 1,
+        };
+        Ok(self.head)
+    }
+}
+
+thread_local! {
+    static SESSION: RefCell<Option<Session>> = const { RefCell::new(None) };
+    static RESULT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn set_result(r: Response) -> u32 {
+    RESULT.with(|b| *b.borrow_mut() = r.body);
+    u32::from(r.status)
+}
+
+fn set_error(e: &ApiError) -> u32 {
+    RESULT.with(|b| *b.borrow_mut() = e.body().to_string().into_bytes());
+    u32::from(e.status)
+}
+
+/// Opens the database whose `meta` the host read (page_count 0 and txid 0 for a new one).
+/// Returns 200, or an error status with the answer in the result buffer.
+#[unsafe(no_mangle)]
+pub extern "C" fn dosql_open(
+    page_size: u32,
+    page_count: u32,
+    txid: f64,
+    cache_pages: u32,
+    read_ahead: u32,
+) -> u32 {
+    let Some(size) = PageSize::new(page_size) else {
+        return set_error(&ApiError::bad_request(format!(
+            "invalid page size {page_size}"
+        )));
+    };
+    let store = HostStore {
+        size,
+        head: Head {
+            page_count,
+            txid: txid as u64,
+        },
+    };
+    let config = VfsConfig {
+        cache_pages: cache_pages as usize,
+        read_ahead,
+        ..VfsConfig::default()
+    };
+    // Drop a previous session first so its name is free again.
+    SESSION.with(|s| s.borrow_mut().take());
+    match Session::open("main", store, config) {
+        Ok(session) => {
+            SESSION.with(|s| *s.borrow_mut() = Some(session));
+            set_result(Response {
+                status: 200,
+                body: b"{}".to_vec(),
+            })
+        }
+        Err(e) => set_error(&e),
+    }
+}
+
+/// Runs one request (see [`crate::op`]) on `len` bytes at `body`.
+///
+/// # Safety
+/// `body` must point at `len` readable bytes (allocated with `dosql_alloc`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dosql_exec(op: u32, body: *const u8, len: usize) -> u32 {
+    let body = if len == 0 {
+        &[][..]
+    } else {
+        // SAFETY: per the function's contract.
+        unsafe { std::slice::from_raw_parts(body, len) }
+    };
+    let response = SESSION.with(|s| {
+        let mut s = s.borrow_mut();
+        let Some(session) = s.as_mut() else {
+            return Response {
+                status: 500,
+                body: ApiError::new(500, "INTERNAL", "database not open")
+                    .body()
+                    .to_string()
+                    .into_bytes(),
+            };
+        };
+        match op {
+            crate::op::QUERY => session.query(body),
+            crate::op::BATCH => session.batch(body),
+            crate::op::STATS => session.stats(),
+            _ => Response {
+                status: 404,
+                body: ApiError::new(404, "NOT_FOUND", format!("unknown operation {op}"))
+                    .body()
+                    .to_string()
+                    .into_bytes(),
+            },
+        }
+    });
+    set_result(response)
+}
+
+/// Where the last answer is.
+#[unsafe(no_mangle)]
+pub extern "C" fn dosql_result_ptr() -> *const u8 {
+    RESULT.with(|b| b.borrow().as_ptr())
+}
+
+/// How long the last answer is.
+#[unsafe(no_mangle)]
+pub extern "C" fn dosql_result_len() -> usize {
+    RESULT.with(|b| b.borrow().len())
+}
+
+/// Allocates `len` bytes for the host to fill (a request body).
+#[unsafe(no_mangle)]
+pub extern "C" fn dosql_alloc(len: usize) -> *mut u8 {
+    let mut buf = Vec::<u8>::with_capacity(len.max(1));
+    let ptr = buf.as_mut_ptr();
+    std::mem::forget(buf);
+    ptr
+}
+
+/// Frees what `dosql_alloc(len)` returned.
+///
+/// # Safety
+/// `ptr` must come from `dosql_alloc(len)` with the same `len`, and not be freed twice.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dosql_free(ptr: *mut u8, len: usize) {
+    // SAFETY: per the contract, this rebuilds the Vec that dosql_alloc leaked.
+    drop(unsafe { Vec::from_raw_parts(ptr, 0, len.max(1)) });
+}
