@@ -4,30 +4,44 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 SETUP_STAMP := target/.setup-stamp
+WASM := target/wasm/wasm32-wasip1/wasm/dosql_wasm.wasm
+WORKER := worker/dist/worker.js
 
-.PHONY: help setup test test-rust lint wasm-check
+.PHONY: help setup run test lint test-rust test-e2e wasm worker
 
 help:
-	@echo "make run   - build and serve dosql on workerd (PORT, DATA_DIR)"
+	@echo "make run   - build, then serve dosql on workerd (PORT=8787, DATA_DIR=./data)"
 	@echo "make test  - run every test (installs what it needs first)"
 
-# Installs the toolchain and npm packages once per machine (apt, npm ci); re-run when the
-# script or the lock file changes.
-$(SETUP_STAMP): scripts/setup.sh $(wildcard worker/package-lock.json)
+# The toolchain (Debian's wasm parts) and npm packages, once per machine; again when the
+# script or the npm lock file changes.
+$(SETUP_STAMP): scripts/setup.sh worker/package-lock.json
 	bash scripts/setup.sh
 	@mkdir -p $(dir $@) && touch $@
 
 setup: $(SETUP_STAMP)
 
+# The Durable Object module (profile `wasm`: LTO, no debug info). Cargo decides what is
+# stale; the rule always asks it.
+wasm: setup
+	bash scripts/wasm-build.sh build --profile wasm -p dosql-wasm
+
+worker: wasm
+	DOSQL_WASM=$(WASM) node worker/build.mjs
+
+run: worker
+	bash scripts/run.sh
+
 lint: setup
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cd worker && npx tsc --noEmit -p .
 
 test-rust: setup
-	cargo test --workspace --locked
+	cargo test --workspace --locked --exclude dosql-e2e
 
-# The VFS must keep building for the Durable Object target.
-wasm-check: setup
-	bash scripts/wasm-build.sh build --release -p dosql-vfs --features os-other
+# End to end: a real workerd process serving the built worker, over HTTP.
+test-e2e: worker
+	cargo test -p dosql-e2e --locked -- --test-threads=2
 
-test: lint test-rust wasm-check
+test: lint test-rust test-e2e

@@ -97,17 +97,23 @@ __dosql_wasm_env() {
 
   # SQLite for the Durable Object: no OS layer (our VFS registers in sqlite3_os_init),
   # single-threaded, no WAL, temp tables in memory, batch-atomic writes for the page store.
-  export LIBSQLITE3_FLAGS="${LIBSQLITE3_FLAGS:--DSQLITE_OS_OTHER=1 -DSQLITE_OMIT_LOAD_EXTENSION -DSQLITE_DEFAULT_MEMSTATUS=0 -DSQLITE_TEMP_STORE=3 -DSQLITE_THREADSAFE=0 -DSQLITE_OMIT_WAL -DSQLITE_ENABLE_BATCH_ATOMIC_WRITE}"
+  export LIBSQLITE3_FLAGS="${LIBSQLITE3_FLAGS--DSQLITE_OS_OTHER=1 -DSQLITE_OMIT_LOAD_EXTENSION -DSQLITE_DEFAULT_MEMSTATUS=0 -DSQLITE_TEMP_STORE=3 -DSQLITE_THREADSAFE=0 -DSQLITE_OMIT_WAL -DSQLITE_ENABLE_BATCH_ATOMIC_WRITE}"
 
   # A target dir of its own (DOSQL_WASM_TARGET_DIR, else $CARGO_TARGET_DIR/wasm, else
-  # <repo>/target/wasm). Native builds use rustup's cargo/rustc 1.9x, this one (debian mode)
-  # Debian's 1.96 with RUSTC_BOOTSTRAP=1 and a different LIBSQLITE3_FLAGS. In one shared
-  # target dir the host half (build scripts, proc macros in target/release) is rebuilt by
-  # whichever toolchain ran last, and libsqlite3-sys's build script, which declares
-  # rerun-if-env-changed=LIBSQLITE3_FLAGS, reruns (recompiling all of SQLite, ~60 s) each time
-  # the two builds alternate. Worse, a native build that inherits this environment would
-  # silently get an OS-less, single-threaded SQLite (rusqlite refuses to open with it).
-  # Separate dirs keep both caches warm and their outputs apart.
+  # <repo>/target/wasm), never the native one. This environment changes WHAT gets built
+  # (LIBSQLITE3_FLAGS, RUSTC_BOOTSTRAP, Debian's cargo/rustc) without always changing the
+  # unit hashes cargo files build-script outputs under. libsqlite3-sys reads
+  # LIBSQLITE3_FLAGS for every target and only declares rerun-if-env-changed, so a host
+  # build by rustup's rustc that inherits this environment (rustup mode's
+  # `scripts/wasm-env.sh cargo test`; `cargo`, rust-analyzer or `~/.cargo/bin/cargo` in a
+  # shell that sourced this file) is the very same unit as the native build and reuses its
+  # build-script out dir: it recompiles SQLite without an OS layer and single-threaded over
+  # the native one, and the next plain native build recompiles it back (about 50 s each
+  # way, measured). In a separate dir that damage stays here. Also: cargo holds a
+  # per-target-dir lock (a wasm build would wait on rust-analyzer), `cargo clean` would
+  # wipe both caches, and rustup's cargo 1.95 and Debian's 1.96 then never write into
+  # one dir. (Proper --target wasm builds alone would coexist in the native dir: measured,
+  # no rebuilds when alternating. The leaks above are the reason.)
   if [ -z "${DOSQL_WASM_TARGET_DIR:-}" ]; then
     if [ -n "${CARGO_TARGET_DIR:-}" ]; then
       DOSQL_WASM_TARGET_DIR="$CARGO_TARGET_DIR/wasm"

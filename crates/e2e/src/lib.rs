@@ -1,0 +1,358 @@
+//! A workerd process serving dosql for tests, and an HTTP client for its API.
+//!
+//! The server is started exactly as a user starts it, through `scripts/run.sh` with `PORT` and
+//! `DATA_DIR`, from the worker that `make` built (worker/dist). Tests that need it fail with a
+//! clear message when it has not been built: run them through `make test`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Value as Json, json};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The team's shared test data (../shared/testdata beside the checkout), or `DOSQL_SHARED`.
+pub fn testdata() -> PathBuf {
+    match std::env::var_os("DOSQL_SHARED") {
+        Some(dir) => PathBuf::from(dir).join("testdata"),
+        None => repo().join("../shared/testdata"),
+    }
+}
+
+fn free_port() -> u16 {
+    // Bind port 0 to let the OS pick, then release it for workerd.
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A running workerd serving dosql on a loopback port, with its data in a directory that
+/// outlives restarts of the process.
+#[derive(Debug)]
+pub struct Server {
+    child: Option<Child>,
+    port: u16,
+    data: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts a server on a fresh data directory.
+    pub fn start() -> Server {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data = tmp.path().join("data");
+        let mut s = Server {
+            child: None,
+            port: free_port(),
+            data,
+            _tmp: Some(tmp),
+            log: PathBuf::new(),
+        };
+        s.spawn();
+        s
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:12345`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let dist = repo().join("worker/dist/worker.js");
+        assert!(
+            dist.exists(),
+            "{} is missing: build the worker first (`make test` does)",
+            dist.display()
+        );
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        self.log = self
+            .data
+            .with_extension(format!("log.{}", RUNS.fetch_add(1, Ordering::Relaxed)));
+        let log = std::fs::File::create(&self.log).expect("log file");
+        let child = Command::new("bash")
+            .arg(repo().join("scripts/run.sh"))
+            .env("PORT", self.port.to_string())
+            .env("DATA_DIR", &self.data)
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start scripts/run.sh");
+        self.child = Some(child);
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = client().get(&format!("{}/", self.url())).call() {
+                if r.status().as_u16() < 500 {
+                    return;
+                }
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "workerd exited with {status} during start-up:\n{}",
+                    self.log_text()
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "workerd did not answer within 60 s:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What the server printed.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the server with SIGKILL (run.sh execs workerd, so this is workerd itself).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the server gracefully (SIGTERM) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if c.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same data directory and port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Kills with SIGKILL and starts again on the same data.
+    pub fn crash_and_restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// A client for database `name`.
+    pub fn db(&self, name: &str) -> Db {
+        Db {
+            base: format!("{}/db/{name}", self.url()),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// An HTTP agent that returns 4xx/5xx answers instead of failing on them.
+pub fn client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+/// A status and a parsed JSON body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// The body, parsed (Null if it was not JSON).
+    pub body: Json,
+}
+
+impl Answer {
+    /// The body, asserting a 200.
+    pub fn ok(self) -> Json {
+        assert_eq!(self.status, 200, "{}", self.body);
+        self.body
+    }
+
+    /// The error code, asserting the status.
+    pub fn error(&self, status: u16) -> &str {
+        assert_eq!(self.status, status, "{}", self.body);
+        let code = self.body["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error code: {}", self.body));
+        assert!(
+            self.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{}",
+            self.body
+        );
+        code
+    }
+}
+
+/// One database over HTTP.
+#[derive(Debug, Clone)]
+pub struct Db {
+    base: String,
+}
+
+impl Db {
+    /// Sends a request; transport failures are errors, HTTP statuses are answers.
+    pub fn send(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Answer, String> {
+        let url = format!("{}{path}", self.base);
+        let agent = client();
+        let result = match (method, body) {
+            ("GET", _) => agent.get(&url).call(),
+            ("POST", Some(b)) => agent
+                .post(&url)
+                .header("content-type", "application/json")
+                .send(b),
+            ("POST", None) => agent.post(&url).send_empty(),
+            ("PUT", Some(b)) => agent.put(&url).send(b),
+            ("DELETE", _) => agent.delete(&url).call(),
+            (m, _) => return Err(format!("method {m} not supported by the test client")),
+        };
+        let mut resp = result.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(256 << 20)
+            .read_to_string()
+            .map_err(|e| e.to_string())?;
+        Ok(Answer {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Json::Null),
+        })
+    }
+
+    /// POST /query.
+    pub fn query(&self, sql: &str, params: Json) -> Answer {
+        self.try_query(sql, params)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// POST /query, reporting transport failures.
+    pub fn try_query(&self, sql: &str, params: Json) -> Result<Answer, String> {
+        let body = json!({"sql": sql, "params": params}).to_string();
+        self.send("POST", "/query", Some(body.as_bytes()))
+    }
+
+    /// POST /batch.
+    pub fn batch(&self, statements: Json) -> Answer {
+        self.send("POST", "/batch", Some(statements.to_string().as_bytes()))
+            .expect("batch")
+    }
+
+    /// The rows of a query that must succeed.
+    pub fn rows(&self, sql: &str) -> Vec<Json> {
+        self.query(sql, json!([])).ok()["rows"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// One integer from a query that must succeed.
+    pub fn int(&self, sql: &str) -> i64 {
+        self.rows(sql)[0][0]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{sql}: not an integer"))
+    }
+}
+
+/// A sqllogictest engine that runs SQL through the HTTP API.
+#[derive(Debug)]
+pub struct HttpEngine(pub Db);
+
+/// An API value back to a SQLite value.
+pub fn to_slt(v: &Json) -> Result<dosql_slt::Value, String> {
+    use dosql_slt::Value;
+    Ok(match v {
+        Json::Null => Value::Null,
+        Json::Number(n) if n.is_i64() => Value::Integer(n.as_i64().unwrap_or_default()),
+        Json::Number(n) => Value::Real(n.as_f64().ok_or("bad number")?),
+        Json::String(s) => Value::Text(s.clone()),
+        Json::Object(o) if o.contains_key("int") => Value::Integer(
+            o["int"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .ok_or("bad int")?,
+        ),
+        Json::Object(o) if o.contains_key("float") => match o["float"].as_str() {
+            Some("inf") => Value::Real(f64::INFINITY),
+            Some("-inf") => Value::Real(f64::NEG_INFINITY),
+            _ => return Err("bad float".into()),
+        },
+        Json::Object(o) if o.contains_key("base64") => Value::Blob(
+            base64::engine::general_purpose::STANDARD
+                .decode(o["base64"].as_str().ok_or("bad blob")?)
+                .map_err(|e| e.to_string())?,
+        ),
+        other => return Err(format!("unexpected value {other}")),
+    })
+}
+
+impl dosql_slt::Engine for HttpEngine {
+    fn statement(&mut self, sql: &str) -> Result<(), String> {
+        let a = self.0.try_query(sql, Json::Null)?;
+        match a.status {
+            200 => Ok(()),
+            s if s < 500 => Err(a.body["error"]["message"]
+                .as_str()
+                .unwrap_or("error")
+                .to_owned()),
+            s => panic!("server error {s} for {sql}: {}", a.body),
+        }
+    }
+
+    fn query(&mut self, sql: &str) -> Result<Vec<Vec<dosql_slt::Value>>, String> {
+        let a = self.0.try_query(sql, Json::Null)?;
+        match a.status {
+            200 => a.body["rows"]
+                .as_array()
+                .ok_or("no rows")?
+                .iter()
+                .map(|row| {
+                    row.as_array()
+                        .ok_or("row is not an array")?
+                        .iter()
+                        .map(to_slt)
+                        .collect()
+                })
+                .collect(),
+            s if s < 500 => Err(a.body["error"]["message"]
+                .as_str()
+                .unwrap_or("error")
+                .to_owned()),
+            s => panic!("server error {s} for {sql}: {}", a.body),
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The HTTP API of the Durable Object on workerd: persistence, crashes, atomicity, limits,
+//! bad input and concurrency.
+
+use std::time::{Duration, Instant};
+
+use dosql_e2e::{Server, client};
+use serde_json::json;
+
+#[test]
+fn data_persists_across_a_restart() {
+    let mut server = Server::start();
+    let db = server.db("persist");
+    db.query("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)", json!([]))
+        .ok();
+    db.query("INSERT INTO t(v) VALUES (?), (?)", json!(["a", "b"]))
+        .ok();
+    server.restart();
+    let db = server.db("persist");
+    assert_eq!(
+        db.rows("SELECT v FROM t ORDER BY id"),
+        vec![json!(["a"]), json!(["b"])]
+    );
+    assert_eq!(db.rows("PRAGMA integrity_check"), vec![json!(["ok"])]);
+    // Databases are separate.
+    assert_eq!(
+        server
+            .db("other")
+            .query("SELECT * FROM t", json!([]))
+            .error(400),
+        "SQLITE_ERROR"
+    );
+}
+
+#[test]
+fn kill_9_loses_no_acknowledged_insert() {
+    let mut server = Server::start();
+    let db = server.db("crash");
+    db.query(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, pad BLOB)",
+        json!([]),
+    )
+    .ok();
+    let mut acked: i64 = 0;
+    let mut seed: u64 = 0x9E37_79B9;
+    for round in 0..10 {
+        let db = server.db("crash");
+        // Insert in a loop from another thread; kill workerd while it runs.
+        let stop_after = Duration::from_millis(150 + (seed % 400));
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407)
+            >> 1;
+        let writer = std::thread::spawn(move || {
+            let mut last = 0;
+            let started = Instant::now();
+            let mut next = acked + 1;
+            while started.elapsed() < Duration::from_secs(5) {
+                match db.try_query(
+                    "INSERT INTO t VALUES (?, zeroblob(?))",
+                    json!([next, (next % 7) * 1000]),
+                ) {
+                    Ok(a) if a.status == 200 => {
+                        last = next;
+                        next += 1;
+                    }
+                    _ => break, // the server is gone
+                }
+            }
+            last
+        });
+        std::thread::sleep(stop_after);
+        server.crash_and_restart();
+        let last = writer.join().unwrap();
+        assert!(last >= acked, "round {round}");
+        acked = last.max(acked);
+        let db = server.db("crash");
+        assert_eq!(
+            db.rows("PRAGMA integrity_check"),
+            vec![json!(["ok"])],
+            "round {round}"
+        );
+        let max = db.int("SELECT coalesce(max(id), 0) FROM t");
+        let count = db.int("SELECT count(*) FROM t");
+        assert!(
+            max >= acked,
+            "round {round}: acknowledged {acked}, database has up to {max}"
+        );
+        assert_eq!(count, max, "round {round}: gaps in the inserted ids");
+        // The next writer continues after whatever landed, acknowledged or not.
+        acked = max;
+    }
+    assert!(acked > 10, "the writer made no progress: {acked}");
+}
+
+#[test]
+fn a_failing_batch_leaves_no_trace() {
+    let server = Server::start();
+    let db = server.db("batch");
+    db.query("CREATE TABLE t(x UNIQUE)", json!([])).ok();
+    db.query("INSERT INTO t VALUES (1)", json!([])).ok();
+    let a = db.batch(json!([
+        {"sql": "INSERT INTO t VALUES (2)"},
+        {"sql": "CREATE TABLE u(y)"},
+        {"sql": "INSERT INTO t VALUES (1)"}
+    ]));
+    assert_eq!(a.error(400), "SQLITE_CONSTRAINT_UNIQUE");
+    assert_eq!(a.body["error"]["statement"], 2);
+    assert_eq!(db.rows("SELECT x FROM t"), vec![json!([1])]);
+    assert_eq!(
+        db.int("SELECT count(*) FROM sqlite_schema WHERE name = 'u'"),
+        0
+    );
+    let ok = db.batch(json!([{"sql": "INSERT INTO t VALUES (?)", "params": [5]}, {"sql": "SELECT count(*) FROM t"}])).ok();
+    assert_eq!(ok["results"][1]["rows"], json!([[2]]));
+}
+
+#[test]
+fn a_transaction_over_128_pages_commits_atomically_within_storage_limits() {
+    let mut server = Server::start();
+    let db = server.db("big");
+    db.query("CREATE TABLE t(x BLOB)", json!([])).ok();
+    // ~300 pages of 4 KiB in one transaction.
+    let a = db
+        .query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<300)
+         INSERT INTO t SELECT zeroblob(4000) FROM n",
+            json!([]),
+        )
+        .ok();
+    assert!(a["meta"]["pages_written"].as_u64().unwrap() > 128, "{a}");
+    let stats = db.send("GET", "/_storage_stats", None).unwrap().ok();
+    let max_keys = stats["max_keys_per_put"]
+        .as_u64()
+        .expect("max_keys_per_put");
+    assert!(max_keys <= 128, "a put() exceeded 128 keys: {stats}");
+    assert!(
+        stats["max_value_bytes"].as_u64().unwrap() <= 128 * 1024,
+        "{stats}"
+    );
+    assert!(
+        stats["puts"].as_u64().unwrap() >= 3,
+        "the commit must have been split: {stats}"
+    );
+    server.crash_and_restart();
+    let db = server.db("big");
+    assert_eq!(db.int("SELECT count(*) FROM t"), 300);
+    assert_eq!(db.rows("PRAGMA integrity_check"), vec![json!(["ok"])]);
+}
+
+#[test]
+fn bad_requests_get_json_errors_and_change_nothing() {
+    let server = Server::start();
+    let db = server.db("bad");
+    db.query("CREATE TABLE t(x INTEGER NOT NULL)", json!([]))
+        .ok();
+    db.query("INSERT INTO t VALUES (1)", json!([])).ok();
+    let cases: Vec<(&str, &str, Option<Vec<u8>>, u16, &str)> = vec![
+        (
+            "bad SQL",
+            "/query",
+            Some(br#"{"sql": "SELEC 1"}"#.to_vec()),
+            400,
+            "SQLITE_ERROR",
+        ),
+        (
+            "bad JSON",
+            "/query",
+            Some(b"{\"sql\": ".to_vec()),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "wrong shape",
+            "/query",
+            Some(br#"{"statement": "SELECT 1"}"#.to_vec()),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "too few params",
+            "/query",
+            Some(br#"{"sql": "INSERT INTO t VALUES (?)"}"#.to_vec()),
+            400,
+            "SQLITE_RANGE",
+        ),
+        (
+            "too many params",
+            "/query",
+            Some(br#"{"sql": "INSERT INTO t VALUES (?)", "params": [1, 2]}"#.to_vec()),
+            400,
+            "SQLITE_RANGE",
+        ),
+        (
+            "param type",
+            "/query",
+            Some(br#"{"sql": "INSERT INTO t VALUES (?)", "params": [[1]]}"#.to_vec()),
+            400,
+            "SQLITE_MISMATCH",
+        ),
+        (
+            "constraint",
+            "/query",
+            Some(br#"{"sql": "INSERT INTO t VALUES (NULL)"}"#.to_vec()),
+            400,
+            "SQLITE_CONSTRAINT_NOTNULL",
+        ),
+        (
+            "batch not a list",
+            "/batch",
+            Some(br#"{"sql": "SELECT 1"}"#.to_vec()),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "too large",
+            "/query",
+            Some(format!(r#"{{"sql": "SELECT '{}'"}}"#, "x".repeat(2 << 20)).into_bytes()),
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
+        (
+            "unknown route",
+            "/nope",
+            Some(b"{}".to_vec()),
+            404,
+            "NOT_FOUND",
+        ),
+    ];
+    for (what, path, body, status, code) in cases {
+        let a = db.send("POST", path, body.as_deref()).unwrap();
+        assert_eq!(a.error(status), code, "{what}");
+    }
+    let a = db.send("GET", "/query", None).unwrap();
+    assert_eq!(a.status, 405, "GET /query: {}", a.body);
+    let r = client()
+        .get(&format!("{}/nowhere", server.url()))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let a = server
+        .db("bad name!")
+        .send("POST", "/query", Some(b"{}"))
+        .unwrap();
+    assert_eq!(a.status, 400, "{}", a.body);
+    // Nothing changed, and the database still works.
+    assert_eq!(db.rows("SELECT x FROM t"), vec![json!([1])]);
+    db.query("INSERT INTO t VALUES (2)", json!([])).ok();
+    assert_eq!(db.int("SELECT count(*) FROM t"), 2);
+}
+
+#[test]
+fn values_keep_their_types_over_http() {
+    let server = Server::start();
+    let db = server.db("types");
+    let r = db
+        .query(
+            "SELECT 9007199254740993, 1.0, 'text', x'00ff', NULL, ?",
+            json!([{"base64": "AAE="}]),
+        )
+        .ok();
+    assert_eq!(
+        r["rows"],
+        json!([[{"int": "9007199254740993"}, 1.0, "text", {"base64": "AP8="}, null, {"base64": "AAE="}]])
+    );
+    assert_eq!(r["columns"].as_array().unwrap().len(), 6);
+}
+
+#[test]
+fn fifty_concurrent_clients_all_land() {
+    let server = Server::start();
+    let db = server.db("concurrent");
+    db.query("CREATE TABLE t(client INTEGER, n INTEGER)", json!([]))
+        .ok();
+    let threads: Vec<_> = (0..50)
+        .map(|c| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                for n in 0..10 {
+                    db.query("INSERT INTO t VALUES (?, ?)", json!([c, n])).ok();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(db.int("SELECT count(*) FROM t"), 500);
+    assert_eq!(
+        db.int("SELECT count(DISTINCT client * 100 + n) FROM t"),
+        500
+    );
+}
