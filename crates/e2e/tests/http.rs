@@ -129,18 +129,13 @@ fn a_transaction_over_128_pages_commits_atomically_within_storage_limits() {
         .ok();
     assert!(a["meta"]["pages_written"].as_u64().unwrap() > 128, "{a}");
     let stats = db.send("GET", "/_storage_stats", None).unwrap().ok();
-    let max_keys = stats["max_keys_per_put"]
-        .as_u64()
-        .expect("max_keys_per_put");
+    let max_keys = stats["put_keys_max"].as_u64().expect("put_keys_max");
     assert!(max_keys <= 128, "a put() exceeded 128 keys: {stats}");
-    assert!(
-        stats["max_value_bytes"].as_u64().unwrap() <= 128 * 1024,
-        "{stats}"
-    );
-    assert!(
-        stats["puts"].as_u64().unwrap() >= 3,
-        "the commit must have been split: {stats}"
-    );
+    assert!(stats["get_keys_max"].as_u64().unwrap() <= 128, "{stats}");
+    assert!(stats["put_value_bytes_max"].as_u64().unwrap() <= 128 * 1024, "{stats}");
+    assert!(stats["key_bytes_max"].as_u64().unwrap() <= 2048, "{stats}");
+    assert_eq!(stats["refused_calls"], 0, "{stats}");
+    assert!(stats["put_calls"].as_u64().unwrap() >= 3, "the commit must have been split: {stats}");
     server.crash_and_restart();
     let db = server.db("big");
     assert_eq!(db.int("SELECT count(*) FROM t"), 300);
@@ -238,7 +233,7 @@ fn bad_requests_get_json_errors_and_change_nothing() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
     let a = server
-        .db("bad name!")
+        .db("bad$name")
         .send("POST", "/query", Some(b"{}"))
         .unwrap();
     assert_eq!(a.status, 400, "{}", a.body);

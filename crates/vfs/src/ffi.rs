@@ -213,6 +213,9 @@ unsafe extern "C" fn x_file_control(
                 // The commit point of a rollback-journal transaction: sent right before xSync,
                 // and also when synchronous=OFF skips xSync.
                 ffi::SQLITE_FCNTL_SYNC => on_db(state, |s| s.commit(false)),
+                // In rollback-journal mode SQLite shrinks the file only after the commit
+                // (the header already holds the new size); store that truncation now.
+                ffi::SQLITE_FCNTL_COMMIT_PHASETWO => on_db(state, |s| s.commit(false)),
                 ffi::SQLITE_FCNTL_BEGIN_ATOMIC_WRITE => ffi::SQLITE_OK,
                 ffi::SQLITE_FCNTL_COMMIT_ATOMIC_WRITE => on_db(state, |s| s.commit(true)),
                 ffi::SQLITE_FCNTL_ROLLBACK_ATOMIC_WRITE => {

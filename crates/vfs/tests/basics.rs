@@ -272,3 +272,32 @@ fn attaching_a_name_twice_is_refused() {
     );
     assert!(b.is_err());
 }
+
+#[test]
+fn vacuum_shrinks_the_store() {
+    for batch_atomic in [true, false] {
+        let db = Database::attach(
+            &format!("vacuum-{batch_atomic}"),
+            MemStore::new(PageSize::DEFAULT),
+            VfsConfig { batch_atomic, ..VfsConfig::default() },
+        )
+        .unwrap();
+        let conn = db.connect().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t(x);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<300)
+             INSERT INTO t SELECT zeroblob(3000) FROM n;",
+        )
+        .unwrap();
+        let big = db.head().page_count;
+        conn.execute_batch("DELETE FROM t WHERE rowid > 10; VACUUM;").unwrap();
+        let pages: u32 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+        assert!(pages < big / 10, "{pages} of {big}");
+        assert_eq!(db.head().page_count, pages, "the store keeps the vacuumed size");
+        assert_eq!(db.stats().discarded_transactions, 0);
+        drop(conn);
+        let conn = db.connect().unwrap();
+        assert_eq!(count(&conn, "t"), 10);
+        assert_eq!(integrity(&conn), "ok");
+    }
+}

@@ -1,0 +1,39 @@
+# workerd config for local runs and tests: `scripts/run.sh` (or `make run`) serves it with
+#   workerd serve worker/config.capnp --socket-addr http=127.0.0.1:$PORT \
+#                                     --directory-path dosql-data=$DATA_DIR
+# Paths in `embed` are relative to this file: run `node worker/build.mjs` first.
+# Production runs on Cloudflare from wrangler.toml; keep the two in step (class, binding, vars).
+using Workerd = import "/workerd/workerd.capnp";
+
+const config :Workerd.Config = (
+  services = [
+    (name = "dosql", worker = .dosqlWorker),
+    # Where DO storage lives; run.sh points it at $DATA_DIR. One workerd version per data
+    # directory: a newer workerd's files can crash an older one.
+    (name = "dosql-data", disk = (path = "data", writable = true)),
+  ],
+  sockets = [
+    (name = "http", address = "127.0.0.1:8787", http = (), service = "dosql"),
+  ],
+);
+
+const dosqlWorker :Workerd.Worker = (
+  modules = [
+    (name = "worker.js", esModule = embed "dist/worker.js"),
+    (name = "dosql.wasm", wasm = embed "dist/dosql.wasm"),
+  ],
+  # JSPI (WebAssembly.Suspending / promising) needs no flag on this workerd.
+  compatibilityDate = "2026-11-01",
+  bindings = [
+    (name = "DB", durableObjectNamespace = "DosqlDatabase"),
+    (name = "PAGE_SIZE", text = "4096"),
+    (name = "CACHE_PAGES", text = "4096"),
+    (name = "READ_AHEAD", text = "0"),
+  ],
+  durableObjectNamespaces = [
+    # Classic (KV-backed) storage: no enableSql. DO NOT change uniqueKey: object ids and the
+    # data directory's layout derive from it.
+    (className = "DosqlDatabase", uniqueKey = "dosql-3f9c2a7e5b1d4c08a6e2f0b9d7c41e53"),
+  ],
+  durableObjectStorage = (localDisk = "dosql-data"),
+);

@@ -1,0 +1,84 @@
+// The smallest WASI preview1 shim dosql.wasm needs. SQLite runs with its own VFS (no files),
+// so only a clock, randomness, stdout/stderr (Rust panics, debug prints) and empty
+// args/environment are real; every other import the module names answers ENOSYS.
+
+const ESUCCESS = 0;
+const EBADF = 8;
+const ENOSYS = 52;
+
+/** Thrown by proc_exit: unwinds out of the wasm like a trap (the instance is then dropped). */
+export class WasiExit extends Error {
+  constructor(readonly code: number) {
+    super(`wasm called proc_exit(${code})`);
+  }
+}
+
+type WasiFn = (...args: never[]) => number | void;
+
+/**
+ * The `wasi_snapshot_preview1` import object for `module`: every WASI function it imports,
+ * real or ENOSYS. `memory` is called on each use because the instance (and so its memory)
+ * exists only after instantiation, and the memory's buffer changes when it grows.
+ */
+export function wasiImports(module: WebAssembly.Module, memory: () => WebAssembly.Memory): Record<string, WasiFn> {
+  const view = () => new DataView(memory().buffer);
+  const decoder = new TextDecoder();
+  const pending: Record<number, string> = { 1: "", 2: "" };
+
+  const impl: Record<string, WasiFn> = {
+    clock_time_get(_id: number, _precision: bigint, outPtr: number): number {
+      // Date.now() in workerd advances only across I/O (a Spectre mitigation); good enough.
+      view().setBigUint64(outPtr, BigInt(Date.now()) * 1_000_000n, true);
+      return ESUCCESS;
+    },
+    random_get(ptr: number, len: number): number {
+      // getRandomValues fills at most 65536 bytes per call.
+      for (let off = 0; off < len; off += 65536) {
+        crypto.getRandomValues(new Uint8Array(memory().buffer, ptr + off, Math.min(65536, len - off)));
+      }
+      return ESUCCESS;
+    },
+    fd_write(fd: number, iovs: number, iovsLen: number, nwrittenPtr: number): number {
+      if (fd !== 1 && fd !== 2) return EBADF;
+      const dv = view();
+      let total = 0;
+      let text = "";
+      for (let i = 0; i < iovsLen; i++) {
+        const buf = dv.getUint32(iovs + i * 8, true);
+        const len = dv.getUint32(iovs + i * 8 + 4, true);
+        text += decoder.decode(new Uint8Array(memory().buffer, buf, len), { stream: true });
+        total += len;
+      }
+      // Line-buffer so that one message written in pieces logs as one line.
+      const lines = (pending[fd] + text).split("\n");
+      pending[fd] = lines.pop() ?? "";
+      const log = fd === 1 ? console.log : console.error;
+      for (const line of lines) log(`dosql.wasm: ${line}`);
+      dv.setUint32(nwrittenPtr, total, true);
+      return ESUCCESS;
+    },
+    environ_sizes_get: zeroPair,
+    args_sizes_get: zeroPair,
+    environ_get: () => ESUCCESS,
+    args_get: () => ESUCCESS,
+    sched_yield: () => ESUCCESS,
+    proc_exit(code: number): void {
+      throw new WasiExit(code);
+    },
+  };
+
+  function zeroPair(countPtr: number, sizePtr: number): number {
+    const dv = view();
+    dv.setUint32(countPtr, 0, true);
+    dv.setUint32(sizePtr, 0, true);
+    return ESUCCESS;
+  }
+
+  const imports: Record<string, WasiFn> = {};
+  for (const imp of WebAssembly.Module.imports(module)) {
+    if (imp.module === "wasi_snapshot_preview1" && imp.kind === "function") {
+      imports[imp.name] = impl[imp.name] ?? (() => ENOSYS);
+    }
+  }
+  return imports;
+}
