@@ -132,10 +132,16 @@ fn a_transaction_over_128_pages_commits_atomically_within_storage_limits() {
     let max_keys = stats["put_keys_max"].as_u64().expect("put_keys_max");
     assert!(max_keys <= 128, "a put() exceeded 128 keys: {stats}");
     assert!(stats["get_keys_max"].as_u64().unwrap() <= 128, "{stats}");
-    assert!(stats["put_value_bytes_max"].as_u64().unwrap() <= 128 * 1024, "{stats}");
+    assert!(
+        stats["put_value_bytes_max"].as_u64().unwrap() <= 128 * 1024,
+        "{stats}"
+    );
     assert!(stats["key_bytes_max"].as_u64().unwrap() <= 2048, "{stats}");
     assert_eq!(stats["refused_calls"], 0, "{stats}");
-    assert!(stats["put_calls"].as_u64().unwrap() >= 3, "the commit must have been split: {stats}");
+    assert!(
+        stats["put_calls"].as_u64().unwrap() >= 3,
+        "the commit must have been split: {stats}"
+    );
     server.crash_and_restart();
     let db = server.db("big");
     assert_eq!(db.int("SELECT count(*) FROM t"), 300);

@@ -279,7 +279,10 @@ fn vacuum_shrinks_the_store() {
         let db = Database::attach(
             &format!("vacuum-{batch_atomic}"),
             MemStore::new(PageSize::DEFAULT),
-            VfsConfig { batch_atomic, ..VfsConfig::default() },
+            VfsConfig {
+                batch_atomic,
+                ..VfsConfig::default()
+            },
         )
         .unwrap();
         let conn = db.connect().unwrap();
@@ -290,10 +293,17 @@ fn vacuum_shrinks_the_store() {
         )
         .unwrap();
         let big = db.head().page_count;
-        conn.execute_batch("DELETE FROM t WHERE rowid > 10; VACUUM;").unwrap();
-        let pages: u32 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+        conn.execute_batch("DELETE FROM t WHERE rowid > 10; VACUUM;")
+            .unwrap();
+        let pages: u32 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
         assert!(pages < big / 10, "{pages} of {big}");
-        assert_eq!(db.head().page_count, pages, "the store keeps the vacuumed size");
+        assert_eq!(
+            db.head().page_count,
+            pages,
+            "the store keeps the vacuumed size"
+        );
         assert_eq!(db.stats().discarded_transactions, 0);
         drop(conn);
         let conn = db.connect().unwrap();
