@@ -94,10 +94,10 @@ impl Server {
         self.child = Some(child);
         let started = Instant::now();
         loop {
-            if let Ok(r) = client().get(&format!("{}/", self.url())).call() {
-                if r.status().as_u16() < 500 {
-                    return;
-                }
+            if let Ok(r) = client().get(&format!("{}/", self.url())).call()
+                && r.status().as_u16() < 500
+            {
+                return;
             }
             if let Some(status) = self
                 .child
