@@ -155,7 +155,15 @@ fn bad_requests_get_json_errors_and_change_nothing() {
     db.query("CREATE TABLE t(x INTEGER NOT NULL)", json!([]))
         .ok();
     db.query("INSERT INTO t VALUES (1)", json!([])).ok();
-    let cases: Vec<(&str, &str, Option<Vec<u8>>, u16, &str)> = vec![
+    // (what, path, body, status, code)
+    type Case = (
+        &'static str,
+        &'static str,
+        Option<Vec<u8>>,
+        u16,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "bad SQL",
             "/query",
