@@ -29,6 +29,8 @@ const dosqlWorker :Workerd.Worker = (
     (name = "PAGE_SIZE", text = "4096"),
     (name = "CACHE_PAGES", text = "4096"),
     (name = "READ_AHEAD", text = "0"),
+    # The bearer token every request must carry; unset or empty = open (local development).
+    (name = "DOSQL_TOKEN", fromEnvironment = "DOSQL_TOKEN"),
   ],
   durableObjectNamespaces = [
     # Classic (KV-backed) storage: no enableSql. DO NOT change uniqueKey: object ids and the

@@ -6,11 +6,17 @@
 //                  POST /db/<name>/batch       → [{"sql","params"},...] (wasm op 2)
 //                  GET  /db/<name>/stats       → wasm statistics        (wasm op 3)
 //                  GET  /db/<name>/_storage_stats → storage call counters (PageStorage.stats)
+//                  /db/<name>/v2..., /v3...    → libSQL's Hrana over HTTP (hrana.ts)
+//                  /db/<name>/pages..., /import... → page transfer for dosql import/export (transfer.ts)
 // Database names: 1-64 characters of [A-Za-z0-9_.-]. Request bodies: at most 1 MiB (413).
+// Auth: with the secret DOSQL_TOKEN set, every route needs `Authorization: Bearer <token>`.
 
 import wasmModule from "./dosql.wasm";
 import { DosqlInstance, OP_BATCH, OP_QUERY, OP_STATS } from "./dosql";
 import { PageStorage } from "./storage";
+import { type DbContext, JSON_HEADERS, jsonError } from "./http";
+import { handleHrana } from "./hrana";
+import { handleTransfer } from "./transfer";
 
 export interface Env {
   DB: DurableObjectNamespace;
@@ -20,20 +26,15 @@ export interface Env {
   CACHE_PAGES?: string;
   /** Pages read ahead on a cache miss; default 0. */
   READ_AHEAD?: string;
+  /** When set (a secret), every request must carry `Authorization: Bearer <DOSQL_TOKEN>`. */
+  DOSQL_TOKEN?: string;
 }
 
 /** Largest request body passed to the wasm. */
 const MAX_BODY_BYTES = 1024 * 1024;
 
 const NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
-const JSON_HEADERS = { "content-type": "application/json" };
 
-function jsonError(status: number, code: string, message: string, headers: Record<string, string> = {}): Response {
-  return new Response(JSON.stringify({ error: { code, message } }), {
-    status,
-    headers: { ...JSON_HEADERS, ...headers },
-  });
-}
 
 function intVar(value: string | undefined, fallback: number): number {
   const n = value === undefined || value === "" ? fallback : Number(value);
@@ -44,6 +45,9 @@ function intVar(value: string | undefined, fallback: number): number {
 export default {
   async fetch(request: Request, env: Env): Promise<Response> {
     const { pathname } = new URL(request.url);
+    if (env.DOSQL_TOKEN && !(await authorized(request, env.DOSQL_TOKEN))) {
+      return jsonError(401, "UNAUTHORIZED", "missing or wrong bearer token", { "www-authenticate": "Bearer" });
+    }
     if (pathname === "/") {
       return new Response(
         JSON.stringify({
@@ -64,10 +68,24 @@ export default {
   },
 } satisfies ExportedHandler<Env>;
 
+/** Whether the request carries `Authorization: Bearer <token>`, compared in constant time. */
+async function authorized(request: Request, token: string): Promise<boolean> {
+  const header = request.headers.get("authorization") ?? "";
+  const given = header.startsWith("Bearer ") ? header.slice(7) : "";
+  // Compare digests, so neither the length nor a prefix of the token leaks through timing.
+  const digest = async (s: string) => new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(s)));
+  const [a, b] = await Promise.all([digest(given), digest(token)]);
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
+  return diff === 0 && given.length > 0;
+}
+
+/** Most bytes read (and dropped) from an oversized body before answering 413, so that the
+ *  client, still sending, reads the answer instead of a reset connection. */
+const MAX_DRAIN_BYTES = 16 * 1024 * 1024;
+
 /** Reads the body, refusing (null) one over `limit` bytes without buffering all of it. */
 async function readBody(request: Request, limit: number): Promise<Uint8Array | null> {
-  const declared = request.headers.get("content-length");
-  if (declared !== null && Number(declared) > limit) return null;
   if (request.body === null) return new Uint8Array(0);
   const parts: Uint8Array[] = [];
   let total = 0;
@@ -77,6 +95,12 @@ async function readBody(request: Request, limit: number): Promise<Uint8Array | n
     if (done) break;
     total += value.byteLength;
     if (total > limit) {
+      // Drop the rest (up to a cap) rather than reset a client that is still sending.
+      while (total <= MAX_DRAIN_BYTES) {
+        const next = await reader.read();
+        if (next.done) return null;
+        total += next.value.byteLength;
+      }
       await reader.cancel();
       return null;
     }
@@ -108,25 +132,55 @@ export class DosqlDatabase implements DurableObject {
   }
 
   async fetch(request: Request): Promise<Response> {
-    const route = /^\/db\/[^/]+\/([^/]+)$/.exec(new URL(request.url).pathname)?.[1];
-    switch (route) {
+    const url = new URL(request.url);
+    // The path after /db/<name>/ (the Worker checked the name).
+    const rest = url.pathname.replace(/^\/db\/[^/]+\/?/, "");
+    const first = rest.split("/")[0];
+    switch (first) {
       case "query":
       case "batch": {
-        if (request.method !== "POST") return jsonError(405, "METHOD_NOT_ALLOWED", `${route} takes POST`, { allow: "POST" });
-        // Read the body before taking the lock, so a slow upload holds up nobody.
-        const body = await readBody(request, MAX_BODY_BYTES);
-        if (body === null) return jsonError(413, "PAYLOAD_TOO_LARGE", `request body over ${MAX_BODY_BYTES} bytes`);
-        return this.locked(() => this.exec(route === "query" ? OP_QUERY : OP_BATCH, body));
+        if (rest !== first) break;
+        if (request.method !== "POST") return jsonError(405, "METHOD_NOT_ALLOWED", `${first} takes POST`, { allow: "POST" });
+        const body = await this.body(request);
+        if (body instanceof Response) return body;
+        return this.locked(() => this.exec(first === "query" ? OP_QUERY : OP_BATCH, body));
       }
       case "stats":
+        if (rest !== first) break;
         if (request.method !== "GET") return jsonError(405, "METHOD_NOT_ALLOWED", "stats takes GET", { allow: "GET" });
         return this.locked(() => this.exec(OP_STATS, new Uint8Array(0)));
       case "_storage_stats":
+        if (rest !== first) break;
         if (request.method !== "GET") return jsonError(405, "METHOD_NOT_ALLOWED", "_storage_stats takes GET", { allow: "GET" });
         return new Response(JSON.stringify({ ...this.pages.stats, meta: this.pages.meta }), { headers: JSON_HEADERS });
-      default:
-        return jsonError(404, "NOT_FOUND", `no route for ${new URL(request.url).pathname}`);
+      case "v2":
+      case "v3":
+        return handleHrana(request, rest, this.context());
+      case "pages":
+      case "import":
+        return handleTransfer(request, rest, this.context());
     }
+    return jsonError(404, "NOT_FOUND", `no route for ${url.pathname}`);
+  }
+
+  /** What route modules (hrana.ts, transfer.ts) may use of this object. */
+  private context(): DbContext {
+    return {
+      pages: this.pages,
+      locked: (fn) => this.locked(fn),
+      exec: (op, body) => this.exec(op, body),
+      body: (request) => this.body(request),
+      reset: () => {
+        this.db = null;
+      },
+    };
+  }
+
+  /** The request body, or the 413 answer when it is over the limit. */
+  private async body(request: Request): Promise<Uint8Array | Response> {
+    // Read the body before taking the lock, so a slow upload holds up nobody.
+    const body = await readBody(request, MAX_BODY_BYTES);
+    return body ?? jsonError(413, "PAYLOAD_TOO_LARGE", `request body over ${MAX_BODY_BYTES} bytes`);
   }
 
   /**

@@ -43,11 +43,17 @@ pub struct Server {
     data: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     log: PathBuf,
+    token: Option<String>,
 }
 
 impl Server {
     /// Starts a server on a fresh data directory.
     pub fn start() -> Server {
+        Server::start_with_token(None)
+    }
+
+    /// Starts a server that requires `Authorization: Bearer <token>` (the DOSQL_TOKEN secret).
+    pub fn start_with_token(token: Option<&str>) -> Server {
         let tmp = tempfile::tempdir().expect("temp dir");
         let data = tmp.path().join("data");
         let mut s = Server {
@@ -56,6 +62,7 @@ impl Server {
             data,
             _tmp: Some(tmp),
             log: PathBuf::new(),
+            token: token.map(str::to_owned),
         };
         s.spawn();
         s
@@ -87,6 +94,7 @@ impl Server {
             .arg(repo().join("scripts/run.sh"))
             .env("PORT", self.port.to_string())
             .env("DATA_DIR", &self.data)
+            .env("DOSQL_TOKEN", self.token.as_deref().unwrap_or(""))
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))
             .spawn()
@@ -162,10 +170,19 @@ impl Server {
         self.spawn();
     }
 
+    /// A client for database `name` that sends `token` instead of the server's.
+    pub fn db_with_token(&self, name: &str, token: Option<&str>) -> Db {
+        Db {
+            base: format!("{}/db/{name}", self.url()),
+            token: token.map(str::to_owned),
+        }
+    }
+
     /// A client for database `name`.
     pub fn db(&self, name: &str) -> Db {
         Db {
             base: format!("{}/db/{name}", self.url()),
+            token: self.token.clone(),
         }
     }
 }
@@ -222,6 +239,7 @@ impl Answer {
 #[derive(Debug, Clone)]
 pub struct Db {
     base: String,
+    token: Option<String>,
 }
 
 impl Db {
@@ -229,15 +247,21 @@ impl Db {
     pub fn send(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Answer, String> {
         let url = format!("{}{path}", self.base);
         let agent = client();
+        let auth = self
+            .token
+            .as_ref()
+            .map(|t| format!("Bearer {t}"))
+            .unwrap_or_default();
         let result = match (method, body) {
-            ("GET", _) => agent.get(&url).call(),
+            ("GET", _) => agent.get(&url).header("authorization", &auth).call(),
             ("POST", Some(b)) => agent
                 .post(&url)
                 .header("content-type", "application/json")
+                .header("authorization", &auth)
                 .send(b),
-            ("POST", None) => agent.post(&url).send_empty(),
-            ("PUT", Some(b)) => agent.put(&url).send(b),
-            ("DELETE", _) => agent.delete(&url).call(),
+            ("POST", None) => agent.post(&url).header("authorization", &auth).send_empty(),
+            ("PUT", Some(b)) => agent.put(&url).header("authorization", &auth).send(b),
+            ("DELETE", _) => agent.delete(&url).header("authorization", &auth).call(),
             (m, _) => return Err(format!("method {m} not supported by the test client")),
         };
         let mut resp = result.map_err(|e| e.to_string())?;

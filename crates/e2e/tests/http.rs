@@ -299,3 +299,36 @@ fn fifty_concurrent_clients_all_land() {
         500
     );
 }
+
+#[test]
+fn a_configured_token_is_required_on_every_route() {
+    let server = Server::start_with_token(Some("s3cret-token"));
+    let good = server.db("auth");
+    good.query("CREATE TABLE t(x)", json!([])).ok();
+    for token in [
+        None,
+        Some("wrong"),
+        Some("s3cret-token-but-longer"),
+        Some(""),
+    ] {
+        let db = server.db_with_token("auth", token);
+        for (method, path) in [
+            ("POST", "/query"),
+            ("GET", "/stats"),
+            ("POST", "/v2/pipeline"),
+        ] {
+            let a = db
+                .send(method, path, Some(br#"{"sql": "DROP TABLE t"}"#))
+                .unwrap();
+            assert_eq!(
+                a.error(401),
+                "UNAUTHORIZED",
+                "{method} {path} with {token:?}"
+            );
+        }
+    }
+    assert_eq!(
+        good.int("SELECT count(*) FROM sqlite_schema WHERE name = 't'"),
+        1
+    );
+}
