@@ -7,7 +7,7 @@ SETUP_STAMP := target/.setup-stamp
 WASM := target/wasm/wasm32-wasip1/wasm/dosql_wasm.wasm
 WORKER := worker/dist/worker.js
 
-.PHONY: help setup run test lint test-rust test-e2e wasm worker
+.PHONY: help setup run test lint test-rust test-e2e test-node wasm worker bench
 
 help:
 	@echo "make run   - build, then serve dosql on workerd (PORT=8787, DATA_DIR=./data)"
@@ -15,7 +15,7 @@ help:
 
 # The toolchain (Debian's wasm parts) and npm packages, once per machine; again when the
 # script or the npm lock file changes.
-$(SETUP_STAMP): scripts/setup.sh worker/package-lock.json
+$(SETUP_STAMP): scripts/setup.sh $(wildcard */package-lock.json)
 	bash scripts/setup.sh
 	@mkdir -p $(dir $@) && touch $@
 
@@ -44,4 +44,12 @@ test-rust: setup
 test-e2e: worker
 	cargo test -p dosql-e2e --locked -- --test-threads=2
 
-test: lint test-rust test-e2e
+# JavaScript clients (@libsql/client) against workerd.
+test-node: worker
+	cd worker && node --test test/
+
+test: lint test-rust test-e2e test-node
+
+# Not part of `make test`: timings are for the benchmark's own ratios, never assertions.
+bench: worker
+	bash scripts/bench.sh

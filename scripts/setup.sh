@@ -33,10 +33,12 @@ if [ ${#apt_pkgs[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
 fi
 
-if [ -f worker/package.json ]; then
-  if [ ! -d worker/node_modules ] || [ worker/package-lock.json -nt worker/node_modules/.package-lock.json ]; then
-    log "npm ci (worker/)"
-    (cd worker && npm ci --no-audit --no-fund --loglevel=error)
+# Every npm project of the repository (worker/, bench/): installed exactly from its lock file.
+for dir in worker bench; do
+  [ -f "$dir/package-lock.json" ] || continue
+  if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    log "npm ci ($dir/)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
   fi
-fi
+done
 log "ok"
