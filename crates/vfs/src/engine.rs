@@ -302,6 +302,7 @@ impl DbState {
                     self.cache.insert(no, page);
                 }
                 self.stats.commits += 1;
+                self.stats.batch_commits += u64::from(atomic);
                 self.stats.pages_written += written;
                 Ok(())
             }

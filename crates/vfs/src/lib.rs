@@ -74,6 +74,8 @@ pub struct Stats {
     pub pages_written: u64,
     /// Successful commits.
     pub commits: u64,
+    /// Of those, commits SQLite made as batch-atomic writes (no rollback journal written).
+    pub batch_commits: u64,
     /// Commits the store refused.
     pub failed_commits: u64,
     /// Transactions dropped before their commit point (rolled back after spilling pages).
