@@ -49,7 +49,8 @@ fn run(
 }
 
 fn main() {
-    let workloads: [(&str, Box<dyn Fn(&rusqlite::Connection)>); 3] = [
+    type Workload = (&'static str, Box<dyn Fn(&rusqlite::Connection)>);
+    let workloads: [Workload; 3] = [
         (
             "10k inserts, one transaction",
             Box::new(|c| {
