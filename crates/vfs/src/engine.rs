@@ -61,6 +61,9 @@ pub(crate) struct DbState {
     head: Head,
     /// Pages in the file as SQLite sees it now, uncommitted growth and truncation included.
     file_pages: u32,
+    /// The smallest size the file had during this transaction: committed pages above it that
+    /// were not written again read as zeros (a truncated file regrown is zero-filled).
+    low_water: u32,
     dirty: BTreeMap<PageNo, Page>,
     cache: PageCache,
     read_ahead: u32,
@@ -90,6 +93,7 @@ impl DbState {
             store,
             head,
             file_pages: head.page_count,
+            low_water: head.page_count,
             dirty: BTreeMap::new(),
             cache: PageCache::new(config.cache_pages),
             read_ahead: config.read_ahead,
@@ -147,8 +151,14 @@ impl DbState {
         if let Some(page) = self.dirty.get(&no) {
             return Ok(Some(page.clone()));
         }
-        if no.get() > self.head.page_count.min(self.file_pages) {
-            // Beyond the committed file, or truncated in this transaction: never stored.
+        if no.get()
+            > self
+                .head
+                .page_count
+                .min(self.file_pages)
+                .min(self.low_water)
+        {
+            // Beyond the committed file, or truncated in this transaction: zeros.
             return Ok(None);
         }
         if let Some(page) = self.cache.get(no) {
@@ -252,6 +262,7 @@ impl DbState {
         let pages = u32::try_from(bytes / ps)
             .map_err(|_| VfsError::BadTruncate(format!("{bytes} bytes is too large")))?;
         self.file_pages = pages;
+        self.low_water = self.low_water.min(pages);
         if let Some(first_gone) = pages.checked_add(1).and_then(PageNo::new) {
             self.dirty.split_off(&first_gone);
         }
@@ -260,7 +271,9 @@ impl DbState {
 
     /// Whether there is anything to commit.
     pub(crate) fn has_changes(&self) -> bool {
-        !self.dirty.is_empty() || self.file_pages != self.head.page_count
+        !self.dirty.is_empty()
+            || self.file_pages != self.head.page_count
+            || self.low_water < self.head.page_count.min(self.file_pages)
     }
 
     /// Sends the dirty pages and the file size to the store as one commit. On failure the
@@ -285,7 +298,22 @@ impl DbState {
                         .is_none_or(|committed| committed != page)
             })
             .collect();
+        // Committed pages that a truncation in this transaction cut off and that the file
+        // regrew over without rewriting them are zeros now; the store must forget them.
+        let mut pages = pages;
+        let regrown = (self.low_water + 1)..=self.head.page_count.min(self.file_pages);
+        if !regrown.is_empty() {
+            for n in regrown {
+                if let Some(no) = PageNo::new(n)
+                    && !pages.iter().any(|(p, _)| *p == no)
+                {
+                    pages.push((no, Page::zeroed(self.size)));
+                }
+            }
+            pages.sort_by_key(|(no, _)| *no);
+        }
         if pages.is_empty() && self.file_pages == self.head.page_count {
+            self.low_water = self.head.page_count;
             return Ok(());
         }
         let written = pages.len() as u64;
@@ -297,6 +325,7 @@ impl DbState {
             Ok(head) => {
                 self.head = head;
                 self.file_pages = head.page_count;
+                self.low_water = head.page_count;
                 self.cache.truncate(head.page_count);
                 for (no, page) in pages {
                     self.cache.insert(no, page);
@@ -326,6 +355,7 @@ impl DbState {
             self.head = head;
         }
         self.file_pages = self.head.page_count;
+        self.low_water = self.head.page_count;
     }
 
     /// Drops the uncommitted transaction (batch-atomic rollback, abandoned transactions).
@@ -335,6 +365,7 @@ impl DbState {
         }
         self.dirty.clear();
         self.file_pages = self.head.page_count;
+        self.low_water = self.head.page_count;
     }
 
     /// Raises the lock of a connection holding `held` to `want`.
@@ -449,5 +480,65 @@ impl MemFile {
 
     pub(crate) fn size(&self) -> u64 {
         self.data.len() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dosql_pagestore::MemStore;
+
+    fn state() -> DbState {
+        let store = MemStore::new(PageSize::MIN);
+        DbState::new(Box::new(store), &VfsConfig::default()).unwrap()
+    }
+
+    fn page_of(s: &mut DbState, n: u32) -> Vec<u8> {
+        let mut buf = vec![0xAA; 512];
+        s.read(u64::from(n - 1) * 512, &mut buf).unwrap();
+        buf
+    }
+
+    #[test]
+    fn a_truncated_then_regrown_file_reads_zeros_and_commits_them() {
+        let mut s = state();
+        for n in 1..=4u8 {
+            s.write(u64::from(n - 1) * 512, &[n; 512]).unwrap();
+        }
+        s.commit(false).unwrap();
+        s.truncate(2 * 512).unwrap();
+        s.truncate(4 * 512).unwrap();
+        assert_eq!(
+            page_of(&mut s, 3),
+            vec![0; 512],
+            "cut off, then regrown: zeros"
+        );
+        assert_eq!(page_of(&mut s, 2), vec![2; 512]);
+        assert!(s.has_changes());
+        s.commit(false).unwrap();
+        assert_eq!(s.head().page_count, 4);
+        s.cache.clear();
+        assert_eq!(
+            page_of(&mut s, 4),
+            vec![0; 512],
+            "the store forgot the old page 4"
+        );
+        assert_eq!(page_of(&mut s, 1), vec![1; 512]);
+    }
+
+    #[test]
+    fn reads_past_the_end_are_short_and_zero_filled() {
+        let mut s = state();
+        let mut buf = vec![7u8; 100];
+        assert_eq!(s.read(0, &mut buf), Err(VfsError::ShortRead));
+        assert_eq!(buf, vec![0; 100]);
+    }
+
+    #[test]
+    fn writes_must_be_whole_pages_of_the_store_size() {
+        let mut s = state();
+        assert!(matches!(s.write(0, &[0; 100]), Err(VfsError::BadWrite(_))));
+        assert!(matches!(s.write(10, &[0; 512]), Err(VfsError::BadWrite(_))));
+        assert!(s.write(512, &[0; 512]).is_ok());
     }
 }
