@@ -31,6 +31,8 @@ const dosqlWorker :Workerd.Worker = (
     (name = "READ_AHEAD", text = "0"),
     # The bearer token every request must carry; unset or empty = open (local development).
     (name = "DOSQL_TOKEN", fromEnvironment = "DOSQL_TOKEN"),
+    # Hrana (libSQL client) streams idle this long are rolled back and closed; unset = 10000.
+    (name = "HRANA_STREAM_TIMEOUT_MS", fromEnvironment = "HRANA_STREAM_TIMEOUT_MS"),
   ],
   durableObjectNamespaces = [
     # Classic (KV-backed) storage: no enableSql. DO NOT change uniqueKey: object ids and the

@@ -1,7 +1,7 @@
 // One instance of dosql.wasm with its host imports. The wasm owns SQLite, the VFS and the page
 // cache, and produces every response body; this file only moves bytes across the boundary.
 
-import { PageStorage } from "./storage";
+import type { Meta } from "./storage";
 import { wasiImports } from "./wasi";
 
 export const OP_QUERY = 1;
@@ -29,6 +29,36 @@ export interface WasmResponse {
   body: Uint8Array;
 }
 
+/** Pages committed by one commit: page number and a copy of its bytes. */
+export type CommittedPages = ReadonlyArray<readonly [number, ArrayBuffer]>;
+
+/** A page store whose reads wait for storage (classic DO storage: `PageStorage`). */
+export interface AsyncPageSource {
+  /** The committed head; `meta.page_size` is the instance's page size. */
+  readonly meta: Meta;
+  /** Pages `nos` in order (null: never written). */
+  readPages(nos: readonly number[]): Promise<(Uint8Array | null)[]>;
+  /** Commits `pages` and the new page count atomically; synchronous (no await inside). */
+  commit(pageCount: number, pages: CommittedPages): void;
+}
+
+/** A page store that reads synchronously (SQLite-backed DOs' `ctx.storage.kv`). */
+export interface SyncPageSource {
+  readonly meta: Meta;
+  /** Pages `nos` in order (null: never written), read synchronously. */
+  readPagesSync(nos: readonly number[]): (Uint8Array | null)[];
+  commit(pageCount: number, pages: CommittedPages): void;
+}
+
+/**
+ * One dosql.wasm instance. Two bridges between the wasm's synchronous page reads and storage:
+ * - `create` (the default, classic DO storage): JSPI. `read_pages` is a
+ *   `WebAssembly.Suspending` import and the exports run under `WebAssembly.promising`.
+ * - `createSync` (SQLite-backed DOs): the store reads synchronously (`ctx.storage.kv`), so the
+ *   imports are plain functions and the exports are called directly: no stack switching, no
+ *   promise per call.
+ * The same module serves both.
+ */
 export class DosqlInstance {
   private exports!: Exports;
   /** Last host-side error, handed to the wasm through the error_message import. */
@@ -37,21 +67,20 @@ export class DosqlInstance {
   private open!: (...a: Parameters<Exports["dosql_open"]>) => Promise<number>;
   private execAsync!: (...a: Parameters<Exports["dosql_exec"]>) => Promise<number>;
 
-  private constructor(private readonly pages: PageStorage) {}
+  private constructor(
+    private readonly pages: AsyncPageSource | SyncPageSource,
+    /** Whether this instance runs without JSPI (createSync). */
+    readonly sync: boolean,
+  ) {}
 
-  /** Instantiates `module` and opens the database at the head `pages.meta` holds. */
-  static async create(module: WebAssembly.Module, pages: PageStorage, opts: OpenOptions): Promise<DosqlInstance> {
-    const self = new DosqlInstance(pages);
-    const memory = () => self.exports.memory;
-    const instance = await WebAssembly.instantiate(module, {
-      wasi_snapshot_preview1: wasiImports(module, memory),
-      dosql: {
-        // Typed as a plain import value: workers-types does not know Suspending.
-        read_pages: new WebAssembly.Suspending(self.readPages.bind(self)) as unknown as WebAssembly.ImportValue,
-        commit: self.commit.bind(self),
-        error_message: self.errorMessage.bind(self),
-      },
-    });
+  /** Instantiates `module` and opens the database at the head `pages.meta` holds (JSPI). */
+  static async create(module: WebAssembly.Module, pages: AsyncPageSource, opts: OpenOptions): Promise<DosqlInstance> {
+    const self = new DosqlInstance(pages, false);
+    const instance = await WebAssembly.instantiate(module, self.imports(
+      module,
+      // Typed as a plain import value: workers-types does not know Suspending.
+      new WebAssembly.Suspending(self.readPages.bind(self)) as unknown as WebAssembly.ImportValue,
+    ));
     self.exports = instance.exports as unknown as Exports;
     self.exports._initialize?.();
     self.open = WebAssembly.promising(self.exports.dosql_open);
@@ -59,26 +88,77 @@ export class DosqlInstance {
 
     const m = pages.meta;
     const status = await self.open(m.page_size, m.page_count, m.txid, opts.cachePages, opts.readAhead);
-    if (status !== 200) {
-      throw new Error(`dosql_open returned ${status}: ${new TextDecoder().decode(self.result())}`);
-    }
+    self.checkOpen(status);
     return self;
+  }
+
+  /**
+   * Instantiates `module` synchronously over a synchronous store (no JSPI) and opens the
+   * database at the head `pages.meta` holds. Use `execSync` (or `exec`) afterwards.
+   */
+  static createSync(module: WebAssembly.Module, pages: SyncPageSource, opts: OpenOptions): DosqlInstance {
+    const self = new DosqlInstance(pages, true);
+    const instance = new WebAssembly.Instance(module, self.imports(module, self.readPagesSync.bind(self)));
+    self.exports = instance.exports as unknown as Exports;
+    self.exports._initialize?.();
+    const m = pages.meta;
+    self.checkOpen(self.exports.dosql_open(m.page_size, m.page_count, m.txid, opts.cachePages, opts.readAhead));
+    return self;
+  }
+
+  private imports(module: WebAssembly.Module, readPages: WebAssembly.ImportValue): WebAssembly.Imports {
+    return {
+      wasi_snapshot_preview1: wasiImports(module, () => this.exports.memory),
+      dosql: {
+        read_pages: readPages,
+        commit: this.commit.bind(this),
+        error_message: this.errorMessage.bind(this),
+      },
+    };
+  }
+
+  private checkOpen(status: number): void {
+    if (status !== 200) {
+      throw new Error(`dosql_open returned ${status}: ${new TextDecoder().decode(this.result())}`);
+    }
   }
 
   /** Runs one operation; the body goes in and the response comes out as bytes, unparsed. */
   async exec(op: number, body: Uint8Array): Promise<WasmResponse> {
+    if (this.sync) return this.execSync(op, body);
+    return this.withBody(body, async (ptr, len) => this.respond(await this.execAsync(op, ptr, len)));
+  }
+
+  /** `exec` without a promise: only for an instance made by `createSync`. */
+  execSync(op: number, body: Uint8Array): WasmResponse {
+    if (!this.sync) throw new Error("execSync needs an instance made by createSync");
+    return this.withBody(body, (ptr, len) => this.respond(this.exports.dosql_exec(op, ptr, len)));
+  }
+
+  /** Copies `body` into wasm memory for the duration of `run`. */
+  private withBody<R>(body: Uint8Array, run: (ptr: number, len: number) => R): R {
     const e = this.exports;
     // Allocate at least one byte so the pointer is never dangling; free with the same length.
     const cap = Math.max(body.byteLength, 1);
     const ptr = e.dosql_alloc(cap);
     if (ptr === 0) throw new Error(`dosql_alloc(${cap}) failed`);
+    let result: R;
     try {
       new Uint8Array(e.memory.buffer, ptr >>> 0, body.byteLength).set(body);
-      const status = await this.execAsync(op, ptr, body.byteLength);
-      return { status, body: this.result() };
-    } finally {
+      result = run(ptr, body.byteLength);
+    } catch (err) {
       e.dosql_free(ptr, cap);
+      throw err;
     }
+    if (result instanceof Promise) {
+      return result.finally(() => e.dosql_free(ptr, cap)) as R;
+    }
+    e.dosql_free(ptr, cap);
+    return result;
+  }
+
+  private respond(status: number): WasmResponse {
+    return { status, body: this.result() };
   }
 
   /** A copy of the result buffer. */
@@ -93,20 +173,23 @@ export class DosqlInstance {
   /** read_pages(nos_ptr, n, out_ptr, found_ptr) -> 0 | -1. Async: runs under JSPI. */
   private async readPages(nosPtr: number, n: number, outPtr: number, foundPtr: number): Promise<number> {
     try {
-      const dv = new DataView(this.exports.memory.buffer);
-      const nos: number[] = [];
-      for (let i = 0; i < n; i++) nos.push(dv.getUint32((nosPtr >>> 0) + 4 * i, true));
-      const pages = await this.pages.readPages(nos);
-      // Take memory.buffer again after the await: if the memory grew, any buffer taken
-      // before it is detached.
-      const mem = new Uint8Array(this.exports.memory.buffer);
-      const size = this.pages.meta.page_size;
-      this.checkRange(mem, outPtr, n * size);
-      this.checkRange(mem, foundPtr, n);
-      pages.forEach((page, i) => {
-        if (page !== null) mem.set(page, (outPtr >>> 0) + i * size);
-        mem[(foundPtr >>> 0) + i] = page === null ? 0 : 1;
-      });
+      const nos = pageNumbers(this.exports.memory, nosPtr, n);
+      const pages = await (this.pages as AsyncPageSource).readPages(nos);
+      // writePages takes memory.buffer again after the await: if the memory grew, any buffer
+      // taken before it is detached.
+      writePages(this.exports.memory, pages, this.pages.meta.page_size, outPtr, foundPtr);
+      return 0;
+    } catch (err) {
+      return this.fail("read_pages", err);
+    }
+  }
+
+  /** read_pages for createSync: the same contract, answered without suspending. */
+  private readPagesSync(nosPtr: number, n: number, outPtr: number, foundPtr: number): number {
+    try {
+      const nos = pageNumbers(this.exports.memory, nosPtr, n);
+      const pages = (this.pages as SyncPageSource).readPagesSync(nos);
+      writePages(this.exports.memory, pages, this.pages.meta.page_size, outPtr, foundPtr);
       return 0;
     } catch (err) {
       return this.fail("read_pages", err);
@@ -116,16 +199,7 @@ export class DosqlInstance {
   /** commit(page_count, nos_ptr, n, data_ptr) -> 0 | -1. Synchronous: see PageStorage.commit. */
   private commit(pageCount: number, nosPtr: number, n: number, dataPtr: number): number {
     try {
-      const buf = this.exports.memory.buffer;
-      const size = this.pages.meta.page_size;
-      this.checkRange(new Uint8Array(buf), dataPtr, n * size);
-      const dv = new DataView(buf);
-      const pages: Array<[number, ArrayBuffer]> = [];
-      for (let i = 0; i < n; i++) {
-        const start = (dataPtr >>> 0) + i * size;
-        // slice() copies: storage must not hold a view of memory the wasm will reuse.
-        pages.push([dv.getUint32((nosPtr >>> 0) + 4 * i, true), buf.slice(start, start + size)]);
-      }
+      const pages = committedPages(this.exports.memory, nosPtr, n, dataPtr, this.pages.meta.page_size);
       this.pages.commit(pageCount >>> 0, pages);
       return 0;
     } catch (err) {
@@ -135,10 +209,7 @@ export class DosqlInstance {
 
   /** error_message(buf_ptr, cap) -> full length of the last host error, UTF-8. */
   private errorMessage(bufPtr: number, cap: number): number {
-    const bytes = new TextEncoder().encode(this.lastError);
-    new Uint8Array(this.exports.memory.buffer, bufPtr >>> 0, Math.min(cap, bytes.byteLength))
-      .set(bytes.subarray(0, Math.min(cap, bytes.byteLength)));
-    return bytes.byteLength;
+    return copyMessage(this.exports.memory, this.lastError, bufPtr, cap);
   }
 
   private fail(what: string, err: unknown): number {
@@ -146,8 +217,55 @@ export class DosqlInstance {
     console.error(this.lastError);
     return -1;
   }
+}
 
-  private checkRange(mem: Uint8Array, ptr: number, len: number): void {
-    if ((ptr >>> 0) + len > mem.byteLength) throw new Error(`range ${ptr >>> 0}+${len} outside wasm memory`);
+// ---- the memory side of the imports, shared by every bridge ----
+
+/** The `n` page numbers (u32 LE) at `nosPtr`. */
+export function pageNumbers(memory: WebAssembly.Memory, nosPtr: number, n: number): number[] {
+  const dv = new DataView(memory.buffer);
+  const nos: number[] = [];
+  for (let i = 0; i < n; i++) nos.push(dv.getUint32((nosPtr >>> 0) + 4 * i, true));
+  return nos;
+}
+
+/** Writes `pages[i]` to `outPtr + i*size` and its found flag to `foundPtr + i`. */
+export function writePages(
+  memory: WebAssembly.Memory, pages: readonly (Uint8Array | null)[], size: number, outPtr: number, foundPtr: number,
+): void {
+  const mem = new Uint8Array(memory.buffer);
+  checkRange(mem, outPtr, pages.length * size);
+  checkRange(mem, foundPtr, pages.length);
+  pages.forEach((page, i) => {
+    if (page !== null) mem.set(page, (outPtr >>> 0) + i * size);
+    mem[(foundPtr >>> 0) + i] = page === null ? 0 : 1;
+  });
+}
+
+/** The `n` pages a commit import names: page numbers at `nosPtr`, bytes at `dataPtr`. */
+export function committedPages(
+  memory: WebAssembly.Memory, nosPtr: number, n: number, dataPtr: number, size: number,
+): Array<[number, ArrayBuffer]> {
+  const buf = memory.buffer;
+  checkRange(new Uint8Array(buf), dataPtr, n * size);
+  const dv = new DataView(buf);
+  const pages: Array<[number, ArrayBuffer]> = [];
+  for (let i = 0; i < n; i++) {
+    const start = (dataPtr >>> 0) + i * size;
+    // slice() copies: storage must not hold a view of memory the wasm will reuse.
+    pages.push([dv.getUint32((nosPtr >>> 0) + 4 * i, true), buf.slice(start, start + size)]);
   }
+  return pages;
+}
+
+/** error_message's copy: at most `cap` bytes of `message`; returns its full UTF-8 length. */
+export function copyMessage(memory: WebAssembly.Memory, message: string, bufPtr: number, cap: number): number {
+  const bytes = new TextEncoder().encode(message);
+  const n = Math.min(cap, bytes.byteLength);
+  new Uint8Array(memory.buffer, bufPtr >>> 0, n).set(bytes.subarray(0, n));
+  return bytes.byteLength;
+}
+
+function checkRange(mem: Uint8Array, ptr: number, len: number): void {
+  if ((ptr >>> 0) + len > mem.byteLength) throw new Error(`range ${ptr >>> 0}+${len} outside wasm memory`);
 }

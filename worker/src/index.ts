@@ -61,6 +61,17 @@ export default {
     const m = /^\/db\/([^/]*)(?:\/.*)?$/.exec(pathname);
     if (m === null) return jsonError(404, "NOT_FOUND", `no route for ${pathname}`);
     const name = m[1];
+    // A libSQL client given ".../db/<name>" without the trailing slash resolves its endpoints
+    // against "/db/" and asks for "/db/v2/pipeline" (or probes "/db/v3-protobuf"): that would
+    // address a database named "v2". Say what is wrong instead. ("/db/v2/query" etc. still
+    // reach a database named "v2".)
+    if (/^\/db\/(?:v1|v2|v3|v3-protobuf)(?:\/(?:pipeline|cursor|execute)?)?$/.test(pathname)) {
+      const message =
+        `${pathname} is a libSQL (Hrana) endpoint right under /db/: the client URL lacks its trailing slash. ` +
+        `Use "http(s)://<host>/db/<name>/" (ending in "/"), so that the client's requests go to /db/<name>/v2/pipeline.`;
+      const code = "URL_NEEDS_TRAILING_SLASH";
+      return new Response(JSON.stringify({ message, code, error: { code, message } }), { status: 400, headers: JSON_HEADERS });
+    }
     if (!NAME_RE.test(name)) {
       return jsonError(400, "BAD_DATABASE_NAME", "a database name is 1-64 characters of A-Z a-z 0-9 _ . -");
     }

@@ -1,10 +1,19 @@
 // The database's pages in Durable Object storage (classic, KV-backed):
-//   "p:0000000001" ... → one page each (ArrayBuffer of page_size bytes), 1-based like SQLite's
-//                        page numbers, zero-padded to 10 digits so keys sort in page order;
-//   "meta"             → { format: 1, page_size, page_count, txid }.
+//   <prefix>"0000000001" ... → one page each (ArrayBuffer of page_size bytes), 1-based like
+//                        SQLite's page numbers, zero-padded to 10 digits so keys sort in page
+//                        order. The prefix is meta.prefix: "p:" (the default, and the only
+//                        layout before imports existed, so older data stays valid) or
+//                        "g<n>:p:" for a database loaded by `dosql import` (generation n);
+//   "meta"             → { format: 1, page_size, page_count, txid, prefix? }: the committed head;
+//   "transfer"         → TransferState: the import being staged (if any), the next generation
+//                        number, and page ranges of dead generations still to delete.
 // Storage only ever holds committed transactions: a commit's puts and deletes are all issued
 // in one synchronous stretch (no await between them), which DO storage applies atomically, and
 // the output gate holds every response until they are durable.
+//
+// An import writes its pages under a fresh generation prefix that no reader looks at, then
+// switches `meta` (and so every reader) to it in one put: readers see the old database or the
+// new one, never a mix. The old generation's keys become garbage, deleted in bounded batches.
 //
 // Production limits that local workerd does NOT enforce are enforced here (checkedGet/Put/
 // Delete), and every call is counted so that tests can assert none came near them.
@@ -23,6 +32,39 @@ export interface Meta {
   page_size: number;
   page_count: number;
   txid: number;
+  /** Key prefix of the pages; absent means DEFAULT_PREFIX (records written before imports
+   *  existed have none, and a database never imported into keeps writing none). */
+  prefix?: string;
+}
+
+/** The page key prefix of a database that was never imported into. */
+export const DEFAULT_PREFIX = "p:";
+const GENERATION_PREFIX_RE = /^g[1-9][0-9]*:p:$/;
+
+/** An import in progress: pages 1..next-1 are stored under `prefix`, invisible to readers. */
+export interface Staging {
+  /** What the client names the import by (the generation number, as a string). */
+  id: string;
+  prefix: string;
+  page_size: number;
+  page_count: number;
+  /** The next page expected: chunks arrive in order, so this records how far the upload got. */
+  next: number;
+}
+
+/** Keys `prefix` + from..to (page numbers) that no reader can reach any more. */
+export interface Garbage {
+  prefix: string;
+  from: number;
+  to: number;
+}
+
+export interface TransferState {
+  format: 1;
+  /** Generation number of the next import (prefixes are never reused). */
+  next_gen: number;
+  staging: Staging | null;
+  garbage: Garbage[];
 }
 
 /** Counters since this Durable Object instance started (served at /_storage_stats). */
@@ -46,12 +88,17 @@ export interface StorageStats {
 
 export class LimitError extends Error {}
 
-export const pageKey = (no: number): string => `p:${String(no).padStart(10, "0")}`;
+export const pageKey = (no: number, prefix: string = DEFAULT_PREFIX): string => `${prefix}${String(no).padStart(10, "0")}`;
 
 const encoder = new TextEncoder();
 
-function isPageSize(n: number): boolean {
+export function isPageSize(n: number): boolean {
   return Number.isInteger(n) && n >= 512 && n <= 65536 && (n & (n - 1)) === 0;
+}
+
+/** Whether `v` is an integer in 0..max. */
+function isCount(v: unknown, max = 0xffffffff): v is number {
+  return typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= max;
 }
 
 export class PageStorage {
@@ -63,6 +110,10 @@ export class PageStorage {
   };
   /** The head as committed; loaded by loadMeta() before any other call. */
   meta: Meta = { format: 1, page_size: 4096, page_count: 0, txid: 0 };
+  /** Whether `meta` was read from storage (by loadMeta) rather than being the placeholder. */
+  loaded = false;
+  /** The "transfer" record, read on first use (loadTransfer) and kept in step after. */
+  private transfer: TransferState | null = null;
 
   constructor(private readonly storage: DurableObjectStorage) {}
 
@@ -73,17 +124,27 @@ export class PageStorage {
       if (!isPageSize(newPageSize)) throw new Error(`PAGE_SIZE ${newPageSize} is not a power of two in 512..65536`);
       this.meta = { format: 1, page_size: newPageSize, page_count: 0, txid: 0 };
     } else {
-      if (stored.format !== 1 || !isPageSize(stored.page_size) || !Number.isInteger(stored.page_count)) {
+      if (stored.format !== 1 || !isPageSize(stored.page_size) || !Number.isInteger(stored.page_count)
+        || (stored.prefix !== undefined && !(stored.prefix === DEFAULT_PREFIX || GENERATION_PREFIX_RE.test(stored.prefix)))) {
         throw new Error(`unsupported meta record ${JSON.stringify(stored)}`);
       }
       this.meta = { ...stored };
     }
+    this.loaded = true;
     return this.meta;
+  }
+
+  /** The key prefix of the committed pages. */
+  get prefix(): string {
+    return this.meta.prefix ?? DEFAULT_PREFIX;
   }
 
   /** Pages `nos` in order (null: not stored). Pages past page_count are not even asked for. */
   async readPages(nos: readonly number[]): Promise<(Uint8Array | null)[]> {
-    const keys = [...new Set(nos.filter((no) => no >= 1 && no <= this.meta.page_count).map(pageKey))];
+    // Taken once: every key of this read comes from the same generation.
+    const prefix = this.prefix;
+    const size = this.meta.page_size;
+    const keys = [...new Set(nos.filter((no) => no >= 1 && no <= this.meta.page_count).map((no) => pageKey(no, prefix)))];
     const chunks: Promise<Map<string, unknown>>[] = [];
     for (let i = 0; i < keys.length; i += MAX_KEYS_PER_CALL) {
       chunks.push(this.checkedGet(keys.slice(i, i + MAX_KEYS_PER_CALL)));
@@ -91,12 +152,12 @@ export class PageStorage {
     const found = new Map<string, unknown>();
     for (const m of await Promise.all(chunks)) for (const [k, v] of m) found.set(k, v);
     return nos.map((no) => {
-      const v = found.get(pageKey(no));
+      const v = found.get(pageKey(no, prefix));
       if (v === undefined) return null;
       const bytes = v instanceof ArrayBuffer ? new Uint8Array(v)
         : ArrayBuffer.isView(v) ? new Uint8Array(v.buffer, v.byteOffset, v.byteLength) : null;
-      if (bytes === null || bytes.byteLength !== this.meta.page_size) {
-        throw new Error(`page ${no}: stored value is not ${this.meta.page_size} bytes`);
+      if (bytes === null || bytes.byteLength !== size) {
+        throw new Error(`page ${no}: stored value is not ${size} bytes`);
       }
       return bytes;
     });
@@ -111,18 +172,21 @@ export class PageStorage {
    */
   commit(pageCount: number, pages: ReadonlyArray<readonly [number, ArrayBuffer]>): void {
     const prev = this.meta;
+    const prefix = this.prefix;
     if (!Number.isInteger(pageCount) || pageCount < 0) throw new Error(`bad page count ${pageCount}`);
     const next: Meta = { format: 1, page_size: prev.page_size, page_count: pageCount, txid: prev.txid + 1 };
+    // Only a database loaded by an import carries a prefix: the others keep today's record.
+    if (prev.prefix !== undefined) next.prefix = prev.prefix;
 
     const puts: Array<[string, unknown]> = [];
     for (const [no, bytes] of pages) {
       if (no < 1 || no > pageCount) throw new Error(`commit writes page ${no} outside 1..${pageCount}`);
       if (bytes.byteLength !== prev.page_size) throw new Error(`page ${no} is ${bytes.byteLength} bytes, not ${prev.page_size}`);
-      puts.push([pageKey(no), bytes]);
+      puts.push([pageKey(no, prefix), bytes]);
     }
     puts.push(["meta", next]);
     const deletes: string[] = [];
-    for (let no = pageCount + 1; no <= prev.page_count; no++) deletes.push(pageKey(no));
+    for (let no = pageCount + 1; no <= prev.page_count; no++) deletes.push(pageKey(no, prefix));
 
     const putBatches = chunk(puts, MAX_KEYS_PER_CALL);
     const deleteBatches = chunk(deletes, MAX_KEYS_PER_CALL);
@@ -134,6 +198,146 @@ export class PageStorage {
     for (const b of deleteBatches) this.checkedDelete(b);
     this.meta = next;
     this.stats.commits++;
+  }
+
+  // ---- imports (see transfer.ts for the protocol) ----
+
+  /** The "transfer" record (a fresh one if none was ever written). */
+  async loadTransfer(): Promise<TransferState> {
+    if (this.transfer === null) {
+      const stored = (await this.checkedGet(["transfer"])).get("transfer") as TransferState | undefined;
+      if (stored === undefined) {
+        this.transfer = { format: 1, next_gen: 1, staging: null, garbage: [] };
+      } else {
+        if (stored.format !== 1 || !isCount(stored.next_gen) || !Array.isArray(stored.garbage)) {
+          throw new Error(`unsupported transfer record ${JSON.stringify(stored)}`);
+        }
+        this.transfer = structuredClone(stored);
+      }
+    }
+    return structuredClone(this.transfer);
+  }
+
+  /** Pages still to delete: dead generations and abandoned imports. Call loadTransfer() first. */
+  garbagePages(): number {
+    return (this.transfer?.garbage ?? []).reduce((n, g) => n + Math.max(0, g.to - g.from + 1), 0);
+  }
+
+  /**
+   * Starts an import of `pageCount` pages of `pageSize` bytes under a new generation prefix.
+   * An import already staged is abandoned: its pages become garbage. Call loadTransfer() first.
+   */
+  beginImport(pageSize: number, pageCount: number): Staging {
+    const t = this.current();
+    if (!isPageSize(pageSize)) throw new Error(`page size ${pageSize} is not a power of two in 512..65536`);
+    if (!isCount(pageCount) || pageCount < 1) throw new Error(`bad page count ${pageCount}`);
+    const next: TransferState = structuredClone(t);
+    if (next.staging !== null) next.garbage.push(stagedGarbage(next.staging));
+    const gen = next.next_gen;
+    next.next_gen = gen + 1;
+    next.staging = { id: String(gen), prefix: `g${gen}:p:`, page_size: pageSize, page_count: pageCount, next: 1 };
+    this.writeTransfer(next);
+    return next.staging;
+  }
+
+  /**
+   * Stores pages `from`.. of the staged import (each exactly page_size bytes) and records how
+   * far the upload got, in one synchronous stretch. The caller checked the range and order.
+   */
+  stagePages(from: number, pages: readonly ArrayBuffer[]): void {
+    const t = this.current();
+    const s = t.staging;
+    if (s === null) throw new Error("no import is staged");
+    const puts: Array<[string, unknown]> = pages.map((bytes, i) => [pageKey(from + i, s.prefix), bytes]);
+    const next: TransferState = structuredClone(t);
+    next.staging!.next = Math.max(s.next, from + pages.length);
+    const putBatches = chunk(puts, MAX_KEYS_PER_CALL);
+    for (const b of putBatches) this.checkPut(b);
+    const record: Array<[string, unknown]> = [["transfer", next]];
+    this.checkPut(record);
+    // No await from here: the pages and the record that counts them land together.
+    for (const b of putBatches) this.checkedPut(b);
+    this.checkedPut(record);
+    this.transfer = next;
+  }
+
+  /** Drops the staged import: its pages become garbage. */
+  abortImport(): void {
+    const t = this.current();
+    if (t.staging === null) return;
+    const next: TransferState = structuredClone(t);
+    next.garbage.push(stagedGarbage(next.staging!));
+    next.staging = null;
+    this.writeTransfer(next);
+  }
+
+  /**
+   * Makes the staged (complete) import the database: `meta` gets the new prefix, page size and
+   * page count and txid + 1, in ONE put with the transfer record that turns the old
+   * generation into garbage. Readers see the old pages or the new, never a mix. The caller
+   * holds the wasm lock and drops the instance afterwards (its cache holds old pages).
+   */
+  switchToStaged(): Meta {
+    const t = this.current();
+    const s = t.staging;
+    if (s === null) throw new Error("no import is staged");
+    if (s.next !== s.page_count + 1) throw new Error(`the import has ${s.next - 1} of ${s.page_count} pages`);
+    const prev = this.meta;
+    const meta: Meta = { format: 1, page_size: s.page_size, page_count: s.page_count, txid: prev.txid + 1, prefix: s.prefix };
+    const next: TransferState = structuredClone(t);
+    next.staging = null;
+    if (prev.page_count > 0) next.garbage.push({ prefix: this.prefix, from: 1, to: prev.page_count });
+    const entries: Array<[string, unknown]> = [["meta", meta], ["transfer", next]];
+    this.checkPut(entries);
+    this.checkedPut(entries);
+    this.meta = meta;
+    this.transfer = next;
+    this.stats.commits++;
+    return meta;
+  }
+
+  /**
+   * Deletes up to `maxCalls` batches of garbage keys (at most 128 keys each) and records the
+   * progress, all without an await. Garbage keys are under prefixes no reader uses, so deleting
+   * them needs no atomicity with anything; the record only saves repeating work. Returns the
+   * pages still to delete.
+   */
+  collectGarbage(maxCalls: number): number {
+    const t = this.current();
+    if (t.garbage.length === 0) return 0;
+    const next: TransferState = structuredClone(t);
+    // Never touch a live prefix, whatever the record says.
+    const live = new Set([this.prefix, ...(next.staging === null ? [] : [next.staging.prefix])]);
+    next.garbage = next.garbage.filter((g) => !live.has(g.prefix) && g.from <= g.to);
+    const batches: string[][] = [];
+    while (batches.length < maxCalls && next.garbage.length > 0) {
+      const g = next.garbage[0];
+      const to = Math.min(g.to, g.from + MAX_KEYS_PER_CALL - 1);
+      const keys: string[] = [];
+      for (let no = g.from; no <= to; no++) keys.push(pageKey(no, g.prefix));
+      batches.push(keys);
+      g.from = to + 1;
+      if (g.from > g.to) next.garbage.shift();
+    }
+    const record: Array<[string, unknown]> = [["transfer", next]];
+    for (const b of batches) this.checkKeys(b);
+    this.checkPut(record);
+    for (const b of batches) this.checkedDelete(b);
+    this.checkedPut(record);
+    this.transfer = next;
+    return this.garbagePages();
+  }
+
+  private current(): TransferState {
+    if (this.transfer === null) throw new Error("transfer record not loaded");
+    return this.transfer;
+  }
+
+  private writeTransfer(next: TransferState): void {
+    const record: Array<[string, unknown]> = [["transfer", next]];
+    this.checkPut(record);
+    this.checkedPut(record);
+    this.transfer = next;
   }
 
   private async checkedGet(keys: string[]): Promise<Map<string, unknown>> {
@@ -192,6 +396,11 @@ export class PageStorage {
     this.stats.refused_calls++;
     throw new LimitError(`storage limit: ${why}`);
   }
+}
+
+/** The pages an abandoned import wrote. */
+function stagedGarbage(s: Staging): Garbage {
+  return { prefix: s.prefix, from: 1, to: s.next - 1 };
 }
 
 function chunk<T>(items: T[], size: number): T[][] {

@@ -9,9 +9,11 @@
 //!   `{"results": [...], "meta"}`.
 //! - stats: page size, page count, commit counter and the VFS counters.
 //!
-//! Values travel as described in [`value`].
+//! Values travel as described in [`value`]. [`hrana`] speaks libSQL's Hrana over HTTP to the
+//! same database, for libSQL clients.
 
 pub mod error;
+pub mod hrana;
 pub mod value;
 
 use std::time::Instant;

@@ -380,3 +380,41 @@ impl dosql_slt::Engine for HttpEngine {
         }
     }
 }
+
+/// The `dosql` CLI (crates/cli), built for the tests that run it.
+///
+/// `CARGO_BIN_EXE_<name>` exists only for the binaries of the test's own package, and Cargo
+/// has no stable way to depend on another package's binary. So this asks Cargo itself, once per
+/// test process: `cargo build -p dosql-cli --bin dosql` (the same cargo, the same target
+/// directory; a no-op when the binary is fresh), reading the executable's path from Cargo's
+/// JSON messages rather than guessing target/<profile>/. Cargo does not hold its build lock
+/// while tests run, so the nested build does not wait on the outer one.
+pub fn dosql_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .current_dir(repo())
+            .args([
+                "build",
+                // The outer cargo already resolved the workspace: never rewrite Cargo.lock here.
+                "--locked",
+                "-p",
+                "dosql-cli",
+                "--bin",
+                "dosql",
+                "--message-format=json-render-diagnostics",
+            ])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run cargo build -p dosql-cli");
+        assert!(out.status.success(), "cargo build -p dosql-cli failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Json>(l).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "dosql")
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .expect("cargo reported no dosql executable")
+    })
+    .clone()
+}

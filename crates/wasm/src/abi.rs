@@ -2,7 +2,9 @@
 //! only `unsafe` of this crate; each block says why it holds.
 
 use std::cell::RefCell;
+use std::time::Instant;
 
+use dosql_api::hrana::Hrana;
 use dosql_api::{ApiError, Response, Session};
 use dosql_pagestore::{Commit, Head, Page, PageNo, PageSize, PageStore, StoreError};
 use dosql_vfs::VfsConfig;
@@ -97,6 +99,8 @@ impl PageStore for HostStore {
 
 thread_local! {
     static SESSION: RefCell<Option<Session>> = const { RefCell::new(None) };
+    /// The Hrana streams: connections of their own to the session's database.
+    static HRANA: RefCell<Option<Hrana>> = const { RefCell::new(None) };
     static RESULT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -137,7 +141,11 @@ pub extern "C" fn dosql_open(
         read_ahead,
         ..VfsConfig::default()
     };
-    // Drop a previous session first so its name is free again.
+    // Close the Hrana streams of a previous session (rolling back their transactions), then
+    // drop the session so its name is free again.
+    if let Some(mut hrana) = HRANA.with(|h| h.borrow_mut().take()) {
+        hrana.clear();
+    }
     SESSION.with(|s| s.borrow_mut().take());
     match Session::open("main", store, config) {
         Ok(session) => {
@@ -174,18 +182,26 @@ pub unsafe extern "C" fn dosql_exec(op: u32, body: *const u8, len: usize) -> u32
                     .into_bytes(),
             };
         };
-        match op {
-            crate::op::QUERY => session.query(body),
-            crate::op::BATCH => session.batch(body),
-            crate::op::STATS => session.stats(),
-            _ => Response {
-                status: 404,
-                body: ApiError::new(404, "NOT_FOUND", format!("unknown operation {op}"))
-                    .body()
-                    .to_string()
-                    .into_bytes(),
-            },
-        }
+        HRANA.with(|h| {
+            let mut h = h.borrow_mut();
+            let hrana = h.get_or_insert_with(Hrana::new);
+            // Before any request, Hrana or not: an abandoned stream's transaction must not
+            // hold locks against it once the stream timeout has passed.
+            hrana.expire(Instant::now());
+            match op {
+                crate::op::QUERY => session.query(body),
+                crate::op::BATCH => session.batch(body),
+                crate::op::STATS => session.stats(),
+                crate::op::HRANA => hrana.handle(session.database(), body, Instant::now()),
+                _ => Response {
+                    status: 404,
+                    body: ApiError::new(404, "NOT_FOUND", format!("unknown operation {op}"))
+                        .body()
+                        .to_string()
+                        .into_bytes(),
+                },
+            }
+        })
     });
     set_result(response)
 }

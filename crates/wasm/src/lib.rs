@@ -9,8 +9,8 @@
 //! | `commit(page_count, nos, n, data) -> i32` | writes `n` pages (`data + i*page_size`), drops pages above `page_count`, writes `meta` with txid+1: all with no await in between, so DO storage applies them atomically; 0 = ok. |
 //! | `error_message(buf, cap) -> len` | copies the host's last error message (UTF-8). |
 //!
-//! Exports: `dosql_open`, `dosql_exec` (op 1 query, 2 batch, 3 stats; returns an HTTP status
-//! and leaves the JSON answer in the result buffer), `dosql_result_ptr/len`,
+//! Exports: `dosql_open`, `dosql_exec` (op 1 query, 2 batch, 3 stats, 4 Hrana; returns an
+//! HTTP status and leaves the answer in the result buffer), `dosql_result_ptr/len`,
 //! `dosql_alloc/free`. Everything but the ABI lives in `dosql-api`.
 
 #[cfg(target_arch = "wasm32")]
@@ -24,4 +24,8 @@ pub mod op {
     pub const BATCH: u32 = 2;
     /// Page size, page count, txid, VFS counters.
     pub const STATS: u32 = 3;
+    /// libSQL's Hrana over HTTP: a header line `{"version", "endpoint", "stream_timeout_ms"}`,
+    /// `\n`, then the pipeline (or cursor) request body → its answer (see
+    /// `dosql_api::hrana`).
+    pub const HRANA: u32 = 4;
 }

@@ -1,0 +1,58 @@
+# workerd config of the benchmark (bench/run.mjs serves it): ONE workerd process, every
+# contender a Durable Object class of one Worker. Paths are relative to this file; build
+# first with `node bench/build.mjs`. Storage: --directory-path bench-data=<dir>.
+using Workerd = import "/workerd/workerd.capnp";
+
+const config :Workerd.Config = (
+  services = [
+    (name = "bench", worker = .benchWorker),
+    (name = "bench-data", disk = (path = "dist/data", writable = true)),
+  ],
+  sockets = [
+    (name = "http", address = "127.0.0.1:8788", http = (), service = "bench"),
+  ],
+);
+
+const benchWorker :Workerd.Worker = (
+  modules = [
+    (name = "bench.js", esModule = embed "dist/bench.js"),
+    (name = "dosql.wasm", wasm = embed "dist/dosql.wasm"),
+    (name = "dosql-asyncify.wasm", wasm = embed "dist/dosql-asyncify.wasm"),
+    (name = "wasm_sqlite.wasm", wasm = embed "dist/wasm_sqlite.wasm"),
+  ],
+  compatibilityDate = "2026-11-01",
+  bindings = [
+    (name = "JSPI_4K", durableObjectNamespace = "DosqlJspi4k"),
+    (name = "JSPI_16K", durableObjectNamespace = "DosqlJspi16k"),
+    (name = "JSPI_64K", durableObjectNamespace = "DosqlJspi64k"),
+    (name = "SYNC_4K", durableObjectNamespace = "DosqlSync4k"),
+    (name = "SYNC_16K", durableObjectNamespace = "DosqlSync16k"),
+    (name = "SYNC_64K", durableObjectNamespace = "DosqlSync64k"),
+    (name = "ASYNCIFY_4K", durableObjectNamespace = "DosqlAsyncify4k"),
+    (name = "NATIVE_SQL", durableObjectNamespace = "NativeSql"),
+    (name = "PRIOR_ART", durableObjectNamespace = "PriorArt"),
+    (name = "PROBE_KV2", durableObjectNamespace = "ProbeKv2"),
+    (name = "PROBE_KV1", durableObjectNamespace = "ProbeKv1"),
+    (name = "PROBE_CLASSIC2", durableObjectNamespace = "ProbeClassic2"),
+    # dosql's production settings (worker/config.capnp); PAGE_SIZE is set per class.
+    (name = "CACHE_PAGES", text = "4096"),
+    (name = "READ_AHEAD", text = "0"),
+  ],
+  # Objects stay in memory between requests (workerd would evict one idle for 10 s, which would
+  # turn a contender's warm cache cold while the others run); W4 restarts workerd for cold.
+  durableObjectNamespaces = [
+    (className = "DosqlJspi4k", uniqueKey = "bench-dosql-jspi-4k", preventEviction = true),
+    (className = "DosqlJspi16k", uniqueKey = "bench-dosql-jspi-16k", preventEviction = true),
+    (className = "DosqlJspi64k", uniqueKey = "bench-dosql-jspi-64k", preventEviction = true),
+    (className = "DosqlSync4k", uniqueKey = "bench-dosql-sync-4k", preventEviction = true, enableSql = true),
+    (className = "DosqlSync16k", uniqueKey = "bench-dosql-sync-16k", preventEviction = true, enableSql = true),
+    (className = "DosqlSync64k", uniqueKey = "bench-dosql-sync-64k", preventEviction = true, enableSql = true),
+    (className = "DosqlAsyncify4k", uniqueKey = "bench-dosql-asyncify-4k", preventEviction = true),
+    (className = "NativeSql", uniqueKey = "bench-native-sql", preventEviction = true, enableSql = true),
+    (className = "PriorArt", uniqueKey = "bench-prior-art", preventEviction = true),
+    (className = "ProbeKv2", uniqueKey = "bench-probe-kv-2p", preventEviction = true, enableSql = true),
+    (className = "ProbeKv1", uniqueKey = "bench-probe-kv-1p", preventEviction = true, enableSql = true),
+    (className = "ProbeClassic2", uniqueKey = "bench-probe-classic-2p", preventEviction = true),
+  ],
+  durableObjectStorage = (localDisk = "bench-data"),
+);

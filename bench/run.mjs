@@ -1,0 +1,536 @@
+// dosql's benchmark driver (scripts/bench.sh runs it after building): the native floor
+// (crates/bench) and the wasm's inner time in Node (dist/inner.mjs) first, then ONE workerd
+// process serving every contender as its own Durable Object class (config.capnp), the same
+// requests to each, interleaved round-robin per repetition; W4 restarts workerd for cold
+// starts. Writes bench/RESULTS.md (tables of medians with ratios, storage calls, targets,
+// the machine) and bench/dist/results.json (every sample).
+//
+// Environment: BENCH_QUICK=1 (3 runs, W6 3 s, W4 10 MB: about 3 minutes), BENCH_REPS,
+// BENCH_W6_SECONDS, BENCH_W4_MB, BENCH_PORT (8788), BENCH_OUT (bench/RESULTS.md).
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, createWriteStream } from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import { dirname, join, relative, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { gzipSync } from "node:zlib";
+import * as W from "./workloads.mjs";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = resolve(here, "..");
+const dist = join(here, "dist");
+const env = process.env;
+const QUICK = env.BENCH_QUICK === "1";
+const REPS = Number(env.BENCH_REPS ?? (QUICK ? 3 : 5));
+const W6_SECONDS = Number(env.BENCH_W6_SECONDS ?? (QUICK ? 3 : 10));
+const W6_CLIENTS = 16;
+const W4_MB = Number(env.BENCH_W4_MB ?? (QUICK ? 10 : 50));
+const W4_SMALL_MB = 0.5;
+const PORT = Number(env.BENCH_PORT ?? 8788);
+const OUT = resolve(env.BENCH_OUT ?? join(here, "RESULTS.md"));
+const WORKERD = join(root, "worker", "node_modules", ".bin", "workerd");
+const DATA = join(dist, "data");
+const started = Date.now();
+
+// Contenders (bench/src/worker.ts). W1-W5 run on all; W6 on the default page size of each bridge.
+const LABEL = {
+  "dosql-jspi": "dosql JSPI 4K",
+  "dosql-jspi-16k": "dosql JSPI 16K",
+  "dosql-jspi-64k": "dosql JSPI 64K",
+  "dosql-sync": "dosql sync 4K",
+  "dosql-sync-16k": "dosql sync 16K",
+  "dosql-sync-64k": "dosql sync 64K",
+  "dosql-asyncify": "dosql asyncify 4K",
+  "native-sql": "native ctx.storage.sql",
+  "prior-art": "prior art wasm-sqlite",
+};
+const ALL = Object.keys(LABEL);
+// W3 only: the storage writes of one dosql 4K commit with no SQL (bench/src/worker.ts probes).
+const PROBES = { "probe-kv-2p": "storage only: kv, 2 pages + meta", "probe-kv-1p": "storage only: kv, 1 page + meta", "probe-classic-2p": "storage only: classic put, 2 pages + meta" };
+const W6_SET = ["dosql-jspi", "dosql-sync", "dosql-asyncify", "native-sql", "prior-art"];
+const DOSQL = ALL.filter((c) => c.startsWith("dosql-"));
+const PAGE_SIZE = (c) => (c.endsWith("-64k") ? 65536 : c.endsWith("-16k") ? 16384 : c.startsWith("dosql-") || c === "prior-art" ? 4096 : null);
+
+const log = (...a) => console.log(`[bench ${((Date.now() - started) / 1000).toFixed(0).padStart(4)}s]`, ...a);
+const median = (xs) => {
+  const a = xs.filter((x) => Number.isFinite(x)).sort((x, y) => x - y);
+  if (a.length === 0) return NaN;
+  const m = a.length >> 1;
+  return a.length % 2 ? a[m] : (a[m - 1] + a[m]) / 2;
+};
+const pct = (sorted, p) => (sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]);
+const rotate = (xs, n) => xs.map((_, i) => xs[(i + n) % xs.length]);
+
+// ---------------------------------------------------------------- HTTP
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+
+function request(method, path, body) {
+  return new Promise((resolveP, reject) => {
+    const data = body === undefined ? undefined : Buffer.from(typeof body === "string" ? body : JSON.stringify(body));
+    const t0 = performance.now();
+    const req = http.request(
+      { host: "127.0.0.1", port: PORT, path, method, agent, headers: data ? { "content-type": "application/json", "content-length": data.length } : {} },
+      (res) => {
+        const chunks = [];
+        res.on("data", (c) => chunks.push(c));
+        res.on("end", () => resolveP({ status: res.statusCode, text: Buffer.concat(chunks).toString("utf8"), ms: performance.now() - t0 }));
+        res.on("error", reject);
+      },
+    );
+    req.on("error", reject);
+    if (data) req.write(data);
+    req.end();
+  });
+}
+
+async function call(contender, db, route, body) {
+  const r = await request(body === undefined ? "GET" : "POST", `/c/${contender}/${db}/${route}`, body);
+  if (r.status !== 200) throw new Error(`${contender}/${db}/${route}: HTTP ${r.status}: ${r.text.slice(0, 400)}`);
+  return r;
+}
+const query = (c, db, body) => call(c, db, "query", body);
+const batch = (c, db, body) => call(c, db, "batch", body);
+const stats = async (c, db) => JSON.parse((await call(c, db, "_storage_stats")).text);
+
+function diffStats(a, b) {
+  const d = {};
+  for (const k of Object.keys(b)) if (typeof b[k] === "number" && typeof a[k] === "number") d[k] = b[k] - a[k];
+  return d;
+}
+
+// ---------------------------------------------------------------- workerd
+
+let workerd = null;
+
+async function startWorkerd() {
+  mkdirSync(DATA, { recursive: true });
+  const logFile = createWriteStream(join(dist, "workerd.log"), { flags: "a" });
+  const p = spawn(WORKERD, ["serve", join(here, "config.capnp"), "--socket-addr", `http=127.0.0.1:${PORT}`, "--directory-path", `bench-data=${DATA}`], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  p.stdout.pipe(logFile);
+  p.stderr.pipe(logFile);
+  const exited = new Promise((r) => p.on("exit", (code, sig) => r({ code, sig })));
+  workerd = { p, exited };
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    try {
+      const r = await request("GET", "/ping");
+      if (r.status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    if (p.exitCode !== null) throw new Error(`workerd exited (${p.exitCode}); see ${join(dist, "workerd.log")}`);
+    if (Date.now() > deadline) throw new Error("workerd did not come up in 60 s");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function stopWorkerd() {
+  if (workerd === null) return;
+  const { p, exited } = workerd;
+  workerd = null;
+  agent.destroy();
+  if (p.exitCode === null) {
+    p.kill("SIGTERM");
+    const t = setTimeout(() => p.kill("SIGKILL"), 5000);
+    await exited;
+    clearTimeout(t);
+  }
+}
+
+process.on("exit", () => workerd?.p.kill("SIGKILL"));
+for (const s of ["SIGINT", "SIGTERM"]) process.on(s, () => { workerd?.p.kill("SIGKILL"); process.exit(130); });
+
+// ---------------------------------------------------------------- results
+
+const R = {
+  config: { reps: REPS, quick: QUICK, w6_seconds: W6_SECONDS, w6_clients: W6_CLIENTS, w4_mb: W4_MB },
+  floor: null, inner: null, sizes: {}, rtt_ms: [],
+  t: {}, // t[workload][contender] = [samples]
+  storage: {}, // storage[workload][contender] = storage counter differences of the last run
+  extra: {}, // extra[workload][contender] = {...}
+};
+const push = (w, c, v) => (((R.t[w] ??= {})[c] ??= []).push(v));
+const setStorage = (w, c, v) => ((R.storage[w] ??= {})[c] = v);
+const setExtra = (w, c, v) => ((R.extra[w] ??= {})[c] = { ...((R.extra[w] ?? {})[c] ?? {}), ...v });
+
+function writeBodies(dir) {
+  mkdirSync(dir, { recursive: true });
+  const put = (name, v) => writeFileSync(join(dir, name), JSON.stringify(v));
+  put("w1.json", W.w1());
+  put("w2.json", W.w2());
+  put("w3-setup.json", W.w3Setup());
+  put("w3.json", W.w3(0));
+  put("w5-setup.json", W.w5Setup());
+  put("w5.json", W.w5());
+}
+
+// ---------------------------------------------------------------- the workloads over HTTP
+
+const W1_BODY = JSON.stringify(W.w1());
+const W2_BODY = JSON.stringify(W.w2());
+
+async function runW1W2(c, rep) {
+  const db = `w1-${rep}`;
+  await call(c, db, "ping"); // instantiate the object (and its wasm) outside the timing
+  const s0 = await stats(c, db);
+  const r1 = await batch(c, db, W1_BODY);
+  const s1 = await stats(c, db);
+  const r2 = await batch(c, db, W2_BODY);
+  const s2 = await stats(c, db);
+  const n = JSON.parse(r2.text).results.length;
+  if (n !== W.W2_SELECTS) throw new Error(`${c}: W2 answered ${n} results`);
+  return { w1: r1.ms, w2: r2.ms, s1: diffStats(s0, s1), s2: diffStats(s1, s2), meta1: JSON.parse(r1.text).meta };
+}
+
+async function runW3(c, rep) {
+  const db = "w3";
+  const bodies = W.w3(rep).map((b) => JSON.stringify(b));
+  const s0 = await stats(c, db);
+  let pagesWritten = 0;
+  const t0 = performance.now();
+  for (const b of bodies) {
+    const r = await query(c, db, b);
+    if (c.startsWith("dosql-")) pagesWritten += JSON.parse(r.text).meta.pages_written;
+  }
+  const ms = performance.now() - t0;
+  const s1 = await stats(c, db);
+  return { rps: (bodies.length / ms) * 1000, ms, s: diffStats(s0, s1), pagesWritten };
+}
+
+const W5_BODY = JSON.stringify(W.w5());
+async function runW5(c) {
+  const s0 = await stats(c, "w5");
+  const r = await query(c, "w5", W5_BODY);
+  const s1 = await stats(c, "w5");
+  const j = JSON.parse(r.text);
+  const rows = (Array.isArray(j) ? j : j.rows).length; // the prior art answers a bare array of row objects
+  if (rows !== 100) throw new Error(`${c}: W5 answered ${rows} rows`);
+  return { ms: r.ms, s: diffStats(s0, s1) };
+}
+
+async function runW6(c, seconds, seed) {
+  const db = "w6";
+  const lat = [];
+  let reads = 0;
+  let writes = 0;
+  let errors = 0;
+  const s0 = await stats(c, db);
+  const t0 = performance.now();
+  const end = t0 + seconds * 1000;
+  await Promise.all(Array.from({ length: W6_CLIENTS }, async (_, i) => {
+    const rand = W.prng(seed * 1000 + i);
+    while (performance.now() < end) {
+      const { write, body } = W.w6Request(rand);
+      const r = await request("POST", `/c/${c}/${db}/query`, body);
+      if (r.status !== 200) errors++;
+      lat.push(r.ms);
+      if (write) writes++;
+      else reads++;
+    }
+  }));
+  const elapsed = performance.now() - t0;
+  const s1 = await stats(c, db);
+  lat.sort((a, b) => a - b);
+  return { rps: (lat.length / elapsed) * 1000, p50: pct(lat, 50), p99: pct(lat, 99), reads, writes, errors, s: diffStats(s0, s1) };
+}
+
+async function setup(c, db, bodies) {
+  for (const b of bodies) await query(c, db, b);
+}
+
+// ---------------------------------------------------------------- phases
+
+function floors(bodiesDir) {
+  const bin = join(root, "target", "release", "dosql-bench");
+  log("native floor: crates/bench (rusqlite; dosql VFS and API on MemStore)");
+  R.floor = JSON.parse(execFileSync(bin, ["--bodies", bodiesDir, "--reps", String(REPS), "--json"], { encoding: "utf8" }));
+  log("wasm inner time in Node: dist/inner.mjs");
+  R.inner = JSON.parse(execFileSync(process.execPath, [join(dist, "inner.mjs"), "--bodies", bodiesDir, "--dosql", join(dist, "dosql.wasm"), "--asyncify", join(dist, "dosql-asyncify.wasm"), "--reps", String(REPS)], { encoding: "utf8", maxBuffer: 64 << 20 }));
+}
+
+function sizes() {
+  for (const [name, file] of [
+    ["dosql (default build: JSPI and sync)", join(dist, "dosql.wasm")],
+    ["dosql asyncify (wasm-opt --asyncify -O2)", join(dist, "dosql-asyncify.wasm")],
+    ["prior art wasm-sqlite 0.1.1", join(dist, "wasm_sqlite.wasm")],
+  ]) {
+    const b = readFileSync(file);
+    R.sizes[name] = { raw: b.length, gzip: gzipSync(b, { level: 9 }).length };
+  }
+  const secs = join(dist, "asyncify-build-seconds");
+  if (existsSync(secs)) R.asyncify_build_seconds = Number(readFileSync(secs, "utf8"));
+}
+
+async function main() {
+  rmSync(DATA, { recursive: true, force: true });
+  const bodiesDir = join(dist, "bodies");
+  writeBodies(bodiesDir);
+  sizes();
+  floors(bodiesDir);
+
+  log(`workerd: one process, ${ALL.length} contenders; ${REPS} runs after a warm-up, interleaved`);
+  await startWorkerd();
+
+  // Round-trip of an empty request through the Worker to a Durable Object and back.
+  for (let i = 0; i < 300; i++) await call("native-sql", "rtt", "ping");
+  for (let i = 0; i < 500; i++) R.rtt_ms.push((await call("native-sql", "rtt", "ping")).ms);
+
+  log("setup: W3, W5 (100,000 rows), W6 tables on every contender");
+  for (const c of Object.keys(PROBES)) await call(c, "w3", "ping");
+  for (const c of ALL) {
+    await setup(c, "w3", W.w3Setup());
+    await setup(c, "w5", W.w5Setup());
+    if (W6_SET.includes(c)) await setup(c, "w6", W.w6Setup());
+  }
+
+  for (let rep = 0; rep <= REPS; rep++) {
+    const order = rotate(ALL, rep);
+    const tag = rep === 0 ? "warm-up" : `run ${rep}/${REPS}`;
+    log(`${tag}: W1+W2, W3, W5`);
+    for (const c of order) {
+      const r = await runW1W2(c, rep);
+      if (rep === 0) continue;
+      push("W1", c, r.w1);
+      push("W2", c, r.w2);
+      setStorage("W1", c, r.s1);
+      setStorage("W2", c, r.s2);
+    }
+    for (const c of rotate([...ALL, ...Object.keys(PROBES)], rep)) {
+      const r = await runW3(c, rep);
+      if (rep === 0) continue;
+      push("W3", c, r.rps);
+      setStorage("W3", c, r.s);
+      setExtra("W3", c, { pages_written: r.pagesWritten });
+    }
+    for (const c of order) {
+      const r = await runW5(c);
+      if (rep === 0) continue;
+      push("W5", c, r.ms);
+      setStorage("W5", c, r.s);
+    }
+  }
+
+  for (let rep = 0; rep <= REPS; rep++) {
+    const secs = rep === 0 ? Math.min(2, W6_SECONDS) : W6_SECONDS;
+    log(`${rep === 0 ? "warm-up" : `run ${rep}/${REPS}`}: W6, ${W6_CLIENTS} clients x ${secs} s each`);
+    for (const c of rotate(W6_SET, rep)) {
+      const r = await runW6(c, secs, rep);
+      if (rep === 0) continue;
+      push("W6 req/s", c, r.rps);
+      push("W6 p50", c, r.p50);
+      push("W6 p99", c, r.p99);
+      setStorage("W6", c, r.s);
+      setExtra("W6", c, { reads: r.reads, writes: r.writes, errors: r.errors });
+    }
+  }
+
+  // W4: databases of W4_MB and W4_SMALL_MB, then cold starts (a fresh workerd each run).
+  log(`W4 setup: ${W4_MB} MB and ${W4_SMALL_MB} MB databases on every contender`);
+  const big = W.w4Setup(W4_MB);
+  const small = W.w4Setup(W4_SMALL_MB);
+  for (const c of ALL) {
+    const t0 = performance.now();
+    await setup(c, "w4big", big.bodies);
+    await setup(c, "w4small", small.bodies);
+    setExtra("W4", c, { setup_ms: performance.now() - t0 });
+  }
+  const bigQuery = JSON.stringify(W.w4(big.rows));
+  const smallQuery = JSON.stringify(W.w4(small.rows));
+  for (let rep = 0; rep <= REPS; rep++) {
+    await stopWorkerd();
+    await startWorkerd();
+    log(`${rep === 0 ? "warm-up" : `run ${rep}/${REPS}`}: W4 cold starts after a restart`);
+    // First use of each class in the new process (its wasm module's first instance, lazy
+    // compilation), on an empty database: reported apart, so that W4 itself is the object's
+    // cold start (instantiate, open, read pages) and not whichever class happens to go first.
+    for (const c of rotate(ALL, rep)) {
+      const r = await query(c, "w4first", { sql: "SELECT 1" });
+      if (rep > 0) push("W4 first", c, r.ms);
+    }
+    for (const c of rotate(ALL, rep)) {
+      const r = await query(c, "w4big", bigQuery);
+      const s = await stats(c, "w4big");
+      const rs = await query(c, "w4small", smallQuery);
+      const ss = await stats(c, "w4small");
+      if (rep === 0) continue;
+      push("W4", c, r.ms);
+      push("W4 small", c, rs.ms);
+      setStorage("W4", c, s);
+      setStorage("W4 small", c, ss);
+    }
+  }
+  await stopWorkerd();
+  R.seconds = (Date.now() - started) / 1000;
+  writeFileSync(join(dist, "results.json"), JSON.stringify(R, null, 1));
+  writeFileSync(OUT, report());
+  log(`wrote ${relative(root, OUT)} and ${relative(root, join(dist, "results.json"))}`);
+}
+
+// ---------------------------------------------------------------- the report
+
+const f = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : "–");
+const fx = (x) => (Number.isFinite(x) ? `${x >= 10 ? x.toFixed(0) : x.toFixed(2)}x` : "–");
+const med = (w, c) => median(R.t[w]?.[c] ?? []);
+const kb = (n) => (n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${(n / 1024).toFixed(0)} KiB`);
+const BASE = "native-sql";
+
+function machine() {
+  const sh = (cmd, args) => {
+    try {
+      return execFileSync(cmd, args, { encoding: "utf8" }).trim();
+    } catch {
+      return "?";
+    }
+  };
+  const cpus = os.cpus();
+  return [
+    `- date: ${new Date().toISOString()}; total run time ${f(R.seconds, 0)} s${QUICK ? " (BENCH_QUICK=1)" : ""}`,
+    `- nproc ${cpus.length}; CPU ${cpus[0]?.model ?? "?"}; memory ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB; load average at the end ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`,
+    `- ${os.type()} ${os.release()}; node ${process.version}; workerd ${sh(WORKERD, ["--version"])}`,
+    `- git ${sh("git", ["-C", root, "rev-parse", "--short", "HEAD"])}${sh("git", ["-C", root, "status", "--porcelain"]) === "" ? "" : " (with uncommitted changes)"}`,
+    `- ${REPS} runs after a warm-up; W1-W5 contenders interleaved round-robin within each run (the starting contender rotates); W6 ${W6_CLIENTS} clients x ${W6_SECONDS} s per contender per run; W4 ${W4_MB} MB, one workerd restart per run`,
+  ].join("\n");
+}
+
+function report() {
+  const cols = ALL;
+  const head = (names) => `| | ${names.map((c) => LABEL[c]).join(" | ")} |\n|---|${names.map(() => "---:").join("|")}|`;
+  const row = (name, names, cell) => `| ${name} | ${names.map(cell).join(" | ")} |`;
+  const vsBase = (w, c, higherBetter) => {
+    const b = med(w, BASE);
+    const v = med(w, c);
+    return higherBetter ? v / b : v / b;
+  };
+  const timeCell = (w) => (c) => `${f(med(w, c), w === "W4" || w === "W4 small" ? 1 : 1)} (${fx(vsBase(w, c))})`;
+  const rateCell = (w) => (c) => `${f(med(w, c), 0)} (${fx(vsBase(w, c, true))})`;
+  const floor = (e, w) => median(R.floor?.times_ms?.[e]?.[w] ?? []);
+  const inner = (e, w) => median(R.inner?.times_ms?.[e]?.[w] ?? []);
+  const st = (w, c) => R.storage[w]?.[c];
+
+  const lines = [];
+  lines.push("# dosql benchmark results", "");
+  lines.push("Written by `make bench` (scripts/bench.sh → bench/run.mjs); do not edit by hand. See bench/README.md for what each contender and workload is, and the analysis.", "");
+  lines.push("## Machine", "", machine(), "");
+
+  lines.push("## Durable Objects over HTTP (one workerd, same requests to every contender)", "");
+  lines.push(`Medians. Times in ms measured by the client around the HTTP request (Worker → Durable Object → back); in parentheses the ratio to ${LABEL[BASE]} (for times lower is better, for req/s higher is better). Empty request round trip (Worker → DO → back): median ${f(median(R.rtt_ms), 2)} ms.`, "");
+  lines.push(head(cols));
+  lines.push(row("W1 create + 10,000 inserts, 1 tx (ms)", cols, timeCell("W1")));
+  lines.push(row("W2 1,000 point selects, 1 request (ms)", cols, timeCell("W2")));
+  lines.push(row("W3 1,000 sequential 1-row insert requests (req/s)", cols, rateCell("W3")));
+  lines.push(row(`W4 cold start: first point query, ${W4_MB} MB db (ms)`, cols, timeCell("W4")));
+  lines.push(row(`W4 cold start: first point query, ${W4_SMALL_MB} MB db (ms)`, cols, timeCell("W4 small")));
+  lines.push(row("W4 first request of the class after the restart (SELECT 1, empty db; ms)", cols, timeCell("W4 first")));
+  lines.push(row("W5 GROUP BY over 100,000 rows (ms)", cols, timeCell("W5")));
+  lines.push(row(`W6 ${W6_CLIENTS} clients, 75% reads / 25% writes (req/s)`, cols, (c) => (W6_SET.includes(c) ? rateCell("W6 req/s")(c) : "")));
+  lines.push(row("W6 latency p50 / p99 (ms)", cols, (c) => (W6_SET.includes(c) ? `${f(med("W6 p50", c), 2)} / ${f(med("W6 p99", c), 2)}` : "")));
+  lines.push("");
+
+  lines.push(`W3's storage floor: the same 1,000 requests to objects that only store what one dosql 4K commit stores (no SQL, no wasm): ${Object.entries(PROBES).map(([c, l]) => `${l}: ${f(med("W3", c), 0)} req/s (${fx(med("W3", c) / med("W3", BASE))})`).join("; ")}.`, "");
+  lines.push("### dosql against the prior art (@rkusa/wasm-sqlite 0.1.1): how many times faster", "");
+  lines.push(head(DOSQL));
+  for (const [w, name, hb] of [["W1", "W1", false], ["W2", "W2", false], ["W3", "W3", true], ["W4", "W4", false], ["W5", "W5", false], ["W6 req/s", "W6", true]]) {
+    lines.push(row(name, DOSQL, (c) => {
+      const v = med(w, c);
+      const p = med(w, "prior-art");
+      return fx(hb ? v / p : p / v);
+    }));
+  }
+  lines.push("");
+
+  lines.push("## Storage calls per workload (last run)", "");
+  lines.push("gets: get() calls (keys); puts: put() calls (keys), for `dosql sync` one `transactionSync` commit counts as one put call; written/read: value bytes. `native ctx.storage.sql` has no page store to count: its rows read / written as SQLite reports them.", "");
+  const storageCell = (w) => (c) => {
+    const s = st(w, c);
+    if (s === undefined) return "";
+    if (c === BASE) return `rows read ${s.rows_read ?? "–"}, written ${s.rows_written ?? "–"}`;
+    return `gets ${s.get_calls} (${s.get_keys}); puts ${s.put_calls} (${s.put_keys}); written ${kb(s.bytes_written ?? 0)}; read ${kb(s.bytes_read ?? 0)}`;
+  };
+  lines.push(head(cols));
+  for (const w of ["W1", "W2", "W3", "W4", "W4 small", "W5", "W6"]) lines.push(row(w, cols, storageCell(w)));
+  lines.push("");
+
+  // Commit shape: W3 is 1,000 commits; each should be ONE put of (dirty pages + meta).
+  lines.push("### Commit shape (W3: 1,000 single-insert transactions)", "");
+  lines.push("| | commits | put calls | keys put | dirty pages (wasm's count) | keys = dirty pages + meta? |", "|---|---:|---:|---:|---:|---|");
+  for (const c of DOSQL) {
+    const s = st("W3", c);
+    const pw = R.extra.W3?.[c]?.pages_written;
+    if (s === undefined) continue;
+    lines.push(`| ${LABEL[c]} | ${s.commits} | ${s.put_calls} | ${s.put_keys} | ${pw} | ${s.put_keys === pw + s.commits && s.put_calls === s.commits ? "yes: one put per commit" : "no"} |`);
+  }
+  lines.push("");
+
+  lines.push("## Engine cost: where the time goes (ms, medians; W3 = all 1,000 requests)", "");
+  lines.push("In-process rows run the same request bodies with no HTTP: `rusqlite` (native, in-memory database, cached statements, rows to JSON), `dosql-vfs` (the same on dosql's VFS over the in-memory MemStore), `dosql-api` (dosql's JSON API on the VFS: the code the wasm runs), `wasm` (dosql.wasm in Node with the same JS glue as the DO, over an in-memory page map; workerd's clock does not advance while code runs, so wasm time is measured in Node, same V8). The DO rows are the HTTP numbers above.", "");
+  lines.push("| | W1 | W2 | W3 | W5 |", "|---|---:|---:|---:|---:|");
+  const fr = (label, get) => lines.push(`| ${label} | ${["W1", "W2", "W3", "W5"].map((w) => f(get(w), 2)).join(" | ")} |`);
+  for (const e of ["rusqlite", "dosql-vfs-4k", "dosql-api-4k", "dosql-api-16k", "dosql-api-64k"]) fr(`native ${e}`, (w) => floor(e, w));
+  for (const e of ["wasm-sync-4k", "wasm-sync-16k", "wasm-sync-64k", "wasm-asyncify-4k"]) fr(`${e} (Node)`, (w) => inner(e, w));
+  for (const c of ["dosql-sync", "dosql-jspi", "dosql-asyncify", "native-sql"]) {
+    fr(`DO ${LABEL[c]} (HTTP)`, (w) => (w === "W3" ? 1000 / (med("W3", c) / 1000) : med(w, c)));
+  }
+  lines.push("");
+  lines.push("| ratio | W1 | W2 | W5 |", "|---|---:|---:|---:|");
+  const ratio = (label, a, b) => lines.push(`| ${label} | ${["W1", "W2", "W5"].map((w) => fx(a(w) / b(w))).join(" | ")} |`);
+  ratio("wasm (sync, 4K) / native rusqlite", (w) => inner("wasm-sync-4k", w), (w) => floor("rusqlite", w));
+  ratio("wasm (sync, 4K) / native dosql-api (the wasm cost alone)", (w) => inner("wasm-sync-4k", w), (w) => floor("dosql-api-4k", w));
+  ratio("native dosql-api / rusqlite (the JSON API + VFS cost)", (w) => floor("dosql-api-4k", w), (w) => floor("rusqlite", w));
+  ratio("wasm asyncify / wasm sync (asyncify's instrumentation)", (w) => inner("wasm-asyncify-4k", w), (w) => inner("wasm-sync-4k", w));
+  lines.push("");
+
+  lines.push("## Wasm module sizes", "", "| module | raw | gzip -9 |", "|---|---:|---:|");
+  for (const [name, s] of Object.entries(R.sizes)) lines.push(`| ${name} | ${(s.raw / 1e6).toFixed(2)} MB | ${(s.gzip / 1e6).toFixed(2)} MB |`);
+  if (R.asyncify_build_seconds) lines.push("", `The asyncify transform took ${f(R.asyncify_build_seconds, 0)} s (cached by input hash in bench/dist).`);
+  lines.push("");
+
+  lines.push("## Targets", "");
+  const d = "dosql-jspi";
+  const ds = "dosql-sync";
+  const yes = (ok) => (ok ? "**met**" : "**not met**");
+  const tgt = [];
+  for (const c of [d, ds]) {
+    tgt.push(`- W1 ${LABEL[c]} ≤ 1.0x native: ${fx(med("W1", c) / med("W1", BASE))} → ${yes(med("W1", c) <= med("W1", BASE))}; ≥ 5x faster than the prior art: ${fx(med("W1", "prior-art") / med("W1", c))} → ${yes(med("W1", "prior-art") / med("W1", c) >= 5)}`);
+    tgt.push(`- W2 ${LABEL[c]} ≤ 1.0x native: ${fx(med("W2", c) / med("W2", BASE))} → ${yes(med("W2", c) <= med("W2", BASE))}; ≥ 5x faster than the prior art: ${fx(med("W2", "prior-art") / med("W2", c))} → ${yes(med("W2", "prior-art") / med("W2", c) >= 5)}`);
+    tgt.push(`- W3 ${LABEL[c]} throughput ≥ 0.95x native: ${fx(med("W3", c) / med("W3", BASE))} → ${yes(med("W3", c) / med("W3", BASE) >= 0.95)}`);
+  }
+  const w2reads = DOSQL.map((c) => `${LABEL[c]} ${st("W2", c)?.get_calls ?? "?"}`).join(", ");
+  tgt.push(`- W2 warm, zero storage reads: ${w2reads} → ${yes(DOSQL.every((c) => st("W2", c)?.get_calls === 0))}`);
+  const shapes = DOSQL.map((c) => {
+    const s = st("W3", c);
+    const pw = R.extra.W3?.[c]?.pages_written;
+    return s !== undefined && s.put_calls === s.commits && s.put_keys === pw + s.commits;
+  });
+  tgt.push(`- every commit one atomic write of exactly the dirty pages plus meta (W3, all dosql variants): ${yes(shapes.every(Boolean))}`);
+  for (const w of ["W1", "W2", "W5"]) {
+    const r = inner("wasm-sync-4k", w) / floor("rusqlite", w);
+    tgt.push(`- engine cost ${w}: dosql wasm inner time / native rusqlite = ${fx(r)} → ${yes(r <= 2)}`);
+  }
+  const cold = DOSQL.map((c) => {
+    const b = st("W4", c);
+    const s = st("W4 small", c);
+    return `${LABEL[c]} ${b?.get_keys ?? "?"} keys (${W4_MB} MB) vs ${s?.get_keys ?? "?"} (${W4_SMALL_MB} MB)`;
+  }).join("; ");
+  const prop = DOSQL.every((c) => (st("W4", c)?.get_keys ?? 1e9) <= (st("W4 small", c)?.get_keys ?? 0) + 3);
+  tgt.push(`- W4 storage reads proportional to pages touched, not database size: ${cold} → ${yes(prop)}`);
+  tgt.push(`- default wasm under 1 MiB gzipped: ${kb(Object.values(R.sizes)[0].gzip)} → ${yes(Object.values(R.sizes)[0].gzip < 1 << 20)}`);
+  lines.push(...tgt, "");
+
+  lines.push("## Page size (dosql, W1-W5 medians; ms, W3 req/s)", "");
+  lines.push("| | W1 | W2 | W3 req/s | W4 cold (keys read) | W5 |", "|---|---:|---:|---:|---:|---:|");
+  for (const c of DOSQL) {
+    lines.push(`| ${LABEL[c]} | ${f(med("W1", c))} | ${f(med("W2", c))} | ${f(med("W3", c), 0)} | ${f(med("W4", c))} (${st("W4", c)?.get_keys ?? "–"}) | ${f(med("W5", c))} |`);
+  }
+  lines.push("");
+  lines.push("## Every sample", "", "bench/dist/results.json has every run's value.", "");
+  return lines.join("\n");
+}
+
+main().catch(async (err) => {
+  console.error(err);
+  await stopWorkerd();
+  process.exit(1);
+});

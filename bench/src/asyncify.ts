@@ -1,0 +1,148 @@
+// dosql.wasm through Binaryen's asyncify instead of JSPI: the module is transformed with
+//   wasm-opt --asyncify --pass-arg=asyncify-imports@dosql.read_pages -O2
+// and this file is the runtime half of the transform. When the wasm calls read_pages, the
+// import starts the storage read, asks the wasm to unwind its stack into a buffer
+// (asyncify_start_unwind) and returns; the export call then returns early, the caller awaits
+// the read, asks for a rewind (asyncify_start_rewind) and calls the same export again, which
+// replays its stack down to read_pages, which now returns the result. Warm reads never reach
+// read_pages, so they never unwind, but every instrumented function pays for its checks.
+
+import {
+  type AsyncPageSource, committedPages, copyMessage, type OpenOptions, pageNumbers, type WasmResponse, writePages,
+} from "../../worker/src/dosql";
+import { wasiImports } from "../../worker/src/wasi";
+
+interface Exports {
+  memory: WebAssembly.Memory;
+  dosql_alloc(len: number): number;
+  dosql_free(ptr: number, len: number): void;
+  dosql_open(pageSize: number, pageCount: number, txid: number, cachePages: number, readAhead: number): number;
+  dosql_exec(op: number, bodyPtr: number, bodyLen: number): number;
+  dosql_result_ptr(): number;
+  dosql_result_len(): number;
+  asyncify_start_unwind(dataPtr: number): void;
+  asyncify_stop_unwind(): void;
+  asyncify_start_rewind(dataPtr: number): void;
+  asyncify_stop_rewind(): void;
+  _initialize?: () => void;
+}
+
+/** Bytes for the unwound stack (SQLite's call chain down to a page read is deep). */
+const UNWIND_STACK_BYTES = 256 * 1024;
+
+const NORMAL = 0;
+const UNWINDING = 1;
+const REWINDING = 2;
+
+export class AsyncifyInstance {
+  private exports!: Exports;
+  private state = NORMAL;
+  private pending: Promise<number> | null = null;
+  private value = 0;
+  /** asyncify's data struct: i32 current, i32 end, then the stack buffer. */
+  private dataPtr = 0;
+  private lastError = "";
+  /** Suspensions so far (page reads that waited for storage). */
+  suspensions = 0;
+
+  private constructor(private readonly pages: AsyncPageSource) {}
+
+  static async create(module: WebAssembly.Module, pages: AsyncPageSource, opts: OpenOptions): Promise<AsyncifyInstance> {
+    const self = new AsyncifyInstance(pages);
+    const instance = await WebAssembly.instantiate(module, {
+      wasi_snapshot_preview1: wasiImports(module, () => self.exports.memory),
+      dosql: {
+        read_pages: self.readPages.bind(self),
+        commit: self.commit.bind(self),
+        error_message: (ptr: number, cap: number) => copyMessage(self.exports.memory, self.lastError, ptr, cap),
+      },
+    });
+    self.exports = instance.exports as unknown as Exports;
+    self.exports._initialize?.();
+    self.dataPtr = self.exports.dosql_alloc(8 + UNWIND_STACK_BYTES);
+    const m = pages.meta;
+    const status = await self.call(() => self.exports.dosql_open(m.page_size, m.page_count, m.txid, opts.cachePages, opts.readAhead));
+    if (status !== 200) throw new Error(`dosql_open returned ${status}: ${new TextDecoder().decode(self.result())}`);
+    return self;
+  }
+
+  async exec(op: number, body: Uint8Array): Promise<WasmResponse> {
+    const e = this.exports;
+    const cap = Math.max(body.byteLength, 1);
+    const ptr = e.dosql_alloc(cap);
+    if (ptr === 0) throw new Error(`dosql_alloc(${cap}) failed`);
+    try {
+      new Uint8Array(e.memory.buffer, ptr >>> 0, body.byteLength).set(body);
+      const status = await this.call(() => e.dosql_exec(op, ptr, body.byteLength));
+      return { status, body: this.result() };
+    } finally {
+      e.dosql_free(ptr, cap);
+    }
+  }
+
+  /** Calls an export, unwinding and rewinding around every read that has to wait. */
+  private async call(fn: () => number): Promise<number> {
+    let r = fn();
+    while (this.state === UNWINDING) {
+      this.exports.asyncify_stop_unwind();
+      this.state = NORMAL;
+      this.value = await (this.pending as Promise<number>);
+      this.pending = null;
+      this.exports.asyncify_start_rewind(this.dataPtr);
+      this.state = REWINDING;
+      r = fn();
+    }
+    return r;
+  }
+
+  /** read_pages: first call starts the read and unwinds; the replayed call returns its result. */
+  private readPages(nosPtr: number, n: number, outPtr: number, foundPtr: number): number {
+    if (this.state === REWINDING) {
+      this.exports.asyncify_stop_rewind();
+      this.state = NORMAL;
+      return this.value;
+    }
+    const memory = this.exports.memory;
+    let nos: number[];
+    try {
+      nos = pageNumbers(memory, nosPtr, n);
+    } catch (err) {
+      return this.fail(err);
+    }
+    this.suspensions++;
+    this.pending = this.pages.readPages(nos).then(
+      (pages) => {
+        writePages(memory, pages, this.pages.meta.page_size, outPtr, foundPtr);
+        return 0;
+      },
+      (err) => this.fail(err),
+    );
+    const dv = new DataView(memory.buffer);
+    dv.setInt32(this.dataPtr, this.dataPtr + 8, true);
+    dv.setInt32(this.dataPtr + 4, this.dataPtr + 8 + UNWIND_STACK_BYTES, true);
+    this.exports.asyncify_start_unwind(this.dataPtr);
+    this.state = UNWINDING;
+    return 0;
+  }
+
+  private commit(pageCount: number, nosPtr: number, n: number, dataPtr: number): number {
+    try {
+      this.pages.commit(pageCount >>> 0, committedPages(this.exports.memory, nosPtr, n, dataPtr, this.pages.meta.page_size));
+      return 0;
+    } catch (err) {
+      return this.fail(err);
+    }
+  }
+
+  private fail(err: unknown): number {
+    this.lastError = err instanceof Error ? err.message : String(err);
+    console.error(this.lastError);
+    return -1;
+  }
+
+  private result(): Uint8Array {
+    const e = this.exports;
+    const ptr = e.dosql_result_ptr() >>> 0;
+    return new Uint8Array(e.memory.buffer.slice(ptr, ptr + (e.dosql_result_len() >>> 0)));
+  }
+}

@@ -1,0 +1,406 @@
+// The benchmark's Worker: every contender is a Durable Object class of this one Worker, served
+// by one workerd process (bench/config.capnp), and every one receives the same requests.
+//
+//   GET  /ping                          → "ok" (warms the isolate; no Durable Object)
+//   *    /c/<contender>/<db>/<route>    → Durable Object idFromName(<db>) of <contender>, as
+//                                         /db/<db>/<route>: query | batch | _storage_stats | ping
+//
+// Contenders:
+//   dosql-jspi[-16k|-64k]   dosql's own DosqlDatabase (worker/src/index.ts), JSPI, classic storage
+//   dosql-sync[-16k|-64k]   the same wasm with plain imports over SQLite-backed ctx.storage.kv
+//   dosql-asyncify          the asyncified wasm (wasm-opt --asyncify), classic storage
+//   native-sql              workerd's own SQLite through ctx.storage.sql (SQLite-backed)
+//   prior-art               @rkusa/wasm-sqlite 0.1.1 over classic storage, no page cache
+//   probe-*                 W3 only: storage writes of a dosql commit, no SQL (storage floor)
+
+import { DosqlDatabase, type Env as DosqlEnv } from "../../worker/src/index";
+import { DosqlInstance, OP_BATCH, OP_QUERY } from "../../worker/src/dosql";
+import { PageStorage } from "../../worker/src/storage";
+import dosqlModule from "./dosql.wasm";
+import asyncifyModule from "./dosql-asyncify.wasm";
+import { Sqlite, type Connection } from "@rkusa/wasm-sqlite";
+import { AsyncifyInstance } from "./asyncify";
+import { KvPageStorage, pageKey } from "./kvstorage";
+import { countingStorage, withStorage } from "./counting";
+import { type Counters, json, jsonError, JSON_HEADERS, Lock, newCounters, route, type Statement } from "./common";
+
+interface Env extends DosqlEnv {
+  [binding: string]: unknown;
+}
+
+const BINDINGS: Record<string, string> = {
+  "dosql-jspi": "JSPI_4K",
+  "dosql-jspi-16k": "JSPI_16K",
+  "dosql-jspi-64k": "JSPI_64K",
+  "dosql-sync": "SYNC_4K",
+  "dosql-sync-16k": "SYNC_16K",
+  "dosql-sync-64k": "SYNC_64K",
+  "dosql-asyncify": "ASYNCIFY_4K",
+  "native-sql": "NATIVE_SQL",
+  "probe-kv-2p": "PROBE_KV2",
+  "probe-kv-1p": "PROBE_KV1",
+  "probe-classic-2p": "PROBE_CLASSIC2",
+  "prior-art": "PRIOR_ART",
+};
+
+export default {
+  async fetch(request: Request, env: Env): Promise<Response> {
+    const { pathname, search } = new URL(request.url);
+    if (pathname === "/ping") return new Response("ok");
+    const m = /^\/c\/([^/]+)\/([A-Za-z0-9_.-]+)\/([a-z_]+)$/.exec(pathname);
+    const binding = m === null ? undefined : BINDINGS[m[1]];
+    if (m === null || binding === undefined) return jsonError(404, "NOT_FOUND", `no route for ${pathname}`);
+    const ns = env[binding] as DurableObjectNamespace;
+    return ns.get(ns.idFromName(m[2])).fetch(new Request(`http://do/db/${m[2]}/${m[3]}${search}`, request));
+  },
+} satisfies ExportedHandler<Env>;
+
+const intVar = (v: string | undefined, fallback: number): number => (v === undefined || v === "" ? fallback : Number(v));
+
+// ---- dosql, JSPI: the production class, with its storage calls counted ----
+
+class DosqlJspi extends DosqlDatabase {
+  private readonly counters: Counters;
+
+  constructor(ctx: DurableObjectState, env: Env, pageSize: number) {
+    const counters = newCounters();
+    super(withStorage(ctx, countingStorage(ctx.storage, counters)), { ...env, PAGE_SIZE: String(pageSize) });
+    this.counters = counters;
+  }
+
+  override async fetch(request: Request): Promise<Response> {
+    const r = route(request);
+    if (r === "ping") return new Response("ok");
+    if (r === "_storage_stats") {
+      const own = (await (await super.fetch(request)).json()) as { commits: number };
+      return json({ ...this.counters, commits: own.commits });
+    }
+    return super.fetch(request);
+  }
+}
+
+export class DosqlJspi4k extends DosqlJspi {
+  constructor(ctx: DurableObjectState, env: Env) { super(ctx, env, 4096); }
+}
+export class DosqlJspi16k extends DosqlJspi {
+  constructor(ctx: DurableObjectState, env: Env) { super(ctx, env, 16384); }
+}
+export class DosqlJspi64k extends DosqlJspi {
+  constructor(ctx: DurableObjectState, env: Env) { super(ctx, env, 65536); }
+}
+
+// ---- storage probes (W3 only): what a dosql 4K single-row commit stores, with no SQL and no wasm ----
+// Each request commits `pages` 4 KiB pages (page 1 and a leaf) plus the meta record, as dosql
+// does: the storage floor of W3. With pages = 1: the same commit without page 1, whose only
+// change in W3 is SQLite's file change counter (see bench/README.md).
+
+const PROBE_PAGE = new Uint8Array(4096).fill(7);
+const probeKeys = (txid: number, pages: number): string[] =>
+  [pageKey(2 + (txid % 50)), "p:0000000001"].slice(0, pages);
+
+class ProbeKv implements DurableObject {
+  private txid = 0;
+  private readonly counters = newCounters();
+  constructor(private readonly ctx: DurableObjectState, private readonly pages: number) {}
+  async fetch(request: Request): Promise<Response> {
+    const r = route(request);
+    if (r === "ping") return new Response("ok");
+    if (r === "_storage_stats") return json(this.counters);
+    await request.arrayBuffer();
+    const kv = this.ctx.storage.kv;
+    const txid = ++this.txid;
+    this.ctx.storage.transactionSync(() => {
+      for (const k of probeKeys(txid, this.pages)) kv.put(k, PROBE_PAGE.slice().buffer);
+      kv.put("meta", { format: 1, page_size: 4096, page_count: 60, txid });
+    });
+    this.counters.put_calls++;
+    this.counters.put_keys += this.pages + 1;
+    this.counters.bytes_written += this.pages * 4096;
+    this.counters.commits++;
+    return json({ columns: [], rows: [] });
+  }
+}
+export class ProbeKv2 extends ProbeKv {
+  constructor(ctx: DurableObjectState, _env: Env) { super(ctx, 2); }
+}
+export class ProbeKv1 extends ProbeKv {
+  constructor(ctx: DurableObjectState, _env: Env) { super(ctx, 1); }
+}
+
+export class ProbeClassic2 implements DurableObject {
+  private txid = 0;
+  private readonly counters = newCounters();
+  private readonly storage: DurableObjectStorage;
+  constructor(ctx: DurableObjectState, _env: Env) {
+    this.storage = countingStorage(ctx.storage, this.counters);
+  }
+  async fetch(request: Request): Promise<Response> {
+    const r = route(request);
+    if (r === "ping") return new Response("ok");
+    if (r === "_storage_stats") return json(this.counters);
+    await request.arrayBuffer();
+    const txid = ++this.txid;
+    const entries: Record<string, unknown> = { meta: { format: 1, page_size: 4096, page_count: 60, txid } };
+    for (const k of probeKeys(txid, 2)) entries[k] = PROBE_PAGE.slice().buffer;
+    // Not awaited, as PageStorage.commit: the output gate holds the response until durable.
+    void this.storage.put(entries);
+    this.counters.commits++;
+    return json({ columns: [], rows: [] });
+  }
+}
+
+// ---- dosql, synchronous: SQLite-backed class, ctx.storage.kv, no JSPI ----
+
+class DosqlSync implements DurableObject {
+  private readonly pages: KvPageStorage;
+  private db: DosqlInstance | null = null;
+
+  constructor(ctx: DurableObjectState, private readonly env: Env, private readonly pageSize: number) {
+    this.pages = new KvPageStorage(ctx.storage);
+  }
+
+  async fetch(request: Request): Promise<Response> {
+    const r = route(request);
+    switch (r) {
+      case "ping":
+        return new Response("ok");
+      case "_storage_stats":
+        return json(this.pages.stats);
+      case "query":
+      case "batch": {
+        const body = new Uint8Array(await request.arrayBuffer());
+        // From here on nothing awaits: the whole call runs to completion in one turn.
+        let db: DosqlInstance;
+        try {
+          db = this.instance();
+        } catch (err) {
+          return jsonError(500, "OPEN_FAILED", err);
+        }
+        try {
+          const res = db.execSync(r === "query" ? OP_QUERY : OP_BATCH, body);
+          return new Response(res.body, { status: res.status, headers: JSON_HEADERS });
+        } catch (err) {
+          this.db = null;
+          return jsonError(500, "WASM_TRAP", err);
+        }
+      }
+    }
+    return jsonError(404, "NOT_FOUND", request.url);
+  }
+
+  private instance(): DosqlInstance {
+    if (this.db === null) {
+      this.pages.loadMeta(this.pageSize);
+      this.db = DosqlInstance.createSync(dosqlModule, this.pages, {
+        cachePages: intVar(this.env.CACHE_PAGES, 4096),
+        readAhead: intVar(this.env.READ_AHEAD, 0),
+      });
+    }
+    return this.db;
+  }
+}
+
+export class DosqlSync4k extends DosqlSync {
+  constructor(ctx: DurableObjectState, env: Env) { super(ctx, env, 4096); }
+}
+export class DosqlSync16k extends DosqlSync {
+  constructor(ctx: DurableObjectState, env: Env) { super(ctx, env, 16384); }
+}
+export class DosqlSync64k extends DosqlSync {
+  constructor(ctx: DurableObjectState, env: Env) { super(ctx, env, 65536); }
+}
+
+// ---- dosql, asyncify: the transformed module, classic storage ----
+
+export class DosqlAsyncify4k implements DurableObject {
+  private readonly counters = newCounters();
+  private readonly pages: PageStorage;
+  private db: AsyncifyInstance | null = null;
+  private readonly lock = new Lock();
+
+  constructor(ctx: DurableObjectState, private readonly env: Env) {
+    this.pages = new PageStorage(countingStorage(ctx.storage, this.counters));
+    void ctx.blockConcurrencyWhile(() => this.lock.run(() => this.instance().then(() => undefined, () => undefined)));
+  }
+
+  async fetch(request: Request): Promise<Response> {
+    const r = route(request);
+    switch (r) {
+      case "ping":
+        return new Response("ok");
+      case "_storage_stats":
+        return json({ ...this.counters, commits: this.pages.stats.commits, suspensions: this.db?.suspensions ?? 0 });
+      case "query":
+      case "batch": {
+        const body = new Uint8Array(await request.arrayBuffer());
+        return this.lock.run(async () => {
+          try {
+            const db = await this.instance();
+            const res = await db.exec(r === "query" ? OP_QUERY : OP_BATCH, body);
+            return new Response(res.body, { status: res.status, headers: JSON_HEADERS });
+          } catch (err) {
+            this.db = null;
+            return jsonError(500, "WASM_TRAP", err);
+          }
+        });
+      }
+    }
+    return jsonError(404, "NOT_FOUND", request.url);
+  }
+
+  private async instance(): Promise<AsyncifyInstance> {
+    if (this.db === null) {
+      await this.pages.loadMeta(4096);
+      this.db = await AsyncifyInstance.create(asyncifyModule, this.pages, {
+        cachePages: intVar(this.env.CACHE_PAGES, 4096),
+        readAhead: intVar(this.env.READ_AHEAD, 0),
+      });
+    }
+    return this.db;
+  }
+}
+
+// ---- workerd's own SQLite: ctx.storage.sql ----
+
+type SqlValue = ArrayBuffer | string | number | null;
+
+export class NativeSql implements DurableObject {
+  private readonly sql: SqlStorage;
+  private rowsRead = 0;
+  private rowsWritten = 0;
+
+  constructor(private readonly ctx: DurableObjectState, _env: Env) {
+    this.sql = ctx.storage.sql;
+  }
+
+  async fetch(request: Request): Promise<Response> {
+    const r = route(request);
+    try {
+      switch (r) {
+        case "ping":
+          return new Response("ok");
+        case "_storage_stats":
+          return json({ rows_read: this.rowsRead, rows_written: this.rowsWritten, database_size: this.sql.databaseSize });
+        case "query":
+          return json(this.run((await request.json()) as Statement));
+        case "batch": {
+          const stmts = (await request.json()) as Statement[];
+          return json({ results: this.ctx.storage.transactionSync(() => stmts.map((s) => this.run(s))) });
+        }
+      }
+    } catch (err) {
+      return jsonError(400, "SQLITE_ERROR", err);
+    }
+    return jsonError(404, "NOT_FOUND", request.url);
+  }
+
+  private run(s: Statement): unknown {
+    const cursor = this.sql.exec(s.sql, ...(s.params ?? []));
+    const rows: unknown[][] = [];
+    for (const row of cursor.raw<SqlValue[]>()) rows.push(row.map(value));
+    this.rowsRead += cursor.rowsRead;
+    this.rowsWritten += cursor.rowsWritten;
+    return { columns: cursor.columnNames, rows, rows_affected: cursor.rowsWritten };
+  }
+}
+
+function value(v: SqlValue): unknown {
+  if (v instanceof ArrayBuffer) {
+    let s = "";
+    for (const b of new Uint8Array(v)) s += String.fromCharCode(b);
+    return { base64: btoa(s) };
+  }
+  return v;
+}
+
+// ---- the prior art: @rkusa/wasm-sqlite 0.1.1 (asyncified SQLite, no page cache) ----
+
+export class PriorArt implements DurableObject {
+  private readonly counters = newCounters();
+  private readonly storage: DurableObjectStorage;
+  private conn: Connection | null = null;
+  private pageCount = 0;
+  private readonly lock = new Lock();
+
+  constructor(ctx: DurableObjectState, _env: Env) {
+    this.storage = countingStorage(ctx.storage, this.counters);
+    void ctx.blockConcurrencyWhile(() => this.lock.run(() => this.connection().then(() => undefined, () => undefined)));
+  }
+
+  async fetch(request: Request): Promise<Response> {
+    const r = route(request);
+    switch (r) {
+      case "ping":
+        return new Response("ok");
+      case "_storage_stats":
+        return json({ ...this.counters, page_count: this.pageCount });
+      case "query":
+      case "batch": {
+        const body = await request.text();
+        return this.lock.run(async () => {
+          let conn: Connection;
+          try {
+            conn = await this.connection();
+          } catch (err) {
+            return jsonError(500, "OPEN_FAILED", err);
+          }
+          try {
+            if (r === "query") {
+              const s = JSON.parse(body) as Statement;
+              return new Response(await conn.queryRaw(s.sql, s.params ?? []), { headers: JSON_HEADERS });
+            }
+            const stmts = JSON.parse(body) as Statement[];
+            await conn.execute("BEGIN");
+            const results: string[] = [];
+            try {
+              for (const s of stmts) results.push(await conn.queryRaw(s.sql, s.params ?? []));
+              await conn.execute("COMMIT");
+            } catch (err) {
+              await conn.execute("ROLLBACK").catch(() => undefined);
+              throw err;
+            }
+            return new Response(`{"results":[${results.join(",")}]}`, { headers: JSON_HEADERS });
+          } catch (err) {
+            return jsonError(400, "SQLITE_ERROR", err);
+          }
+        });
+      }
+    }
+    return jsonError(404, "NOT_FOUND", request.url);
+  }
+
+  /** Wired as the package's README shows: one storage key per 4 KiB page, plus the count. */
+  private async connection(): Promise<Connection> {
+    if (this.conn === null) {
+      this.pageCount = ((await this.storage.get<number>("count")) ?? 0);
+      const sqlite = await Sqlite.instantiate({
+        pageCount: () => this.pageCount,
+        getPage: async (ix: number): Promise<Uint8Array> => {
+          const v = await this.storage.get<ArrayBuffer | Uint8Array>(String(ix));
+          return v === undefined ? new Uint8Array(4096) : new Uint8Array(v instanceof ArrayBuffer ? v : v.buffer);
+        },
+        putPage: async (ix: number, page: Uint8Array): Promise<void> => {
+          // A copy: `page` is a view of the wasm memory (serializing it would take the memory).
+          const entries: Record<string, unknown> = { [String(ix)]: page.slice() };
+          if (ix + 1 > this.pageCount) {
+            this.pageCount = ix + 1;
+            entries.count = this.pageCount;
+          }
+          await this.storage.put(entries);
+        },
+        delPage: async (ix: number): Promise<void> => {
+          await this.storage.delete(String(ix));
+          if (ix + 1 >= this.pageCount) {
+            this.pageCount = ix;
+            await this.storage.put("count", this.pageCount);
+          }
+        },
+      });
+      const conn = await sqlite.connect();
+      // Its VFS has no temporary files: GROUP BY's sorter (W5) must stay in memory.
+      await conn.execute("PRAGMA temp_store = MEMORY");
+      this.conn = conn;
+    }
+    return this.conn;
+  }
+}

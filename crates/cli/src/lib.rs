@@ -1,0 +1,219 @@
+//! The `dosql` command: a SQL shell, import, export, verify and info for dosql databases.
+//!
+//! Every subcommand takes a `<target>`: `http(s)://host[:port]/db/<name>` for a database on a
+//! dosql server (the Worker; `--token`/`DOSQL_TOKEN` for its bearer token), or the path of a
+//! local store file (a durable `RedbStore`), so everything also works offline.
+//!
+//! Errors are one line on stderr, `dosql: <what went wrong>`, and exit code 1 (usage errors:
+//! clap's message and 2).
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod error;
+mod local;
+mod progress;
+mod remote;
+pub mod render;
+mod shell;
+mod source;
+mod target;
+mod transfer;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use dosql_pagestore::PageSize;
+
+use crate::error::Result;
+use crate::render::Mode;
+use crate::target::Target;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dosql",
+    version,
+    about = "SQL shell, import, export and checks for dosql databases",
+    long_about = "SQL shell, import, export and checks for dosql databases.\n\n\
+        <TARGET> is a database on a dosql server, http(s)://host[:port]/db/<name>, or the path of a \
+        local dosql store file (created by `dosql import` or `dosql shell`)."
+)]
+struct Cli {
+    /// Bearer token for remote targets (the server's DOSQL_TOKEN secret)
+    #[arg(long, env = "DOSQL_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run SQL: interactively, or the SQL argument, or SQL read from stdin
+    Shell {
+        /// http(s)://host/db/<name>, or a local store path (created if missing)
+        target: String,
+        /// SQL statements (or a dot-command) to run instead of reading input
+        sql: Option<String>,
+        /// Output mode [default: table on a terminal, list otherwise]
+        #[arg(short, long, value_enum)]
+        mode: Option<Mode>,
+        /// Print column names in list and csv modes
+        #[arg(long)]
+        header: bool,
+    },
+    /// Load a SQLite database file, replacing the target's database atomically
+    Import {
+        /// The SQLite database file
+        file: PathBuf,
+        /// http(s)://host/db/<name>, or a local store path (created if missing)
+        target: String,
+        /// Replace a database that is not empty
+        #[arg(long)]
+        force: bool,
+        /// No progress and no summary
+        #[arg(short, long)]
+        quiet: bool,
+        /// Skip PRAGMA integrity_check on the file before the import
+        #[arg(long)]
+        no_check: bool,
+        /// Pages per upload request or local commit (default: as many as the server takes;
+        /// 16 MiB locally). For tests.
+        #[arg(long, hide = true)]
+        chunk_pages: Option<u32>,
+    },
+    /// Write a consistent snapshot of the database as a SQLite file
+    Export {
+        /// http(s)://host/db/<name>, or a local store path
+        target: String,
+        /// The SQLite file to write
+        file: PathBuf,
+        /// Replace the file if it exists
+        #[arg(long)]
+        force: bool,
+        /// No progress and no summary
+        #[arg(short, long)]
+        quiet: bool,
+        /// Pages per request (default: as many as the server gives). For tests.
+        #[arg(long, hide = true)]
+        chunk_pages: Option<u32>,
+    },
+    /// Run PRAGMA integrity_check and print the SHA-256 of the database's pages
+    Verify {
+        /// http(s)://host/db/<name>, or a local store path
+        target: String,
+        /// No progress
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Page size, page count, size and commit counter (txid)
+    Info {
+        /// http(s)://host/db/<name>, or a local store path
+        target: String,
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs the command line; the process exit code.
+pub fn main() -> ExitCode {
+    // Nothing should panic; if something does, say so in one line, not with a trace.
+    std::panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_owned());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("dosql: internal error: {what}{at} (a bug: please report it)");
+    }));
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dosql: {}", one_line(&e.to_string()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Keeps an error on one line whatever its parts contained.
+fn one_line(s: &str) -> String {
+    s.split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let token = cli.token.as_deref();
+    match cli.command {
+        Command::Shell {
+            target,
+            sql,
+            mode,
+            header,
+        } => {
+            let t = Target::parse(&target, token)?;
+            let shown = t.to_string();
+            let backend = match t {
+                Target::Remote(r) => shell::Backend::Remote(r),
+                Target::Local(p) => {
+                    let store = local::open(&p, PageSize::DEFAULT)?;
+                    shell::Backend::Local(Box::new(local::session(store)?))
+                }
+            };
+            shell::run(
+                backend,
+                &shown,
+                shell::ShellOptions {
+                    sql,
+                    mode,
+                    headers: header,
+                },
+            )
+        }
+        Command::Import {
+            file,
+            target,
+            force,
+            quiet,
+            no_check,
+            chunk_pages,
+        } => transfer::import(
+            &file,
+            &Target::parse(&target, token)?,
+            &transfer::ImportOptions {
+                force,
+                quiet,
+                check: !no_check,
+                chunk_pages,
+            },
+        ),
+        Command::Export {
+            target,
+            file,
+            force,
+            quiet,
+            chunk_pages,
+        } => transfer::export(
+            &Target::parse(&target, token)?,
+            &file,
+            &transfer::ExportOptions {
+                force,
+                quiet,
+                chunk_pages,
+            },
+        ),
+        Command::Verify { target, quiet } => {
+            transfer::verify(&Target::parse(&target, token)?, quiet)
+        }
+        Command::Info { target, json } => transfer::info(&Target::parse(&target, token)?, json),
+    }
+}

@@ -1,0 +1,255 @@
+//! A database on a dosql server, over HTTP: the JSON API (`/query`, `/stats`) and the page
+//! transfer routes (`/pages`, `/import...`, see worker/src/transfer.ts).
+
+use std::time::Duration;
+
+use serde_json::{Value as Json, json};
+
+use crate::error::{Error, Result};
+use crate::target::DbUrl;
+
+/// Most bytes of one answer the client reads (a query result is not paged).
+const MAX_ANSWER_BYTES: u64 = 1 << 30;
+
+/// One remote database.
+#[derive(Debug)]
+pub struct Remote {
+    url: DbUrl,
+    auth: Option<String>,
+    agent: ureq::Agent,
+}
+
+/// Pages read from the server, with the head they belong to.
+#[derive(Debug)]
+pub struct PagesAnswer {
+    /// Page size in bytes.
+    pub page_size: u32,
+    /// Pages in the database at `txid`.
+    pub page_count: u32,
+    /// The commit the pages belong to.
+    pub txid: u64,
+    /// The pages, concatenated.
+    pub bytes: Vec<u8>,
+}
+
+/// What a request carries.
+enum Body<'a> {
+    None,
+    Json(&'a Json),
+    Bytes(&'a [u8]),
+}
+
+impl Remote {
+    /// A client for `url`, sending `token` as a bearer token when given.
+    pub fn new(url: DbUrl, token: Option<&str>) -> Remote {
+        let agent = ureq::Agent::config_builder()
+            // Error answers are JSON bodies worth reading, not transport failures.
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_global(Some(Duration::from_secs(300)))
+            .user_agent(concat!("dosql/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Remote {
+            url,
+            auth: token
+                .filter(|t| !t.is_empty())
+                .map(|t| format!("Bearer {t}")),
+            agent,
+        }
+    }
+
+    /// The database URL.
+    pub fn url(&self) -> &str {
+        &self.url.base
+    }
+
+    /// `POST /query` with `{"sql", "params"}`; the answer's JSON.
+    pub fn query(&self, sql: &str, params: &Json) -> Result<Json> {
+        let body = json!({ "sql": sql, "params": params });
+        self.json("POST", "/query", Body::Json(&body))
+    }
+
+    /// `GET /stats`.
+    pub fn stats(&self) -> Result<Json> {
+        self.json("GET", "/stats", Body::None)
+    }
+
+    /// `GET /pages`: `count` pages from `from`, pinned to `txid` when given.
+    pub fn pages(&self, from: u32, count: u32, txid: Option<u64>) -> Result<PagesAnswer> {
+        let mut path = format!("/pages?from={from}&count={count}");
+        if let Some(t) = txid {
+            path.push_str(&format!("&txid={t}"));
+        }
+        let (status, headers, bytes) = self.send("GET", &path, Body::None)?;
+        if status != 200 {
+            return Err(self.refusal("GET", &path, status, &bytes));
+        }
+        let header = |name: &str| -> Result<u64> {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| {
+                    Error::msg(format!(
+                        "{}: the answer to GET /pages has no {name} header (not a dosql server, or an older one?)",
+                        self.url()
+                    ))
+                    .located()
+                })
+        };
+        let page_size = u32::try_from(header("x-dosql-page-size")?)
+            .map_err(|_| Error::msg("bad page size header"))?;
+        let page_count = u32::try_from(header("x-dosql-page-count")?)
+            .map_err(|_| Error::msg("bad page count header"))?;
+        Ok(PagesAnswer {
+            page_size,
+            page_count,
+            txid: header("x-dosql-txid")?,
+            bytes,
+        })
+    }
+
+    /// `POST /import`: starts an import; the answer names it.
+    pub fn import_begin(&self, page_size: u32, page_count: u32, force: bool) -> Result<Json> {
+        let body = json!({ "page_size": page_size, "page_count": page_count, "force": force });
+        self.json("POST", "/import", Body::Json(&body))
+    }
+
+    /// `PUT /import/<id>?from=N`: whole pages from `from`.
+    pub fn import_chunk(&self, id: &str, from: u32, pages: &[u8]) -> Result<Json> {
+        self.json(
+            "PUT",
+            &format!("/import/{id}?from={from}"),
+            Body::Bytes(pages),
+        )
+    }
+
+    /// `POST /import/<id>/commit`: switches the database to the imported pages.
+    pub fn import_commit(&self, id: &str, force: bool) -> Result<Json> {
+        let body = json!({ "force": force });
+        self.json("POST", &format!("/import/{id}/commit"), Body::Json(&body))
+    }
+
+    /// `DELETE /import/<id>`: abandons the import.
+    pub fn import_abort(&self, id: &str) -> Result<Json> {
+        self.json("DELETE", &format!("/import/{id}"), Body::None)
+    }
+
+    /// `GET /import`: the live prefix and head, the staged import, the garbage left.
+    pub fn import_status(&self) -> Result<Json> {
+        self.json("GET", "/import", Body::None)
+    }
+
+    /// `POST /import/gc`: deletes a share of dead pages; the answer says how many are left.
+    pub fn import_gc(&self) -> Result<Json> {
+        self.json("POST", "/import/gc", Body::Json(&json!({})))
+    }
+
+    /// A request whose answer is JSON; an error answer becomes an [`Error`] with its code.
+    fn json(&self, method: &str, path: &str, body: Body<'_>) -> Result<Json> {
+        let (status, _, bytes) = self.send(method, path, body)?;
+        if status != 200 {
+            return Err(self.refusal(method, path, status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::msg(format!(
+                "{}: the answer to {method} {path} is not JSON ({e}): not a dosql server?",
+                self.url()
+            ))
+            .located()
+        })
+    }
+
+    /// Sends one request; transport failures are errors, every HTTP status an answer.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Body<'_>,
+    ) -> Result<(u16, ureq::http::HeaderMap, Vec<u8>)> {
+        let url = format!("{}{path}", self.url.base);
+        let auth = self.auth.as_deref();
+        let result = match method {
+            "GET" | "DELETE" => {
+                let mut req = if method == "GET" {
+                    self.agent.get(&url)
+                } else {
+                    self.agent.delete(&url)
+                };
+                if let Some(a) = auth {
+                    req = req.header("authorization", a);
+                }
+                req.call()
+            }
+            _ => {
+                let mut req = if method == "PUT" {
+                    self.agent.put(&url)
+                } else {
+                    self.agent.post(&url)
+                };
+                if let Some(a) = auth {
+                    req = req.header("authorization", a);
+                }
+                match body {
+                    Body::Json(j) => req
+                        .header("content-type", "application/json")
+                        .send(j.to_string().as_bytes()),
+                    Body::Bytes(b) => req
+                        .header("content-type", "application/octet-stream")
+                        .send(b),
+                    Body::None => req.send_empty(),
+                }
+            }
+        };
+        let mut resp = result.map_err(|e| self.unreachable(&e))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER_BYTES)
+            .read_to_vec()
+            .map_err(|e| self.unreachable(&e))?;
+        Ok((status, headers, bytes))
+    }
+
+    fn unreachable(&self, err: &ureq::Error) -> Error {
+        let why = match err {
+            ureq::Error::Io(e) => e.to_string(),
+            other => other.to_string(),
+        };
+        Error::transport(format!("cannot reach {}: {why}", self.url()))
+    }
+
+    /// An error answer as one line, keeping the server's code.
+    fn refusal(&self, method: &str, path: &str, status: u16, body: &[u8]) -> Error {
+        let parsed: Option<Json> = serde_json::from_slice(body).ok();
+        let err = parsed.as_ref().map(|j| &j["error"]);
+        let code = err.and_then(|e| e["code"].as_str());
+        let message = err.and_then(|e| e["message"].as_str());
+        match (status, code, message) {
+            (401, ..) => Error::located(Error::api(
+                "UNAUTHORIZED",
+                format!(
+                    "{}: unauthorized (HTTP 401): {} (give the server's token with --token or DOSQL_TOKEN)",
+                    self.url(),
+                    if self.auth.is_some() {
+                        "the token was refused"
+                    } else {
+                        "the server requires a token"
+                    }
+                ),
+            )),
+            (_, Some(code), Some(message)) => Error::api(code, format!("{message} ({code})")),
+            _ => {
+                let route = path.split('?').next().unwrap_or(path);
+                Error::msg(format!(
+                    "{}: {method} {route} answered HTTP {status} without a dosql error (not a dosql server, or one without this route?)",
+                    self.url()
+                ))
+                .located()
+            }
+        }
+    }
+}
