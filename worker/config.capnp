@@ -27,7 +27,8 @@ const dosqlWorker :Workerd.Worker = (
   bindings = [
     (name = "DB", durableObjectNamespace = "DosqlDatabase"),
     (name = "PAGE_SIZE", text = "4096"),
-    (name = "CACHE_PAGES", text = "4096"),
+    # The wasm page cache: a byte budget (CACHE_PAGES, if set, counts pages instead).
+    (name = "CACHE_BYTES", text = "33554432"),
     (name = "READ_AHEAD", text = "0"),
     # The bearer token every request must carry; unset or empty = open (local development).
     (name = "DOSQL_TOKEN", fromEnvironment = "DOSQL_TOKEN"),

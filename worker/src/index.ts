@@ -22,8 +22,10 @@ export interface Env {
   DB: DurableObjectNamespace;
   /** Page size of a new database (bytes, power of two 512..65536); default 4096. */
   PAGE_SIZE?: string;
-  /** Pages in the wasm's page cache; default 4096. */
+  /** Pages in the wasm's page cache; unset: CACHE_BYTES / page size. */
   CACHE_PAGES?: string;
+  /** The page cache's budget in bytes when CACHE_PAGES is unset; default 32 MiB. */
+  CACHE_BYTES?: string;
   /** Pages read ahead on a cache miss; default 0. */
   READ_AHEAD?: string;
   /** When set (a secret), every request must carry `Authorization: Bearer <DOSQL_TOKEN>`. */
@@ -78,6 +80,13 @@ export default {
     return env.DB.get(env.DB.idFromName(name)).fetch(request);
   },
 } satisfies ExportedHandler<Env>;
+
+/** Pages the wasm may cache: CACHE_PAGES, else a byte budget (so 64 KiB pages do not take
+ *  16 times the memory of 4 KiB ones; a Durable Object has 128 MB in all). */
+function cachePages(env: Env, pageSize: number): number {
+  if (env.CACHE_PAGES) return intVar(env.CACHE_PAGES, 0);
+  return Math.max(16, Math.floor(intVar(env.CACHE_BYTES, 32 * 1024 * 1024) / pageSize));
+}
 
 /** Whether the request carries `Authorization: Bearer <token>`, compared in constant time. */
 async function authorized(request: Request, token: string): Promise<boolean> {
@@ -209,7 +218,7 @@ export class DosqlDatabase implements DurableObject {
     if (this.db === null) {
       await this.pages.loadMeta(intVar(this.env.PAGE_SIZE, 4096));
       this.db = await DosqlInstance.create(wasmModule, this.pages, {
-        cachePages: intVar(this.env.CACHE_PAGES, 4096),
+        cachePages: cachePages(this.env, this.pages.meta.page_size),
         readAhead: intVar(this.env.READ_AHEAD, 0),
       });
     }
