@@ -418,3 +418,46 @@ pub fn dosql_bin() -> PathBuf {
     })
     .clone()
 }
+
+/// Reading plain SQLite files in tests, with rusqlite and nothing of dosql.
+pub mod sqlite_file {
+    use std::path::Path;
+
+    use rusqlite::types::Value;
+    use rusqlite::{Connection, OpenFlags};
+
+    fn open(path: &Path) -> Connection {
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Every table's rows by table name, in rowid order.
+    pub fn tables(path: &Path) -> Vec<(String, Vec<Vec<Value>>)> {
+        let conn = open(path);
+        let names: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        names
+            .into_iter()
+            .map(|t| {
+                let mut stmt = conn
+                    .prepare(&format!("SELECT * FROM \"{t}\" ORDER BY rowid"))
+                    .unwrap();
+                let n = stmt.column_count();
+                let rows = stmt
+                    .query_map([], |r| (0..n).map(|i| r.get::<_, Value>(i)).collect())
+                    .and_then(|rows| rows.collect::<Result<Vec<Vec<Value>>, _>>())
+                    .unwrap();
+                (t, rows)
+            })
+            .collect()
+    }
+
+    /// `PRAGMA integrity_check` of the file.
+    pub fn integrity(path: &Path) -> String {
+        open(path)
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap()
+    }
+}
