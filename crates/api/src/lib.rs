@@ -12,6 +12,8 @@
 //! Values travel as described in [`value`]. [`hrana`] speaks libSQL's Hrana over HTTP to the
 //! same database, for libSQL clients.
 
+#![forbid(unsafe_code)]
+
 pub mod error;
 pub mod hrana;
 pub mod value;
@@ -214,50 +216,31 @@ impl Session {
 
     /// Runs every statement of `stmt.sql`, binding parameters to those that take them.
     fn run(&self, stmt: &Statement) -> Result<Outcome, ApiError> {
-        let mut batch = rusqlite::Batch::new(&self.conn, &stmt.sql);
         let mut last = Outcome::default();
         let mut bound = false;
         let mut any = false;
-        while let Some(mut prepared) = batch.next().map_err(|e| self.sql_error(&e))? {
-            any = true;
-            if prepared.parameter_count() > 0 {
-                if bound {
-                    return Err(ApiError::bad_request(
-                        "parameters can be given to only one statement of a request",
-                    ));
+        // Most requests hold one statement: prepare it through the connection's statement
+        // cache, so a batch repeating one statement, or a client repeating a query, parses it
+        // once. Several statements go through SQLite's statement-by-statement parse instead.
+        // (A `;` before the end may separate statements or sit in a literal: either way the
+        // general path is right, and rusqlite's own check would compile the rest too early.)
+        let body = stmt
+            .sql
+            .trim_end_matches(|c: char| c == ';' || c.is_whitespace());
+        if !body.contains(';') {
+            match self.conn.prepare_cached(body) {
+                Ok(mut prepared) => {
+                    any = true;
+                    self.step(&mut prepared, stmt.params.as_ref(), &mut bound, &mut last)?;
                 }
-                bind(&mut prepared, stmt.params.as_ref())?;
-                bound = true;
+                Err(rusqlite::Error::Empty) => {}
+                Err(e) => return Err(self.sql_error(&e)),
             }
-            let changes_before = self.conn.total_changes();
-            let columns: Vec<String> = prepared.column_names().map(str::to_owned).collect();
-            let n = columns.len();
-            let mut rows = Vec::new();
-            {
-                let mut cursor = prepared.raw_query();
-                while let Some(row) = cursor.next().map_err(|e| self.sql_error(&e))? {
-                    let mut out = Vec::with_capacity(n);
-                    for i in 0..n {
-                        out.push(value::to_json(
-                            row.get_ref(i).map_err(|e| self.sql_error(&e))?,
-                        ));
-                    }
-                    rows.push(out);
-                }
-            }
-            let changed = self.conn.total_changes() > changes_before;
-            let outcome = Outcome {
-                columns,
-                rows,
-                rows_affected: if changed { self.conn.changes() } else { 0 },
-                last_insert_rowid: self.conn.last_insert_rowid(),
-            };
-            // A statement without result columns does not replace a previous result set.
-            if n > 0 || last.columns.is_empty() {
-                last = outcome;
-            } else {
-                last.rows_affected = outcome.rows_affected;
-                last.last_insert_rowid = outcome.last_insert_rowid;
+        } else {
+            let mut batch = rusqlite::Batch::new(&self.conn, &stmt.sql);
+            while let Some(mut prepared) = batch.next().map_err(|e| self.sql_error(&e))? {
+                any = true;
+                self.step(&mut prepared, stmt.params.as_ref(), &mut bound, &mut last)?;
             }
         }
         if !any {
@@ -271,6 +254,57 @@ impl Session {
             ));
         }
         Ok(last)
+    }
+
+    /// Binds (if the statement takes parameters), runs one statement to completion and folds
+    /// its outcome into `last`.
+    fn step(
+        &self,
+        prepared: &mut rusqlite::Statement<'_>,
+        params: Option<&Params>,
+        bound: &mut bool,
+        last: &mut Outcome,
+    ) -> Result<(), ApiError> {
+        if prepared.parameter_count() > 0 {
+            if *bound {
+                return Err(ApiError::bad_request(
+                    "parameters can be given to only one statement of a request",
+                ));
+            }
+            bind(prepared, params)?;
+            *bound = true;
+        }
+        let changes_before = self.conn.total_changes();
+        let columns: Vec<String> = prepared.column_names().map(str::to_owned).collect();
+        let n = columns.len();
+        let mut rows = Vec::new();
+        {
+            let mut cursor = prepared.raw_query();
+            while let Some(row) = cursor.next().map_err(|e| self.sql_error(&e))? {
+                let mut out = Vec::with_capacity(n);
+                for i in 0..n {
+                    out.push(value::to_json(
+                        row.get_ref(i).map_err(|e| self.sql_error(&e))?,
+                    ));
+                }
+                rows.push(out);
+            }
+        }
+        let changed = self.conn.total_changes() > changes_before;
+        let outcome = Outcome {
+            columns,
+            rows,
+            rows_affected: if changed { self.conn.changes() } else { 0 },
+            last_insert_rowid: self.conn.last_insert_rowid(),
+        };
+        // A statement without result columns does not replace a previous result set.
+        if n > 0 || last.columns.is_empty() {
+            *last = outcome;
+        } else {
+            last.rows_affected = outcome.rows_affected;
+            last.last_insert_rowid = outcome.last_insert_rowid;
+        }
+        Ok(())
     }
 }
 

@@ -7,7 +7,7 @@
 //! Errors are one line on stderr, `dosql: <what went wrong>`, and exit code 1 (usage errors:
 //! clap's message and 2).
 
-#![forbid(unsafe_op_in_unsafe_fn)]
+#![forbid(unsafe_code)]
 
 pub mod error;
 mod local;

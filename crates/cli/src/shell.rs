@@ -6,7 +6,6 @@
 //! So the shell sends an explicit transaction whole: from `BEGIN` on, statements are held and
 //! go out together, as one request, at `COMMIT`/`END`/`ROLLBACK`.
 
-use std::ffi::CString;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -319,13 +318,7 @@ impl<'o> Shell<'o> {
 /// Whether `sql` ends with a complete statement, by SQLite's own rules (strings, comments,
 /// trigger bodies with inner `;`).
 fn complete(sql: &str) -> bool {
-    let Ok(c) = CString::new(sql) else {
-        // A NUL byte: let the API report the statement.
-        return true;
-    };
-    // SAFETY: `c` is a NUL-terminated string that lives across the call, and
-    // sqlite3_complete only reads it.
-    unsafe { rusqlite::ffi::sqlite3_complete(c.as_ptr()) != 0 }
+    dosql_vfs::sql_is_complete(sql)
 }
 
 /// Removes the complete statements from the front of `buf` and returns them.

@@ -4,6 +4,8 @@
 //! `DATA_DIR`, from the worker that `make` built (worker/dist). Tests that need it fail with a
 //! clear message when it has not been built: run them through `make test`.
 
+#![forbid(unsafe_code)]
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -29,6 +29,8 @@
 //! assert!(report.divergences.is_empty());
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod format;
 mod parse;
 mod run;

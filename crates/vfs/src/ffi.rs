@@ -486,6 +486,18 @@ fn new_vfs(fallback: *mut ffi::sqlite3_vfs) -> *mut ffi::sqlite3_vfs {
     Box::into_raw(Box::new(vfs))
 }
 
+/// Whether `sql` ends with a complete SQL statement, by SQLite's own rules (string literals,
+/// comments, trigger bodies with inner `;`). Text with a NUL byte counts as complete: SQLite
+/// will then report the statement itself.
+pub fn sql_is_complete(sql: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(sql) else {
+        return true;
+    };
+    // SAFETY: `c` is a NUL-terminated string alive across the call; sqlite3_complete only
+    // reads it (and initializes SQLite if needed, which is safe to call at any time).
+    unsafe { ffi::sqlite3_complete(c.as_ptr()) != 0 }
+}
+
 static REGISTER: Mutex<()> = Mutex::new(());
 
 /// Registers the `dosql` VFS with SQLite (not as the default), once.

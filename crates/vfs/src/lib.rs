@@ -31,6 +31,7 @@ use dosql_pagestore::{Head, PageSize, PageStore};
 use rusqlite::{Connection, OpenFlags};
 
 pub use error::{VfsError, VfsResult};
+pub use ffi::sql_is_complete;
 
 /// The name the VFS is registered under with SQLite.
 pub const VFS_NAME: &str = "dosql";
