@@ -35,7 +35,7 @@ const benchWorker :Workerd.Worker = (
     (name = "PROBE_KV1", durableObjectNamespace = "ProbeKv1"),
     (name = "PROBE_CLASSIC2", durableObjectNamespace = "ProbeClassic2"),
     # dosql's production settings (worker/config.capnp); PAGE_SIZE is set per class.
-    (name = "CACHE_PAGES", text = "4096"),
+    (name = "CACHE_BYTES", text = "33554432"),
     (name = "READ_AHEAD", text = "0"),
   ],
   # Objects stay in memory between requests (workerd would evict one idle for 10 s, which would

@@ -8,7 +8,8 @@
 # Also: BENCH_REPS, BENCH_W6_SECONDS, BENCH_W4_MB, BENCH_PORT (8788), BENCH_OUT (default
 # bench/RESULTS.md). Steps: npm ci in bench/ when needed; the native floor binary
 # (cargo build --release -p dosql-bench); bench/build.mjs (bundles, the asyncify build, cached);
-# bench/run.mjs (one workerd process, every contender; writes bench/RESULTS.md).
+# bench/run.mjs (one workerd process, every contender; writes bench/RESULTS.md). bench/README.md
+# says what is measured and how to read it.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -21,5 +22,6 @@ if [ ! -d bench/node_modules ] || [ bench/package-lock.json -nt bench/node_modul
   (cd bench && npm ci --no-audit --no-fund --loglevel=error)
 fi
 cargo build --release --locked -p dosql-bench
+worker/node_modules/.bin/tsc --noEmit -p bench
 node bench/build.mjs
 exec node bench/run.mjs

@@ -56,6 +56,9 @@ export default {
 } satisfies ExportedHandler<Env>;
 
 const intVar = (v: string | undefined, fallback: number): number => (v === undefined || v === "" ? fallback : Number(v));
+/** The page cache as worker/src/index.ts sizes it: CACHE_PAGES, else CACHE_BYTES (32 MiB) / page size. */
+const cachePages = (env: Env, pageSize: number): number =>
+  env.CACHE_PAGES ? intVar(env.CACHE_PAGES, 0) : Math.max(16, Math.floor(intVar(env.CACHE_BYTES, 32 * 1024 * 1024) / pageSize));
 
 // ---- dosql, JSPI: the production class, with its storage calls counted ----
 
@@ -192,7 +195,7 @@ class DosqlSync implements DurableObject {
     if (this.db === null) {
       this.pages.loadMeta(this.pageSize);
       this.db = DosqlInstance.createSync(dosqlModule, this.pages, {
-        cachePages: intVar(this.env.CACHE_PAGES, 4096),
+        cachePages: cachePages(this.env, this.pages.meta.page_size),
         readAhead: intVar(this.env.READ_AHEAD, 0),
       });
     }
@@ -252,7 +255,7 @@ export class DosqlAsyncify4k implements DurableObject {
     if (this.db === null) {
       await this.pages.loadMeta(4096);
       this.db = await AsyncifyInstance.create(asyncifyModule, this.pages, {
-        cachePages: intVar(this.env.CACHE_PAGES, 4096),
+        cachePages: cachePages(this.env, 4096),
         readAhead: intVar(this.env.READ_AHEAD, 0),
       });
     }
