@@ -20,7 +20,7 @@ const dist = join(here, "dist");
 const require = createRequire(join(root, "worker", "package.json"));
 const { build } = require("esbuild");
 
-const wasm = resolve(process.env.DOSQL_WASM ?? join(root, "target", "wasm", "wasm32-wasip1", "wasm", "dosql_wasm.wasm"));
+const wasm = resolve(process.env.DOSQL_WASM ?? join(root, "target", "wasm", "dosql.wasm"));
 if (!existsSync(wasm)) {
   console.error(`bench/build.mjs: ${wasm} is missing; run make wasm first`);
   process.exit(1);

@@ -14,7 +14,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-wasm="target/wasm/wasm32-wasip1/wasm/dosql_wasm.wasm"
+wasm="target/wasm/dosql.wasm"
 [ -f "$wasm" ] || { echo "bench.sh: $wasm is missing (run: make wasm)" >&2; exit 1; }
 [ -x worker/node_modules/.bin/workerd ] || { echo "bench.sh: worker/node_modules is missing (run: cd worker && npm ci)" >&2; exit 1; }
 

@@ -11,11 +11,11 @@ import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const dist = join(here, "dist");
-const wasm = resolve(process.env.DOSQL_WASM ?? join(here, "..", "target", "wasm", "wasm32-wasip1", "wasm", "dosql_wasm.wasm"));
+const wasm = resolve(process.env.DOSQL_WASM ?? join(here, "..", "target", "wasm", "dosql.wasm"));
 
 if (!existsSync(wasm)) {
   console.error(`build.mjs: ${wasm} is missing; build it first:
-  make wasm  (bash scripts/wasm-build.sh build --profile wasm -p dosql-wasm)`);
+  make wasm  (cargo build through scripts/wasm-build.sh, then wasm-opt)`);
   process.exit(1);
 }
 mkdirSync(dist, { recursive: true });
