@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use dosql_e2e::cli_output::{fails, ok};
 use dosql_e2e::sqlite_file::{integrity, tables};
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
@@ -38,36 +39,8 @@ fn run_stdin(args: &[&str], input: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// Stdout of a run that must succeed.
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// The one error line of a run that must fail.
-fn fails(out: Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
-    // Progress lines ("...: 50% (123/246 pages)") may come first; the error is one line.
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.ends_with(" pages)")).collect();
-    assert_eq!(lines.len(), 1, "not one error line: {stderr}");
-    assert!(lines[0].starts_with("dosql: "), "stderr: {stderr}");
-    lines[0].to_owned()
-}
-
 fn chinook() -> PathBuf {
-    let shared = match std::env::var_os("DOSQL_SHARED") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    };
-    shared.join("testdata/chinook/Chinook_Sqlite.sqlite")
+    dosql_e2e::testdata().join("chinook/Chinook_Sqlite.sqlite")
 }
 
 fn sha256(path: &Path) -> String {

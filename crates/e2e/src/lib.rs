@@ -463,3 +463,32 @@ pub mod sqlite_file {
             .unwrap()
     }
 }
+
+/// Checking what a run of the `dosql` command printed.
+pub mod cli_output {
+    use std::process::Output;
+
+    /// Stdout of a run that must succeed.
+    pub fn ok(out: Output) -> String {
+        assert!(
+            out.status.success(),
+            "exit {:?}\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("stdout is UTF-8")
+    }
+
+    /// The one error line of a run that must fail: exit code 1, no panic, one `dosql: ...`
+    /// line (progress lines such as "...: 50% (123/246 pages)" may precede it).
+    pub fn fails(out: Output) -> String {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+        assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.ends_with(" pages)")).collect();
+        assert_eq!(lines.len(), 1, "not one error line: {stderr}");
+        assert!(lines[0].starts_with("dosql: "), "stderr: {stderr}");
+        lines[0].to_owned()
+    }
+}

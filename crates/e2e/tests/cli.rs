@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use dosql_e2e::cli_output::{fails, ok};
 use dosql_e2e::sqlite_file::{integrity, tables};
 use dosql_e2e::{Server, dosql_bin, testdata};
 use rusqlite::Connection;
@@ -21,28 +22,6 @@ fn dosql() -> Command {
 
 fn run(args: &[&str]) -> Output {
     dosql().args(args).output().expect("run dosql")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// The one error line of a run that must fail (progress lines may precede it).
-fn fails(out: Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.ends_with(" pages)")).collect();
-    assert_eq!(lines.len(), 1, "not one error line: {stderr}");
-    assert!(lines[0].starts_with("dosql: "), "stderr: {stderr}");
-    lines[0].to_owned()
 }
 
 fn chinook() -> PathBuf {
