@@ -26,6 +26,10 @@ const dosqlWorker :Workerd.Worker = (
   compatibilityDate = "2026-11-01",
   bindings = [
     (name = "DB", durableObjectNamespace = "DosqlDatabase"),
+    (name = "DB_SQL", durableObjectNamespace = "DosqlSqlDatabase"),
+    # Which class serves the databases: "sqlite" (unset or empty: the default, faster) or
+    # "classic" (KV-backed storage; reads await under JSPI).
+    (name = "DOSQL_STORAGE", fromEnvironment = "DOSQL_STORAGE"),
     (name = "PAGE_SIZE", text = "4096"),
     # The wasm page cache: a byte budget (CACHE_PAGES, if set, counts pages instead).
     (name = "CACHE_BYTES", text = "33554432"),
@@ -39,6 +43,8 @@ const dosqlWorker :Workerd.Worker = (
     # Classic (KV-backed) storage: no enableSql. DO NOT change uniqueKey: object ids and the
     # data directory's layout derive from it.
     (className = "DosqlDatabase", uniqueKey = "dosql-3f9c2a7e5b1d4c08a6e2f0b9d7c41e53"),
+    # SQLite-backed storage (DOSQL_STORAGE=sqlite). DO NOT change uniqueKey either.
+    (className = "DosqlSqlDatabase", uniqueKey = "dosql-sql-8d41b6e0c2a94f7e9b3c5a1d6e0f2b47", enableSql = true),
   ],
   durableObjectStorage = (localDisk = "dosql-data"),
 );

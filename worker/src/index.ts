@@ -1,7 +1,9 @@
 // dosql's Worker and Durable Object: HTTP in, bytes into dosql.wasm, bytes out.
 //
 // Worker routes:   GET /                       → banner
-//                  * /db/<name>/...            → the Durable Object idFromName(<name>)
+//                  * /db/<name>/...            → the Durable Object idFromName(<name>), of
+//                                                DosqlSqlDatabase (DOSQL_STORAGE "sqlite", the
+//                                                default) or DosqlDatabase ("classic")
 // Durable Object:  POST /db/<name>/query       → {"sql","params"}       (wasm op 1)
 //                  POST /db/<name>/batch       → [{"sql","params"},...] (wasm op 2)
 //                  GET  /db/<name>/stats       → wasm statistics        (wasm op 3)
@@ -12,14 +14,20 @@
 // Auth: with the secret DOSQL_TOKEN set, every route needs `Authorization: Bearer <token>`.
 
 import wasmModule from "./dosql.wasm";
-import { DosqlInstance, OP_BATCH, OP_QUERY, OP_STATS } from "./dosql";
+import { DosqlInstance, OP_BATCH, OP_QUERY, OP_STATS, type OpenOptions } from "./dosql";
 import { PageStorage } from "./storage";
 import { type DbContext, JSON_HEADERS, jsonError } from "./http";
 import { handleHrana } from "./hrana";
 import { handleTransfer } from "./transfer";
 
 export interface Env {
+  /** Classic (KV-backed) storage: DosqlDatabase, the wasm under JSPI. */
   DB: DurableObjectNamespace;
+  /** SQLite-backed storage: DosqlSqlDatabase, the wasm called synchronously. */
+  DB_SQL?: DurableObjectNamespace;
+  /** Which of the two serves the databases: "sqlite" (default when unset or empty: the faster,
+   *  synchronous bridge, see bench/RESULTS.md) or "classic". */
+  DOSQL_STORAGE?: string;
   /** Page size of a new database (bytes, power of two 512..65536); default 4096. */
   PAGE_SIZE?: string;
   /** Pages in the wasm's page cache; unset: CACHE_BYTES / page size. */
@@ -77,9 +85,20 @@ export default {
     if (!NAME_RE.test(name)) {
       return jsonError(400, "BAD_DATABASE_NAME", "a database name is 1-64 characters of A-Z a-z 0-9 _ . -");
     }
-    return env.DB.get(env.DB.idFromName(name)).fetch(request);
+    const ns = namespace(env);
+    if (ns instanceof Response) return ns;
+    return ns.get(ns.idFromName(name)).fetch(request);
   },
 } satisfies ExportedHandler<Env>;
+
+/** The Durable Object namespace DOSQL_STORAGE selects, or a 500 answer for a bad setting. */
+function namespace(env: Env): DurableObjectNamespace | Response {
+  const storage = env.DOSQL_STORAGE || "sqlite";
+  if (storage === "classic") return env.DB;
+  if (storage === "sqlite" && env.DB_SQL !== undefined) return env.DB_SQL;
+  const why = storage === "sqlite" ? "the DB_SQL binding is missing" : `unknown value ${JSON.stringify(storage)}`;
+  return jsonError(500, "BAD_CONFIG", `DOSQL_STORAGE: ${why} (use "classic" or "sqlite")`);
+}
 
 /** Pages the wasm may cache: CACHE_PAGES, else a byte budget (so 64 KiB pages do not take
  *  16 times the memory of 4 KiB ones; a Durable Object has 128 MB in all). */
@@ -135,15 +154,19 @@ async function readBody(request: Request, limit: number): Promise<Uint8Array | n
   return body;
 }
 
+/**
+ * A database on classic (KV-backed) storage: the wasm's page reads await `storage.get`, so it
+ * runs under JSPI (DosqlInstance.create).
+ */
 export class DosqlDatabase implements DurableObject {
-  private readonly pages: PageStorage;
+  protected readonly pages: PageStorage;
   private db: DosqlInstance | null = null;
   /** Tail of the promise-chain mutex: one call at a time into the wasm instance. */
   private tail: Promise<unknown> = Promise.resolve();
 
   constructor(
     ctx: DurableObjectState,
-    private readonly env: Env,
+    protected readonly env: Env,
   ) {
     this.pages = new PageStorage(ctx.storage);
     // Open before the first request is delivered. A failure is kept out of
@@ -217,12 +240,17 @@ export class DosqlDatabase implements DurableObject {
   private async instance(): Promise<DosqlInstance> {
     if (this.db === null) {
       await this.pages.loadMeta(intVar(this.env.PAGE_SIZE, 4096));
-      this.db = await DosqlInstance.create(wasmModule, this.pages, {
+      this.db = await this.createInstance({
         cachePages: cachePages(this.env, this.pages.meta.page_size),
         readAhead: intVar(this.env.READ_AHEAD, 0),
       });
     }
     return this.db;
+  }
+
+  /** Instantiates the wasm over `this.pages` (meta loaded). The one thing subclasses change. */
+  protected createInstance(opts: OpenOptions): Promise<DosqlInstance> {
+    return DosqlInstance.create(wasmModule, this.pages, opts);
   }
 
   private async exec(op: number, body: Uint8Array): Promise<Response> {
@@ -233,7 +261,8 @@ export class DosqlDatabase implements DurableObject {
       return jsonError(500, "OPEN_FAILED", err instanceof Error ? err.message : String(err));
     }
     try {
-      const res = await db.exec(op, body);
+      // A createSync instance runs to completion without yielding; a JSPI one may suspend.
+      const res = db.sync ? db.execSync(op, body) : await db.exec(op, body);
       const status = res.status >= 200 && res.status <= 599 ? res.status : 500;
       return new Response(res.body, { status, headers: JSON_HEADERS });
     } catch (err) {
@@ -243,5 +272,18 @@ export class DosqlDatabase implements DurableObject {
       console.error("dosql.wasm trapped:", err);
       return jsonError(500, "WASM_TRAP", err instanceof Error ? err.message : String(err));
     }
+  }
+}
+
+/**
+ * A database on SQLite-backed storage (enableSql / new_sqlite_classes): everything as in
+ * DosqlDatabase, except that the wasm reads pages synchronously through `storage.kv`
+ * (PageStorage.readPagesSync) and so runs without JSPI (DosqlInstance.createSync). Commits,
+ * meta, imports and counters go through PageStorage's async API as on classic storage: puts
+ * issued with no await between them are applied atomically there too.
+ */
+export class DosqlSqlDatabase extends DosqlDatabase {
+  protected override async createInstance(opts: OpenOptions): Promise<DosqlInstance> {
+    return DosqlInstance.createSync(wasmModule, this.pages, opts);
   }
 }

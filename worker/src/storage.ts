@@ -1,4 +1,5 @@
-// The database's pages in Durable Object storage (classic, KV-backed):
+// The database's pages in Durable Object storage (classic KV-backed, or SQLite-backed with
+// the same keys: see readPagesSync):
 //   <prefix>"0000000001" ... → one page each (ArrayBuffer of page_size bytes), 1-based like
 //                        SQLite's page numbers, zero-padded to 10 digits so keys sort in page
 //                        order. The prefix is meta.prefix: "p:" (the default, and the only
@@ -151,16 +152,30 @@ export class PageStorage {
     }
     const found = new Map<string, unknown>();
     for (const m of await Promise.all(chunks)) for (const [k, v] of m) found.set(k, v);
-    return nos.map((no) => {
-      const v = found.get(pageKey(no, prefix));
-      if (v === undefined) return null;
-      const bytes = v instanceof ArrayBuffer ? new Uint8Array(v)
-        : ArrayBuffer.isView(v) ? new Uint8Array(v.buffer, v.byteOffset, v.byteLength) : null;
-      if (bytes === null || bytes.byteLength !== size) {
-        throw new Error(`page ${no}: stored value is not ${size} bytes`);
-      }
-      return bytes;
-    });
+    return nos.map((no) => pageBytes(no, found.get(pageKey(no, prefix)), size));
+  }
+
+  /**
+   * `readPages` without a promise, for a SQLite-backed Durable Object (DosqlSqlDatabase): each
+   * page is one synchronous `storage.kv.get` (the kv API takes one key per call, so every call
+   * is far within MAX_KEYS_PER_CALL), counted in `stats` like the async reads. SQLite-backed
+   * storage applies async put()s to the same database at once, so these reads see every commit.
+   */
+  readPagesSync(nos: readonly number[]): (Uint8Array | null)[] {
+    const prefix = this.prefix;
+    const size = this.meta.page_size;
+    const kv = this.storage.kv;
+    const found = new Map<number, unknown>();
+    for (const no of nos) {
+      if (no < 1 || no > this.meta.page_count || found.has(no)) continue;
+      const key = pageKey(no, prefix);
+      this.checkKeys([key]);
+      this.stats.get_calls++;
+      this.stats.get_keys++;
+      this.stats.get_keys_max = Math.max(this.stats.get_keys_max, 1);
+      found.set(no, kv.get(key));
+    }
+    return nos.map((no) => pageBytes(no, found.get(no), size));
   }
 
   /**
@@ -396,6 +411,17 @@ export class PageStorage {
     this.stats.refused_calls++;
     throw new LimitError(`storage limit: ${why}`);
   }
+}
+
+/** A stored page value as bytes (null: not stored); anything but `size` bytes is an error. */
+function pageBytes(no: number, v: unknown, size: number): Uint8Array | null {
+  if (v === undefined) return null;
+  const bytes = v instanceof ArrayBuffer ? new Uint8Array(v)
+    : ArrayBuffer.isView(v) ? new Uint8Array(v.buffer, v.byteOffset, v.byteLength) : null;
+  if (bytes === null || bytes.byteLength !== size) {
+    throw new Error(`page ${no}: stored value is not ${size} bytes`);
+  }
+  return bytes;
 }
 
 /** The pages an abandoned import wrote. */

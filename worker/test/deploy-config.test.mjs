@@ -33,15 +33,39 @@ function tomlTable(text, table) {
   return out;
 }
 
-test("wrangler.toml and config.capnp bind the same Durable Object class", () => {
-  const [, binding, cls] = /\(name = "(\w+)", durableObjectNamespace = "(\w+)"\)/.exec(capnp) ?? [];
-  assert.equal(binding, "DB");
-  assert.match(wrangler, new RegExp(`name = "${binding}"\\s*\\nclass_name = "${cls}"`));
-  assert.match(capnp, new RegExp(`className = "${cls}"`));
-  // Classic storage in both: no SQLite-backed class in the migration, no enableSql locally.
-  assert.match(wrangler, new RegExp(`new_classes = \\["${cls}"\\]`));
-  assert.doesNotMatch(wrangler, /new_sqlite_classes/);
-  assert.doesNotMatch(capnp, /enableSql/);
+test("wrangler.toml and config.capnp bind the same Durable Object classes", () => {
+  const bindings = Object.fromEntries(
+    [...capnp.matchAll(/\(name = "(\w+)", durableObjectNamespace = "(\w+)"\)/g)].map((m) => [m[1], m[2]]),
+  );
+  // DB: classic (KV-backed) storage; DB_SQL: SQLite-backed. Nothing else.
+  assert.deepEqual(bindings, { DB: "DosqlDatabase", DB_SQL: "DosqlSqlDatabase" });
+  const wranglerBindings = Object.fromEntries(
+    [...wrangler.matchAll(/name = "(\w+)"\s*\nclass_name = "(\w+)"/g)].map((m) => [m[1], m[2]]),
+  );
+  assert.deepEqual(wranglerBindings, bindings);
+
+  // Locally: the classic class without enableSql, the SQLite one with it.
+  const namespaces = Object.fromEntries(
+    [...capnp.matchAll(/\(className = "(\w+)", uniqueKey = "([\w-]+)"(, enableSql = true)?\)/g)].map((m) => [m[1], m]),
+  );
+  assert.deepEqual(Object.keys(namespaces).sort(), ["DosqlDatabase", "DosqlSqlDatabase"]);
+  assert.equal(namespaces.DosqlDatabase[3], undefined, "DosqlDatabase must not have enableSql");
+  assert.equal(namespaces.DosqlSqlDatabase[3], ", enableSql = true");
+  assert.notEqual(namespaces.DosqlDatabase[2], namespaces.DosqlSqlDatabase[2], "each class has its own uniqueKey");
+  assert.equal([...capnp.matchAll(/enableSql/g)].length, 1);
+
+  // Deployed: v1 created the classic class, v2 the SQLite-backed one; neither in the other list.
+  const migrations = [...wrangler.matchAll(/\[\[migrations\]\]\s*\ntag = "(\w+)"\s*\n(new_classes|new_sqlite_classes) = \[([^\]]*)\]/g)]
+    .map((m) => [m[1], m[2], m[3]]);
+  assert.deepEqual(migrations, [
+    ["v1", "new_classes", '"DosqlDatabase"'],
+    ["v2", "new_sqlite_classes", '"DosqlSqlDatabase"'],
+  ]);
+});
+
+test("DOSQL_STORAGE picks SQLite-backed storage by default", () => {
+  assert.equal(tomlTable(wrangler, "vars").DOSQL_STORAGE, "sqlite");
+  assert.match(capnp, /\(name = "DOSQL_STORAGE", fromEnvironment = "DOSQL_STORAGE"\)/);
 });
 
 test("every setting has the same default in both configs", () => {

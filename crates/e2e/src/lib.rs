@@ -46,6 +46,8 @@ pub struct Server {
     _tmp: Option<tempfile::TempDir>,
     log: PathBuf,
     token: Option<String>,
+    /// Extra environment for scripts/run.sh (and so for workerd's `fromEnvironment` settings).
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -56,6 +58,15 @@ impl Server {
 
     /// Starts a server that requires `Authorization: Bearer <token>` (the DOSQL_TOKEN secret).
     pub fn start_with_token(token: Option<&str>) -> Server {
+        Server::start_with(token, &[])
+    }
+
+    /// Starts a server with extra environment, e.g. `[("DOSQL_STORAGE", "sqlite")]`.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Server {
+        Server::start_with(None, env)
+    }
+
+    fn start_with(token: Option<&str>, env: &[(&str, &str)]) -> Server {
         let tmp = tempfile::tempdir().expect("temp dir");
         let data = tmp.path().join("data");
         let mut s = Server {
@@ -65,6 +76,10 @@ impl Server {
             _tmp: Some(tmp),
             log: PathBuf::new(),
             token: token.map(str::to_owned),
+            env: env
+                .iter()
+                .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
         };
         s.spawn();
         s
@@ -97,6 +112,7 @@ impl Server {
             .env("PORT", self.port.to_string())
             .env("DATA_DIR", &self.data)
             .env("DOSQL_TOKEN", self.token.as_deref().unwrap_or(""))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))
             .spawn()
@@ -163,6 +179,17 @@ impl Server {
     /// Starts the server again on the same data directory and port.
     pub fn restart(&mut self) {
         self.stop();
+        self.spawn();
+    }
+
+    /// Starts the server again on the same data directory and port with other extra
+    /// environment.
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
+        self.stop();
+        self.env = env
+            .iter()
+            .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
         self.spawn();
     }
 
