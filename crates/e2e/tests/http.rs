@@ -1,14 +1,53 @@
 //! The HTTP API of the Durable Object on workerd: persistence, crashes, atomicity, limits,
-//! bad input and concurrency.
+//! bad input and concurrency. Everything that depends on the kind of Durable Object storage
+//! runs on both: the SQLite-backed default (synchronous `ctx.storage.kv` reads) and classic
+//! storage (reads awaited under JSPI).
 
 use std::time::{Duration, Instant};
 
-use dosql_e2e::{Server, client};
-use serde_json::json;
+use dosql_e2e::{Db, Server, client};
+use serde_json::{Value as Json, json};
 
-#[test]
-fn data_persists_across_a_restart() {
-    let mut server = Server::start();
+/// Runs each listed test, a `fn(start: fn() -> Server)`, once per kind of storage.
+macro_rules! on_both_storages {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_storage {
+            $( #[test] fn $name() { super::$name(|| super::Server::start_with_env(&[("DOSQL_STORAGE", "sqlite")])) } )*
+        }
+        mod classic_storage {
+            $( #[test] fn $name() { super::$name(|| super::Server::start_with_env(&[("DOSQL_STORAGE", "classic")])) } )*
+        }
+    };
+}
+
+on_both_storages!(
+    data_persists_across_a_restart,
+    kill_9_loses_no_acknowledged_insert,
+    kill_9_during_multi_put_commits_keeps_them_atomic,
+    a_failing_batch_leaves_no_trace,
+    a_transaction_over_128_pages_commits_atomically_within_storage_limits,
+    warm_point_selects_read_nothing_from_storage,
+    fifty_concurrent_clients_all_land,
+);
+
+fn storage_stats(db: &Db) -> Json {
+    db.send("GET", "/_storage_stats", None).unwrap().ok()
+}
+
+fn assert_within_storage_limits(stats: &Json) {
+    assert!(stats["put_keys_max"].as_u64().unwrap() <= 128, "{stats}");
+    assert!(stats["get_keys_max"].as_u64().unwrap() <= 128, "{stats}");
+    assert!(stats["delete_keys_max"].as_u64().unwrap() <= 128, "{stats}");
+    assert!(
+        stats["put_value_bytes_max"].as_u64().unwrap() <= 128 * 1024,
+        "{stats}"
+    );
+    assert!(stats["key_bytes_max"].as_u64().unwrap() <= 2048, "{stats}");
+    assert_eq!(stats["refused_calls"], 0, "{stats}");
+}
+
+fn data_persists_across_a_restart(start: fn() -> Server) {
+    let mut server = start();
     let db = server.db("persist");
     db.query("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)", json!([]))
         .ok();
@@ -31,9 +70,8 @@ fn data_persists_across_a_restart() {
     );
 }
 
-#[test]
-fn kill_9_loses_no_acknowledged_insert() {
-    let mut server = Server::start();
+fn kill_9_loses_no_acknowledged_insert(start: fn() -> Server) {
+    let mut server = start();
     let db = server.db("crash");
     db.query(
         "CREATE TABLE t(id INTEGER PRIMARY KEY, pad BLOB)",
@@ -92,9 +130,8 @@ fn kill_9_loses_no_acknowledged_insert() {
     assert!(acked > 10, "the writer made no progress: {acked}");
 }
 
-#[test]
-fn a_failing_batch_leaves_no_trace() {
-    let server = Server::start();
+fn a_failing_batch_leaves_no_trace(start: fn() -> Server) {
+    let server = start();
     let db = server.db("batch");
     db.query("CREATE TABLE t(x UNIQUE)", json!([])).ok();
     db.query("INSERT INTO t VALUES (1)", json!([])).ok();
@@ -114,9 +151,8 @@ fn a_failing_batch_leaves_no_trace() {
     assert_eq!(ok["results"][1]["rows"], json!([[2]]));
 }
 
-#[test]
-fn a_transaction_over_128_pages_commits_atomically_within_storage_limits() {
-    let mut server = Server::start();
+fn a_transaction_over_128_pages_commits_atomically_within_storage_limits(start: fn() -> Server) {
+    let mut server = start();
     let db = server.db("big");
     db.query("CREATE TABLE t(x BLOB)", json!([])).ok();
     // ~300 pages of 4 KiB in one transaction.
@@ -128,16 +164,8 @@ fn a_transaction_over_128_pages_commits_atomically_within_storage_limits() {
         )
         .ok();
     assert!(a["meta"]["pages_written"].as_u64().unwrap() > 128, "{a}");
-    let stats = db.send("GET", "/_storage_stats", None).unwrap().ok();
-    let max_keys = stats["put_keys_max"].as_u64().expect("put_keys_max");
-    assert!(max_keys <= 128, "a put() exceeded 128 keys: {stats}");
-    assert!(stats["get_keys_max"].as_u64().unwrap() <= 128, "{stats}");
-    assert!(
-        stats["put_value_bytes_max"].as_u64().unwrap() <= 128 * 1024,
-        "{stats}"
-    );
-    assert!(stats["key_bytes_max"].as_u64().unwrap() <= 2048, "{stats}");
-    assert_eq!(stats["refused_calls"], 0, "{stats}");
+    let stats = storage_stats(&db);
+    assert_within_storage_limits(&stats);
     assert!(
         stats["put_calls"].as_u64().unwrap() >= 3,
         "the commit must have been split: {stats}"
@@ -146,6 +174,11 @@ fn a_transaction_over_128_pages_commits_atomically_within_storage_limits() {
     let db = server.db("big");
     assert_eq!(db.int("SELECT count(*) FROM t"), 300);
     assert_eq!(db.rows("PRAGMA integrity_check"), vec![json!(["ok"])]);
+    // Reading it all back cold goes through storage reads within the limits too.
+    assert_eq!(db.int("SELECT sum(length(x)) FROM t"), 300 * 4000);
+    let stats = storage_stats(&db);
+    assert!(stats["get_calls"].as_u64().unwrap() > 0, "{stats}");
+    assert_within_storage_limits(&stats);
 }
 
 #[test]
@@ -274,9 +307,8 @@ fn values_keep_their_types_over_http() {
     assert_eq!(r["columns"].as_array().unwrap().len(), 6);
 }
 
-#[test]
-fn fifty_concurrent_clients_all_land() {
-    let server = Server::start();
+fn fifty_concurrent_clients_all_land(start: fn() -> Server) {
+    let server = start();
     let db = server.db("concurrent");
     db.query("CREATE TABLE t(client INTEGER, n INTEGER)", json!([]))
         .ok();
@@ -331,4 +363,82 @@ fn a_configured_token_is_required_on_every_route() {
         good.int("SELECT count(*) FROM sqlite_schema WHERE name = 't'"),
         1
     );
+}
+
+fn warm_point_selects_read_nothing_from_storage(start: fn() -> Server) {
+    let server = start();
+    let db = server.db("warm");
+    db.query("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)", json!([]))
+        .ok();
+    db.query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<2000)
+         INSERT INTO t SELECT i, printf('row %d', i) FROM n",
+        json!([]),
+    )
+    .ok();
+    // Warm the cache.
+    assert_eq!(db.int("SELECT count(*) FROM t"), 2000);
+    let before = storage_stats(&db);
+    for id in [1, 17, 500, 1234, 1999, 2000, 3, 999] {
+        let rows = db.rows(&format!("SELECT v FROM t WHERE id = {id}"));
+        assert_eq!(rows, vec![json!([format!("row {id}")])]);
+    }
+    let after = storage_stats(&db);
+    assert_eq!(
+        before["get_calls"], after["get_calls"],
+        "warm point selects called get(): {before} -> {after}"
+    );
+}
+
+fn kill_9_during_multi_put_commits_keeps_them_atomic(start: fn() -> Server) {
+    let mut server = start();
+    let db = server.db("atomic");
+    db.query(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, n INTEGER, x BLOB)",
+        json!([]),
+    )
+    .ok();
+    db.query(
+        "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM k WHERE i<150)
+         INSERT INTO t SELECT i, 0, randomblob(3000) FROM k",
+        json!([]),
+    )
+    .ok();
+    let mut acked: i64 = 0;
+    for round in 0..5 {
+        let db = server.db("atomic");
+        let writer = std::thread::spawn(move || {
+            let mut last = acked;
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(5) {
+                match db.try_query("UPDATE t SET n = n + 1, x = randomblob(3000)", json!([])) {
+                    Ok(a) if a.status == 200 => last += 1,
+                    _ => break,
+                }
+            }
+            last
+        });
+        std::thread::sleep(Duration::from_millis(300 + 150 * round));
+        server.crash_and_restart();
+        let last = writer.join().unwrap();
+        let db = server.db("atomic");
+        assert_eq!(
+            db.rows("PRAGMA integrity_check"),
+            vec![json!(["ok"])],
+            "round {round}"
+        );
+        assert_eq!(
+            db.int("SELECT count(DISTINCT n) FROM t"),
+            1,
+            "round {round}: a torn commit"
+        );
+        let n = db.int("SELECT n FROM t LIMIT 1");
+        assert!(
+            n >= last,
+            "round {round}: acknowledged {last}, database has {n}"
+        );
+        acked = n;
+    }
+    assert!(acked > 5, "the writer made no progress: {acked}");
+    assert_within_storage_limits(&storage_stats(&server.db("atomic")));
 }
