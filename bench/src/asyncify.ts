@@ -8,23 +8,15 @@
 // read_pages, so they never unwind, but every instrumented function pays for its checks.
 
 import {
-  type AsyncPageSource, committedPages, copyMessage, type OpenOptions, pageNumbers, type WasmResponse, writePages,
+  type AsyncPageSource, committedPages, type Exports as DosqlExports, copyMessage, type OpenOptions, pageNumbers, type WasmResponse, writePages,
 } from "../../worker/src/dosql";
 import { wasiImports } from "../../worker/src/wasi";
 
-interface Exports {
-  memory: WebAssembly.Memory;
-  dosql_alloc(len: number): number;
-  dosql_free(ptr: number, len: number): void;
-  dosql_open(pageSize: number, pageCount: number, txid: number, cachePages: number, readAhead: number): number;
-  dosql_exec(op: number, bodyPtr: number, bodyLen: number): number;
-  dosql_result_ptr(): number;
-  dosql_result_len(): number;
+interface Exports extends DosqlExports {
   asyncify_start_unwind(dataPtr: number): void;
   asyncify_stop_unwind(): void;
   asyncify_start_rewind(dataPtr: number): void;
   asyncify_stop_rewind(): void;
-  _initialize?: () => void;
 }
 
 /** Bytes for the unwound stack (SQLite's call chain down to a page read is deep). */

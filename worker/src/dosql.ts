@@ -8,7 +8,8 @@ export const OP_QUERY = 1;
 export const OP_BATCH = 2;
 export const OP_STATS = 3;
 
-interface Exports {
+/** What dosql.wasm exports (bench/src/asyncify.ts extends it with asyncify's exports). */
+export interface Exports {
   memory: WebAssembly.Memory;
   dosql_alloc(len: number): number;
   dosql_free(ptr: number, len: number): void;

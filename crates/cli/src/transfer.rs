@@ -64,6 +64,19 @@ impl Snapshot {
     fn bytes(&self) -> u64 {
         u64::from(self.page_size) * u64::from(self.page_count)
     }
+
+    /// The tail of the one-line summary import and export print.
+    fn summary(&self, started: Instant) -> String {
+        format!(
+            "{} pages of {} bytes ({}) in {:.2} s, txid {}, sha256 {}",
+            self.page_count,
+            self.page_size,
+            human(self.bytes()),
+            started.elapsed().as_secs_f64(),
+            self.txid,
+            self.sha256
+        )
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -98,14 +111,9 @@ pub fn import(file: &Path, target: &Target, opts: &ImportOptions) -> Result<()> 
     };
     if !opts.quiet {
         crate::say!(
-            "imported {} into {target}: {} pages of {} bytes ({}) in {:.2} s, txid {}, sha256 {}",
+            "imported {} into {target}: {}",
             show(file),
-            snap.page_count,
-            snap.page_size,
-            human(snap.bytes()),
-            started.elapsed().as_secs_f64(),
-            snap.txid,
-            snap.sha256
+            snap.summary(started)
         );
     }
     Ok(())
@@ -609,14 +617,9 @@ pub fn export(target: &Target, dest: &Path, opts: &ExportOptions) -> Result<()> 
     tmp.persist(dest, force)?;
     if !quiet {
         crate::say!(
-            "exported {target} to {}: {} pages of {} bytes ({}) in {:.2} s, txid {}, sha256 {}",
+            "exported {target} to {}: {}",
             show(dest),
-            snap.page_count,
-            snap.page_size,
-            human(snap.bytes()),
-            started.elapsed().as_secs_f64(),
-            snap.txid,
-            snap.sha256
+            snap.summary(started)
         );
     }
     Ok(())

@@ -341,6 +341,23 @@ impl Db {
     }
 }
 
+/// Asserts that no Durable Object storage call counted in `/_storage_stats` went past the
+/// production limits (128 keys per call, 128 KiB values, 2 KiB keys) and none was refused.
+pub fn assert_within_storage_limits(stats: &Json) {
+    let at_most = |field: &str, limit: u64| {
+        let got = stats[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {field}: {stats}"));
+        assert!(got <= limit, "{field} = {got} > {limit}: {stats}");
+    };
+    at_most("put_keys_max", 128);
+    at_most("get_keys_max", 128);
+    at_most("delete_keys_max", 128);
+    at_most("put_value_bytes_max", 128 * 1024);
+    at_most("key_bytes_max", 2048);
+    assert_eq!(stats["refused_calls"], 0, "{stats}");
+}
+
 /// A sqllogictest engine that runs SQL through the HTTP API.
 #[derive(Debug)]
 pub struct HttpEngine(pub Db);

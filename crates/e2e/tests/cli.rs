@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use dosql_e2e::cli_output::{fails, ok};
 use dosql_e2e::sqlite_file::{integrity, tables};
-use dosql_e2e::{Server, dosql_bin, testdata};
+use dosql_e2e::{Server, assert_within_storage_limits, dosql_bin, testdata};
 use rusqlite::Connection;
 use serde_json::{Value as Json, json};
 
@@ -40,18 +40,6 @@ fn sha_in(text: &str) -> String {
         .find(|w| w.len() == 64)
         .expect("64 hex digits")
         .to_owned()
-}
-
-fn assert_within_storage_limits(stats: &Json) {
-    assert!(stats["put_keys_max"].as_u64().unwrap() <= 128, "{stats}");
-    assert!(stats["get_keys_max"].as_u64().unwrap() <= 128, "{stats}");
-    assert!(stats["delete_keys_max"].as_u64().unwrap() <= 128, "{stats}");
-    assert!(
-        stats["put_value_bytes_max"].as_u64().unwrap() <= 128 * 1024,
-        "{stats}"
-    );
-    assert!(stats["key_bytes_max"].as_u64().unwrap() <= 2048, "{stats}");
-    assert_eq!(stats["refused_calls"], 0, "{stats}");
 }
 
 #[test]

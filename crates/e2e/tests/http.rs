@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use dosql_e2e::{Db, Server, client};
+use dosql_e2e::{Db, Server, assert_within_storage_limits, client};
 use serde_json::{Value as Json, json};
 
 /// Runs each listed test, a `fn(start: fn() -> Server)`, once per kind of storage.
@@ -32,18 +32,6 @@ on_both_storages!(
 
 fn storage_stats(db: &Db) -> Json {
     db.send("GET", "/_storage_stats", None).unwrap().ok()
-}
-
-fn assert_within_storage_limits(stats: &Json) {
-    assert!(stats["put_keys_max"].as_u64().unwrap() <= 128, "{stats}");
-    assert!(stats["get_keys_max"].as_u64().unwrap() <= 128, "{stats}");
-    assert!(stats["delete_keys_max"].as_u64().unwrap() <= 128, "{stats}");
-    assert!(
-        stats["put_value_bytes_max"].as_u64().unwrap() <= 128 * 1024,
-        "{stats}"
-    );
-    assert!(stats["key_bytes_max"].as_u64().unwrap() <= 2048, "{stats}");
-    assert_eq!(stats["refused_calls"], 0, "{stats}");
 }
 
 fn data_persists_across_a_restart(start: fn() -> Server) {
