@@ -31,9 +31,8 @@ const benchWorker :Workerd.Worker = (
     (name = "ASYNCIFY_4K", durableObjectNamespace = "DosqlAsyncify4k"),
     (name = "NATIVE_SQL", durableObjectNamespace = "NativeSql"),
     (name = "PRIOR_ART", durableObjectNamespace = "PriorArt"),
-    (name = "PROBE_KV2", durableObjectNamespace = "ProbeKv2"),
-    (name = "PROBE_KV1", durableObjectNamespace = "ProbeKv1"),
-    (name = "PROBE_CLASSIC2", durableObjectNamespace = "ProbeClassic2"),
+    (name = "PROBE_KV", durableObjectNamespace = "ProbeKv"),
+    (name = "PROBE_CLASSIC", durableObjectNamespace = "ProbeClassic"),
     # dosql's production settings (worker/config.capnp); PAGE_SIZE is set per class.
     (name = "CACHE_BYTES", text = "33554432"),
     (name = "READ_AHEAD", text = "0"),
@@ -50,9 +49,8 @@ const benchWorker :Workerd.Worker = (
     (className = "DosqlAsyncify4k", uniqueKey = "bench-dosql-asyncify-4k", preventEviction = true),
     (className = "NativeSql", uniqueKey = "bench-native-sql", preventEviction = true, enableSql = true),
     (className = "PriorArt", uniqueKey = "bench-prior-art", preventEviction = true),
-    (className = "ProbeKv2", uniqueKey = "bench-probe-kv-2p", preventEviction = true, enableSql = true),
-    (className = "ProbeKv1", uniqueKey = "bench-probe-kv-1p", preventEviction = true, enableSql = true),
-    (className = "ProbeClassic2", uniqueKey = "bench-probe-classic-2p", preventEviction = true),
+    (className = "ProbeKv", uniqueKey = "bench-probe-kv", preventEviction = true, enableSql = true),
+    (className = "ProbeClassic", uniqueKey = "bench-probe-classic", preventEviction = true),
   ],
   durableObjectStorage = (localDisk = "bench-data"),
 );

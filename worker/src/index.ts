@@ -168,7 +168,7 @@ export class DosqlDatabase implements DurableObject {
     ctx: DurableObjectState,
     protected readonly env: Env,
   ) {
-    this.pages = new PageStorage(ctx.storage);
+    this.pages = new PageStorage(ctx.storage, { sync: this.sqliteBacked() });
     // Open before the first request is delivered. A failure is kept out of
     // blockConcurrencyWhile (which would reset the object) and retried by the next request.
     void ctx.blockConcurrencyWhile(() => this.locked(() => this.instance().then(() => undefined, () => undefined)));
@@ -248,7 +248,12 @@ export class DosqlDatabase implements DurableObject {
     return this.db;
   }
 
-  /** Instantiates the wasm over `this.pages` (meta loaded). The one thing subclasses change. */
+  /** Whether the class is SQLite-backed (its storage has the synchronous `kv` API). */
+  protected sqliteBacked(): boolean {
+    return false;
+  }
+
+  /** Instantiates the wasm over `this.pages` (meta loaded). */
   protected createInstance(opts: OpenOptions): Promise<DosqlInstance> {
     return DosqlInstance.create(wasmModule, this.pages, opts);
   }
@@ -278,11 +283,15 @@ export class DosqlDatabase implements DurableObject {
 /**
  * A database on SQLite-backed storage (enableSql / new_sqlite_classes): everything as in
  * DosqlDatabase, except that the wasm reads pages synchronously through `storage.kv`
- * (PageStorage.readPagesSync) and so runs without JSPI (DosqlInstance.createSync). Commits,
- * meta, imports and counters go through PageStorage's async API as on classic storage: puts
- * issued with no await between them are applied atomically there too.
+ * (PageStorage.readPagesSync) and so runs without JSPI (DosqlInstance.createSync), and
+ * PageStorage writes through `storage.kv` too: puts issued with no await between them are
+ * applied atomically there as on classic storage.
  */
 export class DosqlSqlDatabase extends DosqlDatabase {
+  protected override sqliteBacked(): boolean {
+    return true;
+  }
+
   protected override async createInstance(opts: OpenOptions): Promise<DosqlInstance> {
     return DosqlInstance.createSync(wasmModule, this.pages, opts);
   }

@@ -1,16 +1,21 @@
 // The database's pages in Durable Object storage (classic KV-backed, or SQLite-backed with
 // the same keys: see readPagesSync):
-//   <prefix>"0000000001" ... → one page each (ArrayBuffer of page_size bytes), 1-based like
+//   <prefix>"0000000001" ... → one page each (an ArrayBuffer: the page's page_size bytes, or
+//                        shorter with its longest zero run elided, see pagecodec.ts), 1-based like
 //                        SQLite's page numbers, zero-padded to 10 digits so keys sort in page
 //                        order. The prefix is meta.prefix: "p:" (the default, and the only
 //                        layout before imports existed, so older data stays valid) or
 //                        "g<n>:p:" for a database loaded by `dosql import` (generation n);
-//   "meta"             → { format: 1, page_size, page_count, txid, prefix? }: the committed head;
+//   "meta"             → { format, page_size, page_count, txid, prefix? }: the committed head.
+//                        format 2: page values may be elided (every commit writes 2); format
+//                        1: every value is a raw page (still read);
 //   "transfer"         → TransferState: the import being staged (if any), the next generation
 //                        number, and page ranges of dead generations still to delete.
 // Storage only ever holds committed transactions: a commit's puts and deletes are all issued
 // in one synchronous stretch (no await between them), which DO storage applies atomically, and
-// the output gate holds every response until they are durable.
+// the output gate holds every response until they are durable. On SQLite-backed storage they go
+// through the synchronous `storage.kv`, whose writes in one such stretch are likewise one
+// implicit transaction.
 //
 // An import writes its pages under a fresh generation prefix that no reader looks at, then
 // switches `meta` (and so every reader) to it in one put: readers see the old database or the
@@ -18,6 +23,8 @@
 //
 // Production limits that local workerd does NOT enforce are enforced here (checkedGet/Put/
 // Delete), and every call is counted so that tests can assert none came near them.
+
+import { decodePage, encodePage } from "./pagecodec";
 
 /** Keys per get()/put()/delete() call. */
 export const MAX_KEYS_PER_CALL = 128;
@@ -29,7 +36,8 @@ const VALUE_OVERHEAD_BYTES = 64;
 export const MAX_KEY_BYTES = 2048;
 
 export interface Meta {
-  format: 1;
+  /** 2 (written now): page values may be elided (pagecodec.ts). 1: raw pages only. */
+  format: 1 | 2;
   page_size: number;
   page_count: number;
   txid: number;
@@ -37,6 +45,9 @@ export interface Meta {
    *  existed have none, and a database never imported into keeps writing none). */
   prefix?: string;
 }
+
+/** The meta format every write produces (see Meta.format). */
+const META_FORMAT = 2 as const;
 
 /** The page key prefix of a database that was never imported into. */
 export const DEFAULT_PREFIX = "p:";
@@ -78,6 +89,8 @@ export interface StorageStats {
   put_keys_max: number;
   put_value_bytes_max: number;
   bytes_written: number;
+  /** Value bytes read (as stored: elided pages count their stored length). */
+  bytes_read: number;
   delete_calls: number;
   delete_keys: number;
   delete_keys_max: number;
@@ -105,27 +118,41 @@ function isCount(v: unknown, max = 0xffffffff): v is number {
 export class PageStorage {
   readonly stats: StorageStats = {
     get_calls: 0, get_keys: 0, get_keys_max: 0,
-    put_calls: 0, put_keys: 0, put_keys_max: 0, put_value_bytes_max: 0, bytes_written: 0,
+    put_calls: 0, put_keys: 0, put_keys_max: 0, put_value_bytes_max: 0, bytes_written: 0, bytes_read: 0,
     delete_calls: 0, delete_keys: 0, delete_keys_max: 0,
     key_bytes_max: 0, commits: 0, refused_calls: 0,
   };
   /** The head as committed; loaded by loadMeta() before any other call. */
-  meta: Meta = { format: 1, page_size: 4096, page_count: 0, txid: 0 };
+  meta: Meta = { format: META_FORMAT, page_size: 4096, page_count: 0, txid: 0 };
   /** Whether `meta` was read from storage (by loadMeta) rather than being the placeholder. */
   loaded = false;
   /** The "transfer" record, read on first use (loadTransfer) and kept in step after. */
   private transfer: TransferState | null = null;
 
-  constructor(private readonly storage: DurableObjectStorage) {}
+  /** SQLite-backed storage's synchronous API, when the object has it and asked for it. */
+  private readonly kv: SyncKvStorage | null;
+
+  /**
+   * `sync`: the object is SQLite-backed (DosqlSqlDatabase). Reads may then use readPagesSync,
+   * and every write goes through the synchronous `storage.kv`: one call per key, applied in
+   * the same implicit transaction as the rest of the synchronous stretch that issues it, which
+   * is cheaper there than the async put() (measured in bench/README.md).
+   */
+  constructor(
+    private readonly storage: DurableObjectStorage,
+    { sync = false }: { sync?: boolean } = {},
+  ) {
+    this.kv = sync ? storage.kv : null;
+  }
 
   /** Reads `meta`; a database never committed to gets `newPageSize`, 0 pages, txid 0. */
   async loadMeta(newPageSize: number): Promise<Meta> {
     const stored = (await this.checkedGet(["meta"])).get("meta") as Meta | undefined;
     if (stored === undefined) {
       if (!isPageSize(newPageSize)) throw new Error(`PAGE_SIZE ${newPageSize} is not a power of two in 512..65536`);
-      this.meta = { format: 1, page_size: newPageSize, page_count: 0, txid: 0 };
+      this.meta = { format: META_FORMAT, page_size: newPageSize, page_count: 0, txid: 0 };
     } else {
-      if (stored.format !== 1 || !isPageSize(stored.page_size) || !Number.isInteger(stored.page_count)
+      if (!(stored.format === 1 || stored.format === 2) || !isPageSize(stored.page_size) || !Number.isInteger(stored.page_count)
         || (stored.prefix !== undefined && !(stored.prefix === DEFAULT_PREFIX || GENERATION_PREFIX_RE.test(stored.prefix)))) {
         throw new Error(`unsupported meta record ${JSON.stringify(stored)}`);
       }
@@ -152,7 +179,7 @@ export class PageStorage {
     }
     const found = new Map<string, unknown>();
     for (const m of await Promise.all(chunks)) for (const [k, v] of m) found.set(k, v);
-    return nos.map((no) => pageBytes(no, found.get(pageKey(no, prefix)), size));
+    return nos.map((no) => this.pageBytes(no, found.get(pageKey(no, prefix)), size));
   }
 
   /**
@@ -175,7 +202,7 @@ export class PageStorage {
       this.stats.get_keys_max = Math.max(this.stats.get_keys_max, 1);
       found.set(no, kv.get(key));
     }
-    return nos.map((no) => pageBytes(no, found.get(no), size));
+    return nos.map((no) => this.pageBytes(no, found.get(no), size));
   }
 
   /**
@@ -189,7 +216,7 @@ export class PageStorage {
     const prev = this.meta;
     const prefix = this.prefix;
     if (!Number.isInteger(pageCount) || pageCount < 0) throw new Error(`bad page count ${pageCount}`);
-    const next: Meta = { format: 1, page_size: prev.page_size, page_count: pageCount, txid: prev.txid + 1 };
+    const next: Meta = { format: META_FORMAT, page_size: prev.page_size, page_count: pageCount, txid: prev.txid + 1 };
     // Only a database loaded by an import carries a prefix: the others keep today's record.
     if (prev.prefix !== undefined) next.prefix = prev.prefix;
 
@@ -197,7 +224,7 @@ export class PageStorage {
     for (const [no, bytes] of pages) {
       if (no < 1 || no > pageCount) throw new Error(`commit writes page ${no} outside 1..${pageCount}`);
       if (bytes.byteLength !== prev.page_size) throw new Error(`page ${no} is ${bytes.byteLength} bytes, not ${prev.page_size}`);
-      puts.push([pageKey(no, prefix), bytes]);
+      puts.push([pageKey(no, prefix), encodePage(new Uint8Array(bytes))]);
     }
     puts.push(["meta", next]);
     const deletes: string[] = [];
@@ -263,7 +290,7 @@ export class PageStorage {
     const t = this.current();
     const s = t.staging;
     if (s === null) throw new Error("no import is staged");
-    const puts: Array<[string, unknown]> = pages.map((bytes, i) => [pageKey(from + i, s.prefix), bytes]);
+    const puts: Array<[string, unknown]> = pages.map((bytes, i) => [pageKey(from + i, s.prefix), encodePage(new Uint8Array(bytes))]);
     const next: TransferState = structuredClone(t);
     next.staging!.next = Math.max(s.next, from + pages.length);
     const putBatches = chunk(puts, MAX_KEYS_PER_CALL);
@@ -298,7 +325,7 @@ export class PageStorage {
     if (s === null) throw new Error("no import is staged");
     if (s.next !== s.page_count + 1) throw new Error(`the import has ${s.next - 1} of ${s.page_count} pages`);
     const prev = this.meta;
-    const meta: Meta = { format: 1, page_size: s.page_size, page_count: s.page_count, txid: prev.txid + 1, prefix: s.prefix };
+    const meta: Meta = { format: META_FORMAT, page_size: s.page_size, page_count: s.page_count, txid: prev.txid + 1, prefix: s.prefix };
     const next: TransferState = structuredClone(t);
     next.staging = null;
     if (prev.page_count > 0) next.garbage.push({ prefix: this.prefix, from: 1, to: prev.page_count });
@@ -363,28 +390,42 @@ export class PageStorage {
     return this.storage.get(keys);
   }
 
-  /** Issues one put() of `entries` (already checked; checked again for safety). */
+  /**
+   * Issues `entries` (already checked; checked again for safety): one async put() on classic
+   * storage, one synchronous kv.put() per key on SQLite-backed storage; counted as issued.
+   */
   private checkedPut(entries: Array<[string, unknown]>): void {
     const sizes = this.checkPut(entries);
     const s = this.stats;
-    s.put_calls++;
+    const perCall = this.kv === null ? entries.length : 1;
+    s.put_calls += entries.length / perCall;
     s.put_keys += entries.length;
-    s.put_keys_max = Math.max(s.put_keys_max, entries.length);
+    s.put_keys_max = Math.max(s.put_keys_max, perCall);
     for (const n of sizes) {
       s.put_value_bytes_max = Math.max(s.put_value_bytes_max, n);
       s.bytes_written += n;
+    }
+    if (this.kv !== null) {
+      for (const [k, v] of entries) this.kv.put(k, v);
+      return;
     }
     // The promise is not awaited (see commit()); a storage failure breaks the object and the
     // output gate turns the pending response into an error, so only log here.
     this.storage.put(Object.fromEntries(entries)).catch((e) => console.error("storage.put failed:", e));
   }
 
+  /** Deletes `keys` (at most MAX_KEYS_PER_CALL), as checkedPut issues puts. */
   private checkedDelete(keys: string[]): void {
     this.checkKeys(keys);
     const s = this.stats;
-    s.delete_calls++;
+    const perCall = this.kv === null ? keys.length : 1;
+    s.delete_calls += keys.length / perCall;
     s.delete_keys += keys.length;
-    s.delete_keys_max = Math.max(s.delete_keys_max, keys.length);
+    s.delete_keys_max = Math.max(s.delete_keys_max, perCall);
+    if (this.kv !== null) {
+      for (const k of keys) this.kv.delete(k);
+      return;
+    }
     this.storage.delete(keys).catch((e) => console.error("storage.delete failed:", e));
   }
 
@@ -407,21 +448,24 @@ export class PageStorage {
     }
   }
 
+  /** The page a stored value holds (null: not stored); a value no commit wrote is an error. */
+  private pageBytes(no: number, v: unknown, size: number): Uint8Array | null {
+    if (v === undefined) return null;
+    const bytes = v instanceof ArrayBuffer ? new Uint8Array(v)
+      : ArrayBuffer.isView(v) ? new Uint8Array(v.buffer, v.byteOffset, v.byteLength) : null;
+    if (bytes === null) throw new Error(`page ${no}: stored value is not bytes`);
+    this.stats.bytes_read += bytes.byteLength;
+    try {
+      return decodePage(bytes, size);
+    } catch (err) {
+      throw new Error(`page ${no}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+
   private refuse(why: string): never {
     this.stats.refused_calls++;
     throw new LimitError(`storage limit: ${why}`);
   }
-}
-
-/** A stored page value as bytes (null: not stored); anything but `size` bytes is an error. */
-function pageBytes(no: number, v: unknown, size: number): Uint8Array | null {
-  if (v === undefined) return null;
-  const bytes = v instanceof ArrayBuffer ? new Uint8Array(v)
-    : ArrayBuffer.isView(v) ? new Uint8Array(v.buffer, v.byteOffset, v.byteLength) : null;
-  if (bytes === null || bytes.byteLength !== size) {
-    throw new Error(`page ${no}: stored value is not ${size} bytes`);
-  }
-  return bytes;
 }
 
 /** The pages an abandoned import wrote. */

@@ -311,3 +311,50 @@ fn vacuum_shrinks_the_store() {
         assert_eq!(integrity(&conn), "ok");
     }
 }
+
+#[test]
+fn deleted_rows_leave_no_bytes_in_the_stored_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.redb");
+    let open = |name: &str| {
+        Database::attach(
+            name,
+            RedbStore::open(&path, PageSize::DEFAULT).unwrap(),
+            VfsConfig::default(),
+        )
+        .unwrap()
+    };
+    let marker = b"do-not-keep-me";
+    let stored = |path: &std::path::Path| {
+        let mut store = RedbStore::open(path, PageSize::DEFAULT).unwrap();
+        let image = dosql_pagestore::image_of(&mut store).unwrap();
+        image.windows(marker.len()).any(|w| w == marker)
+    };
+    {
+        let db = open("secure-delete-1");
+        db.connect()
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<200)
+                 INSERT INTO t(v) SELECT 'kept ' || i FROM n;
+                 UPDATE t SET v = 'do-not-keep-me ' || id WHERE id % 10 = 0;",
+            )
+            .unwrap();
+    }
+    assert!(stored(&path));
+    {
+        let db = open("secure-delete-2");
+        let conn = db.connect().unwrap();
+        // Shrinking rows in place and deleting others both free cell space.
+        conn.execute_batch(
+            "UPDATE t SET v = 'x' WHERE id % 20 = 0; DELETE FROM t WHERE id % 10 = 0;",
+        )
+        .unwrap();
+        assert_eq!(count(&conn, "t"), 180);
+    }
+    assert!(
+        !stored(&path),
+        "a deleted row's text is still in a stored page"
+    );
+}
