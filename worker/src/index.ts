@@ -126,6 +126,14 @@ const MAX_DRAIN_BYTES = 16 * 1024 * 1024;
 /** Reads the body, refusing (null) one over `limit` bytes without buffering all of it. */
 async function readBody(request: Request, limit: number): Promise<Uint8Array | null> {
   if (request.body === null) return new Uint8Array(0);
+  // A declared length within the limit (the usual case): one read by the runtime. The stream
+  // reader below costs a promise and an event-loop turn per chunk, about 7% of a one-row
+  // insert request (bench/README.md).
+  const declared = Number(request.headers.get("content-length") ?? NaN);
+  if (Number.isInteger(declared) && declared >= 0 && declared <= limit) {
+    const body = new Uint8Array(await request.arrayBuffer());
+    return body.byteLength <= limit ? body : null;
+  }
   const parts: Uint8Array[] = [];
   let total = 0;
   const reader = request.body.getReader();

@@ -456,3 +456,49 @@ fn kill_9_during_multi_put_commits_keeps_them_atomic(start: fn() -> Server) {
     assert!(acked > 5, "the writer made no progress: {acked}");
     assert_within_storage_limits(&storage_stats(&server.db("atomic")));
 }
+
+/// Posts `body` to `path` with chunked transfer encoding (no Content-Length); the status and
+/// body of the answer.
+fn post_chunked(server: &Server, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = server.url().trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for chunk in body.chunks(64 * 1024) {
+        req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        req.extend_from_slice(chunk);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    // The server may answer 413 before reading everything: a failed write is not the test.
+    let _ = s.write_all(&req);
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+#[test]
+fn bodies_without_a_declared_length_are_read_and_limited_too() {
+    let server = Server::start();
+    let (status, text) = post_chunked(
+        &server,
+        "/db/chunked/query",
+        br#"{"sql": "SELECT 40 + 2 AS answer"}"#,
+    );
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("[[42]]"), "{text}");
+    let big = format!(r#"{{"sql": "SELECT '{}'"}}"#, "x".repeat(2 << 20));
+    let (status, text) = post_chunked(&server, "/db/chunked/query", big.as_bytes());
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("PAYLOAD_TOO_LARGE"), "{text}");
+}
