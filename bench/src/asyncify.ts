@@ -88,7 +88,7 @@ export class AsyncifyInstance {
   }
 
   /** read_pages: first call starts the read and unwinds; the replayed call returns its result. */
-  private readPages(nosPtr: number, n: number, outPtr: number, foundPtr: number): number {
+  private readPages(nosPtr: number, n: number, outPtr: number, lensPtr: number): number {
     if (this.state === REWINDING) {
       this.exports.asyncify_stop_rewind();
       this.state = NORMAL;
@@ -104,7 +104,7 @@ export class AsyncifyInstance {
     this.suspensions++;
     this.pending = this.pages.readPages(nos).then(
       (pages) => {
-        writePages(memory, pages, this.pages.meta.page_size, outPtr, foundPtr);
+        writePages(memory, pages, this.pages.meta.page_size, outPtr, lensPtr);
         return 0;
       },
       (err) => this.fail(err),
@@ -117,9 +117,9 @@ export class AsyncifyInstance {
     return 0;
   }
 
-  private commit(pageCount: number, nosPtr: number, n: number, dataPtr: number): number {
+  private commit(pageCount: number, nosPtr: number, n: number, dataPtr: number, lensPtr: number): number {
     try {
-      this.pages.commit(pageCount >>> 0, committedPages(this.exports.memory, nosPtr, n, dataPtr, this.pages.meta.page_size));
+      this.pages.commit(pageCount >>> 0, committedPages(this.exports.memory, nosPtr, n, dataPtr, lensPtr, this.pages.meta.page_size));
       return 0;
     } catch (err) {
       return this.fail(err);

@@ -92,12 +92,12 @@ export class DosqlJspi64k extends DosqlJspi {
 
 // ---- storage probes (W3 only): what a dosql 4K single-row commit stores, with no SQL and no wasm ----
 // Each request stores what one W3 commit of dosql sync 4K stores, with the sizes it measures
-// (bench/RESULTS.md, "Storage calls"): a leaf (about half full, so about 2 KiB once its zero
-// gap is elided), page 1 (the file change counter changes on every commit; nearly empty, so a
-// few hundred bytes) and the meta record. The storage floor of W3.
+// (bench/RESULTS.md, "Storage calls"): a leaf (about half full: about 1 KiB as an LZ4 block),
+// page 1 (the file change counter changes on every commit; nearly empty, so about 0.2 KiB)
+// and the meta record. The storage floor of W3.
 
-const PROBE_LEAF = new Uint8Array(2048).fill(7);
-const PROBE_PAGE1 = new Uint8Array(300).fill(3);
+const PROBE_LEAF = new Uint8Array(1024).fill(7);
+const PROBE_PAGE1 = new Uint8Array(240).fill(3);
 const probeEntries = (txid: number): Array<[string, unknown]> => [
   [pageKey(2 + (txid % 50)), PROBE_LEAF.slice().buffer],
   [pageKey(1), PROBE_PAGE1.slice().buffer],

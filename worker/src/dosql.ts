@@ -30,14 +30,15 @@ export interface WasmResponse {
   body: Uint8Array;
 }
 
-/** Pages committed by one commit: page number and a copy of its bytes. */
+/** Pages committed by one commit: page number and a copy of its stored value (the wasm encodes
+ *  pages, see crates/pagestore/src/codec.rs: at most page_size bytes). */
 export type CommittedPages = ReadonlyArray<readonly [number, ArrayBuffer]>;
 
 /** A page store whose reads wait for storage (classic DO storage: `PageStorage`). */
 export interface AsyncPageSource {
   /** The committed head; `meta.page_size` is the instance's page size. */
   readonly meta: Meta;
-  /** Pages `nos` in order (null: never written). */
+  /** The stored values of pages `nos`, in order (null: never written). */
   readPages(nos: readonly number[]): Promise<(Uint8Array | null)[]>;
   /** Commits `pages` and the new page count atomically; synchronous (no await inside). */
   commit(pageCount: number, pages: CommittedPages): void;
@@ -46,7 +47,7 @@ export interface AsyncPageSource {
 /** A page store that reads synchronously (SQLite-backed DOs' `ctx.storage.kv`). */
 export interface SyncPageSource {
   readonly meta: Meta;
-  /** Pages `nos` in order (null: never written), read synchronously. */
+  /** The stored values of pages `nos` in order (null: never written), read synchronously. */
   readPagesSync(nos: readonly number[]): (Uint8Array | null)[];
   commit(pageCount: number, pages: CommittedPages): void;
 }
@@ -171,14 +172,14 @@ export class DosqlInstance {
 
   // ---- imports, module "dosql" ----
 
-  /** read_pages(nos_ptr, n, out_ptr, found_ptr) -> 0 | -1. Async: runs under JSPI. */
-  private async readPages(nosPtr: number, n: number, outPtr: number, foundPtr: number): Promise<number> {
+  /** read_pages(nos_ptr, n, out_ptr, lens_ptr) -> 0 | -1. Async: runs under JSPI. */
+  private async readPages(nosPtr: number, n: number, outPtr: number, lensPtr: number): Promise<number> {
     try {
       const nos = pageNumbers(this.exports.memory, nosPtr, n);
       const pages = await (this.pages as AsyncPageSource).readPages(nos);
       // writePages takes memory.buffer again after the await: if the memory grew, any buffer
       // taken before it is detached.
-      writePages(this.exports.memory, pages, this.pages.meta.page_size, outPtr, foundPtr);
+      writePages(this.exports.memory, pages, this.pages.meta.page_size, outPtr, lensPtr);
       return 0;
     } catch (err) {
       return this.fail("read_pages", err);
@@ -186,21 +187,21 @@ export class DosqlInstance {
   }
 
   /** read_pages for createSync: the same contract, answered without suspending. */
-  private readPagesSync(nosPtr: number, n: number, outPtr: number, foundPtr: number): number {
+  private readPagesSync(nosPtr: number, n: number, outPtr: number, lensPtr: number): number {
     try {
       const nos = pageNumbers(this.exports.memory, nosPtr, n);
       const pages = (this.pages as SyncPageSource).readPagesSync(nos);
-      writePages(this.exports.memory, pages, this.pages.meta.page_size, outPtr, foundPtr);
+      writePages(this.exports.memory, pages, this.pages.meta.page_size, outPtr, lensPtr);
       return 0;
     } catch (err) {
       return this.fail("read_pages", err);
     }
   }
 
-  /** commit(page_count, nos_ptr, n, data_ptr) -> 0 | -1. Synchronous: see PageStorage.commit. */
-  private commit(pageCount: number, nosPtr: number, n: number, dataPtr: number): number {
+  /** commit(page_count, nos_ptr, n, data_ptr, lens_ptr) -> 0 | -1. Synchronous: see PageStorage.commit. */
+  private commit(pageCount: number, nosPtr: number, n: number, dataPtr: number, lensPtr: number): number {
     try {
-      const pages = committedPages(this.exports.memory, nosPtr, n, dataPtr, this.pages.meta.page_size);
+      const pages = committedPages(this.exports.memory, nosPtr, n, dataPtr, lensPtr, this.pages.meta.page_size);
       this.pages.commit(pageCount >>> 0, pages);
       return 0;
     } catch (err) {
@@ -230,31 +231,42 @@ export function pageNumbers(memory: WebAssembly.Memory, nosPtr: number, n: numbe
   return nos;
 }
 
-/** Writes `pages[i]` to `outPtr + i*size` and its found flag to `foundPtr + i`. */
+/** Writes value `values[i]` to `outPtr + i*size` and its length (0: none) to `lensPtr + 4*i`. */
 export function writePages(
-  memory: WebAssembly.Memory, pages: readonly (Uint8Array | null)[], size: number, outPtr: number, foundPtr: number,
+  memory: WebAssembly.Memory, values: readonly (Uint8Array | null)[], size: number, outPtr: number, lensPtr: number,
 ): void {
   const mem = new Uint8Array(memory.buffer);
-  checkRange(mem, outPtr, pages.length * size);
-  checkRange(mem, foundPtr, pages.length);
-  pages.forEach((page, i) => {
-    if (page !== null) mem.set(page, (outPtr >>> 0) + i * size);
-    mem[(foundPtr >>> 0) + i] = page === null ? 0 : 1;
+  checkRange(mem, outPtr, values.length * size);
+  checkRange(mem, lensPtr, values.length * 4);
+  const dv = new DataView(memory.buffer);
+  values.forEach((value, i) => {
+    if (value !== null && (value.byteLength === 0 || value.byteLength > size)) {
+      throw new Error(`a stored page value is ${value.byteLength} bytes, page size ${size}`);
+    }
+    if (value !== null) mem.set(value, (outPtr >>> 0) + i * size);
+    dv.setUint32((lensPtr >>> 0) + 4 * i, value === null ? 0 : value.byteLength, true);
   });
 }
 
-/** The `n` pages a commit import names: page numbers at `nosPtr`, bytes at `dataPtr`. */
+/** The `n` values a commit import names: page numbers at `nosPtr`, lengths at `lensPtr`, the
+ *  values back to back at `dataPtr`. Each is copied out of wasm memory. */
 export function committedPages(
-  memory: WebAssembly.Memory, nosPtr: number, n: number, dataPtr: number, size: number,
+  memory: WebAssembly.Memory, nosPtr: number, n: number, dataPtr: number, lensPtr: number, size: number,
 ): Array<[number, ArrayBuffer]> {
   const buf = memory.buffer;
-  checkRange(new Uint8Array(buf), dataPtr, n * size);
+  const mem = new Uint8Array(buf);
+  checkRange(mem, nosPtr, n * 4);
+  checkRange(mem, lensPtr, n * 4);
   const dv = new DataView(buf);
   const pages: Array<[number, ArrayBuffer]> = [];
+  let start = dataPtr >>> 0;
   for (let i = 0; i < n; i++) {
-    const start = (dataPtr >>> 0) + i * size;
+    const len = dv.getUint32((lensPtr >>> 0) + 4 * i, true);
+    if (len === 0 || len > size) throw new Error(`commit value ${i} is ${len} bytes, page size ${size}`);
+    checkRange(mem, start, len);
     // slice() copies: storage must not hold a view of memory the wasm will reuse.
-    pages.push([dv.getUint32((nosPtr >>> 0) + 4 * i, true), buf.slice(start, start + size)]);
+    pages.push([dv.getUint32((nosPtr >>> 0) + 4 * i, true), buf.slice(start, start + len)]);
+    start += len;
   }
   return pages;
 }

@@ -1,14 +1,15 @@
 // The database's pages in Durable Object storage (classic KV-backed, or SQLite-backed with
 // the same keys: see readPagesSync):
-//   <prefix>"0000000001" ... → one page each (an ArrayBuffer: the page's page_size bytes, or
-//                        shorter with its longest zero run elided, see pagecodec.ts), 1-based like
+//   <prefix>"0000000001" ... → one page each (an ArrayBuffer: the raw page of page_size bytes,
+//                        or shorter: the page as an LZ4 block; the wasm encodes and decodes
+//                        them, crates/pagestore/src/codec.rs, and so does `dosql export`), 1-based like
 //                        SQLite's page numbers, zero-padded to 10 digits so keys sort in page
 //                        order. The prefix is meta.prefix: "p:" (the default, and the only
 //                        layout before imports existed, so older data stays valid) or
 //                        "g<n>:p:" for a database loaded by `dosql import` (generation n);
 //   "meta"             → { format, page_size, page_count, txid, prefix? }: the committed head.
-//                        format 2: page values may be elided (every commit writes 2); format
-//                        1: every value is a raw page (still read);
+//                        format 2: page values may be compressed (every commit writes 2);
+//                        format 1: every value is a raw page (still read);
 //   "transfer"         → TransferState: the import being staged (if any), the next generation
 //                        number, and page ranges of dead generations still to delete.
 // Storage only ever holds committed transactions: a commit's puts and deletes are all issued
@@ -24,8 +25,6 @@
 // Production limits that local workerd does NOT enforce are enforced here (checkedGet/Put/
 // Delete), and every call is counted so that tests can assert none came near them.
 
-import { decodePage, encodePage } from "./pagecodec";
-
 /** Keys per get()/put()/delete() call. */
 export const MAX_KEYS_PER_CALL = 128;
 /** A value's size (classic DO storage: 128 KiB, measured on the serialized value). */
@@ -36,7 +35,7 @@ const VALUE_OVERHEAD_BYTES = 64;
 export const MAX_KEY_BYTES = 2048;
 
 export interface Meta {
-  /** 2 (written now): page values may be elided (pagecodec.ts). 1: raw pages only. */
+  /** 2 (written now): page values may be compressed (codec.rs). 1: raw pages only. */
   format: 1 | 2;
   page_size: number;
   page_count: number;
@@ -89,7 +88,7 @@ export interface StorageStats {
   put_keys_max: number;
   put_value_bytes_max: number;
   bytes_written: number;
-  /** Value bytes read (as stored: elided pages count their stored length). */
+  /** Value bytes read (as stored: compressed pages count their stored length). */
   bytes_read: number;
   delete_calls: number;
   delete_keys: number;
@@ -167,7 +166,8 @@ export class PageStorage {
     return this.meta.prefix ?? DEFAULT_PREFIX;
   }
 
-  /** Pages `nos` in order (null: not stored). Pages past page_count are not even asked for. */
+  /** The stored values of pages `nos` in order (null: not stored; see codec.rs for what a
+   *  value holds). Pages past page_count are not even asked for. */
   async readPages(nos: readonly number[]): Promise<(Uint8Array | null)[]> {
     // Taken once: every key of this read comes from the same generation.
     const prefix = this.prefix;
@@ -179,7 +179,7 @@ export class PageStorage {
     }
     const found = new Map<string, unknown>();
     for (const m of await Promise.all(chunks)) for (const [k, v] of m) found.set(k, v);
-    return nos.map((no) => this.pageBytes(no, found.get(pageKey(no, prefix)), size));
+    return nos.map((no) => this.pageValue(no, found.get(pageKey(no, prefix)), size));
   }
 
   /**
@@ -202,7 +202,7 @@ export class PageStorage {
       this.stats.get_keys_max = Math.max(this.stats.get_keys_max, 1);
       found.set(no, kv.get(key));
     }
-    return nos.map((no) => this.pageBytes(no, found.get(no), size));
+    return nos.map((no) => this.pageValue(no, found.get(no), size));
   }
 
   /**
@@ -223,8 +223,10 @@ export class PageStorage {
     const puts: Array<[string, unknown]> = [];
     for (const [no, bytes] of pages) {
       if (no < 1 || no > pageCount) throw new Error(`commit writes page ${no} outside 1..${pageCount}`);
-      if (bytes.byteLength !== prev.page_size) throw new Error(`page ${no} is ${bytes.byteLength} bytes, not ${prev.page_size}`);
-      puts.push([pageKey(no, prefix), encodePage(new Uint8Array(bytes))]);
+      if (bytes.byteLength === 0 || bytes.byteLength > prev.page_size) {
+        throw new Error(`page ${no}'s value is ${bytes.byteLength} bytes, page size ${prev.page_size}`);
+      }
+      puts.push([pageKey(no, prefix), bytes]);
     }
     puts.push(["meta", next]);
     const deletes: string[] = [];
@@ -290,7 +292,8 @@ export class PageStorage {
     const t = this.current();
     const s = t.staging;
     if (s === null) throw new Error("no import is staged");
-    const puts: Array<[string, unknown]> = pages.map((bytes, i) => [pageKey(from + i, s.prefix), encodePage(new Uint8Array(bytes))]);
+    // Stored raw (a valid value of any format); they are compressed as commits rewrite them.
+    const puts: Array<[string, unknown]> = pages.map((bytes, i) => [pageKey(from + i, s.prefix), bytes]);
     const next: TransferState = structuredClone(t);
     next.staging!.next = Math.max(s.next, from + pages.length);
     const putBatches = chunk(puts, MAX_KEYS_PER_CALL);
@@ -433,7 +436,7 @@ export class PageStorage {
   private checkPut(entries: Array<[string, unknown]>): number[] {
     this.checkKeys(entries.map(([k]) => k));
     return entries.map(([k, v]) => {
-      const n = v instanceof ArrayBuffer ? v.byteLength : encoder.encode(JSON.stringify(v)).byteLength;
+      const n = v instanceof ArrayBuffer ? v.byteLength : jsonBytes(v);
       if (n + VALUE_OVERHEAD_BYTES > MAX_VALUE_BYTES) this.refuse(`value of ${k} is ${n} bytes (limit ${MAX_VALUE_BYTES} serialized)`);
       return n;
     });
@@ -442,30 +445,36 @@ export class PageStorage {
   private checkKeys(keys: string[]): void {
     if (keys.length > MAX_KEYS_PER_CALL) this.refuse(`${keys.length} keys in one call (limit ${MAX_KEYS_PER_CALL})`);
     for (const k of keys) {
-      const n = encoder.encode(k).byteLength;
+      // UTF-8 takes at most 3 bytes per UTF-16 unit: only a long key needs measuring (and
+      // every key dosql makes is ASCII, so its length is its size).
+      const n = 3 * k.length <= MAX_KEY_BYTES ? k.length : encoder.encode(k).byteLength;
       if (n > MAX_KEY_BYTES) this.refuse(`key of ${n} bytes (limit ${MAX_KEY_BYTES})`);
       this.stats.key_bytes_max = Math.max(this.stats.key_bytes_max, n);
     }
   }
 
-  /** The page a stored value holds (null: not stored); a value no commit wrote is an error. */
-  private pageBytes(no: number, v: unknown, size: number): Uint8Array | null {
+  /** A stored page value as bytes (null: not stored); anything but 1..size bytes is an error. */
+  private pageValue(no: number, v: unknown, size: number): Uint8Array | null {
     if (v === undefined) return null;
     const bytes = v instanceof ArrayBuffer ? new Uint8Array(v)
       : ArrayBuffer.isView(v) ? new Uint8Array(v.buffer, v.byteOffset, v.byteLength) : null;
-    if (bytes === null) throw new Error(`page ${no}: stored value is not bytes`);
-    this.stats.bytes_read += bytes.byteLength;
-    try {
-      return decodePage(bytes, size);
-    } catch (err) {
-      throw new Error(`page ${no}: ${err instanceof Error ? err.message : String(err)}`);
+    if (bytes === null || bytes.byteLength === 0 || bytes.byteLength > size) {
+      throw new Error(`page ${no}: stored value is not a page value of at most ${size} bytes`);
     }
+    this.stats.bytes_read += bytes.byteLength;
+    return bytes;
   }
 
   private refuse(why: string): never {
     this.stats.refused_calls++;
     throw new LimitError(`storage limit: ${why}`);
   }
+}
+
+/** About the serialized size of a record (as its JSON in UTF-8; measured only when long). */
+function jsonBytes(v: unknown): number {
+  const text = JSON.stringify(v);
+  return 3 * text.length <= MAX_VALUE_BYTES - VALUE_OVERHEAD_BYTES ? text.length : encoder.encode(text).byteLength;
 }
 
 /** The pages an abandoned import wrote. */

@@ -2,10 +2,11 @@
 // as raw SQLite pages, in requests that fit the storage limits (≤128 keys a call) and the
 // 1 MiB body limit.
 //
-//   GET    /db/<name>/pages?from=N&count=M[&txid=T]  → M pages from N (≤128), binary, in order;
-//            holes read as zeros. Headers x-dosql-page-size, -page-count, -txid give the head
-//            the pages belong to. With txid=T and a different head: 409 TXID_CHANGED (the
-//            client restarts its snapshot).
+//   GET    /db/<name>/pages?from=N&count=M[&txid=T]  → M pages from N (≤128), binary, in order:
+//            each page's stored value (raw or LZ4, crates/pagestore/src/codec.rs) after its
+//            length (u32 LE; 0 = never stored, reads as zeros); x-dosql-pages-format: 2. Headers
+//            x-dosql-page-size, -page-count, -txid give the head the pages belong to. With
+//            txid=T and a different head: 409 TXID_CHANGED (the client restarts its snapshot).
 //   GET    /db/<name>/import                → the transfer state: live prefix and head, staged
 //            import, garbage left (a client whose commit answer was lost checks the prefix)
 //   POST   /db/<name>/import                → {"page_size", "page_count", "force"}: starts an
@@ -38,6 +39,8 @@ const GC_CALLS_PER_REQUEST = 64;
 /** A new database's page size when the object never opened one (only used for reading). */
 const FALLBACK_PAGE_SIZE = 4096;
 const SQLITE_MAGIC = new TextEncoder().encode("SQLite format 3\0");
+/** What GET /pages answers with (see above); a client checks it. */
+const PAGES_FORMAT = "2";
 
 export async function handleTransfer(request: Request, rest: string, db: DbContext): Promise<Response> {
   const url = new URL(request.url);
@@ -121,13 +124,20 @@ async function readPages(url: URL, pages: PageStorage): Promise<Response> {
   const last = Math.min(m.page_count, from + count - 1);
   const nos: number[] = [];
   for (let no = from; no <= last; no++) nos.push(no);
-  const size = m.page_size;
-  const body = new Uint8Array(nos.length * size);
+  // The stored values as they are (the client decodes them: crates/pagestore/src/codec.rs),
+  // each after its length as u32 little-endian; length 0: a page never stored (zeros).
   const found = await pages.readPages(nos);
-  found.forEach((page, i) => {
-    if (page !== null) body.set(page, i * size);
+  const body = new Uint8Array(found.reduce((n, v) => n + 4 + (v?.byteLength ?? 0), 0));
+  const dv = new DataView(body.buffer);
+  let at = 0;
+  for (const value of found) {
+    dv.setUint32(at, value?.byteLength ?? 0, true);
+    if (value !== null) body.set(value, at + 4);
+    at += 4 + (value?.byteLength ?? 0);
+  }
+  return new Response(body, {
+    headers: { "content-type": "application/octet-stream", "x-dosql-pages-format": PAGES_FORMAT, ...headHeaders(pages) },
   });
-  return new Response(body, { headers: { "content-type": "application/octet-stream", ...headHeaders(pages) } });
 }
 
 async function status(pages: PageStorage): Promise<Response> {

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use dosql_pagestore::{PageSize, codec};
 use serde_json::{Value as Json, json};
 
+use crate::bail;
 use crate::error::{Error, Result};
 use crate::target::DbUrl;
 
@@ -30,6 +32,33 @@ pub struct PagesAnswer {
     pub txid: u64,
     /// The pages, concatenated.
     pub bytes: Vec<u8>,
+}
+
+/// The `GET /pages` body format this client reads (worker/src/transfer.ts).
+const PAGES_FORMAT: u64 = 2;
+
+/// The pages a `GET /pages` body holds (each stored value after its u32 LE length; length 0
+/// for a page never stored), decoded and concatenated.
+fn decode_pages(mut body: &[u8], size: PageSize) -> std::result::Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        let (len, rest) = body
+            .split_first_chunk::<4>()
+            .ok_or("a page value's length is cut short")?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if len > rest.len() {
+            return Err(format!("a page value of {len} bytes is cut short"));
+        }
+        let (value, rest) = rest.split_at(len);
+        if len == 0 {
+            out.resize(out.len() + size.bytes(), 0);
+        } else {
+            let page = codec::decode_page(value, size).map_err(|e| e.to_string())?;
+            out.extend_from_slice(page.as_bytes());
+        }
+        body = rest;
+    }
+    Ok(out)
 }
 
 /// What a request carries.
@@ -98,10 +127,21 @@ impl Remote {
                     .located()
                 })
         };
+        if header("x-dosql-pages-format")? != PAGES_FORMAT {
+            bail!(
+                "{}: GET /pages answered pages format {}, this dosql reads {PAGES_FORMAT} (update one of the two)",
+                self.url(),
+                header("x-dosql-pages-format")?
+            );
+        }
         let page_size = u32::try_from(header("x-dosql-page-size")?)
             .map_err(|_| Error::msg("bad page size header"))?;
         let page_count = u32::try_from(header("x-dosql-page-count")?)
             .map_err(|_| Error::msg("bad page count header"))?;
+        let size = PageSize::new(page_size)
+            .ok_or_else(|| Error::msg(format!("bad page size {page_size}")))?;
+        let bytes = decode_pages(&bytes, size)
+            .map_err(|e| Error::msg(format!("{}: GET /pages: {e}", self.url())).located())?;
         Ok(PagesAnswer {
             page_size,
             page_count,

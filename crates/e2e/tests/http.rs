@@ -28,7 +28,7 @@ on_both_storages!(
     a_transaction_over_128_pages_commits_atomically_within_storage_limits,
     warm_point_selects_read_nothing_from_storage,
     fifty_concurrent_clients_all_land,
-    small_commits_store_pages_without_their_zero_gap,
+    small_commits_store_compressed_pages,
 );
 
 fn storage_stats(db: &Db) -> Json {
@@ -59,7 +59,7 @@ fn data_persists_across_a_restart(start: fn() -> Server) {
     );
 }
 
-fn small_commits_store_pages_without_their_zero_gap(start: fn() -> Server) {
+fn small_commits_store_compressed_pages(start: fn() -> Server) {
     let mut server = start();
     let db = server.db("elided");
     db.query("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)", json!([]))
@@ -70,7 +70,7 @@ fn small_commits_store_pages_without_their_zero_gap(start: fn() -> Server) {
     let after = storage_stats(&db);
     let delta = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
     // Page 1 (its change counter) and the table's leaf, plus meta: two nearly empty 4 KiB
-    // pages, stored without their zeros.
+    // pages, stored compressed.
     assert_eq!(delta("commits"), 1);
     assert_eq!(delta("put_keys"), 3, "{after}");
     assert!(

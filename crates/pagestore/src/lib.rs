@@ -18,6 +18,7 @@ mod mem;
 mod redb_store;
 mod types;
 
+pub mod codec;
 pub mod contract;
 
 pub use error::{ErrorKind, StoreError};

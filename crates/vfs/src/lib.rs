@@ -175,8 +175,8 @@ impl Database {
             | OpenFlags::SQLITE_OPEN_EXRESCODE;
         let conn = Connection::open_with_flags_and_vfs(&self.name, flags, VFS_NAME)?;
         // Deleted cells are zeroed inside their B-tree page (at no extra I/O, unlike "ON"):
-        // deleted rows do not linger in stored pages, and the zeros are what the Durable
-        // Object's page encoding elides (worker/src/pagecodec.ts).
+        // deleted rows do not linger in stored pages, and zeros compress to nearly nothing
+        // in the Durable Object's stored values (dosql_pagestore::codec).
         conn.execute_batch("PRAGMA secure_delete = FAST")?;
         let (head, size) = {
             let s = lock_state(&self.state);

@@ -6,13 +6,17 @@ use std::time::Instant;
 
 use dosql_api::hrana::Hrana;
 use dosql_api::{ApiError, Response, Session};
-use dosql_pagestore::{Commit, Head, Page, PageNo, PageSize, PageStore, StoreError};
+use dosql_pagestore::{Commit, Head, Page, PageNo, PageSize, PageStore, StoreError, codec};
 use dosql_vfs::VfsConfig;
 
 #[link(wasm_import_module = "dosql")]
 unsafe extern "C" {
-    fn read_pages(nos: *const u32, n: u32, out: *mut u8, found: *mut u8) -> i32;
-    fn commit(page_count: u32, nos: *const u32, n: u32, data: *const u8) -> i32;
+    /// Writes the stored value of page `nos[i]` (at most a page, see `dosql_pagestore::codec`)
+    /// at `out + i * page_size` and its length at `lens[i]`: 0 for a page never stored.
+    fn read_pages(nos: *const u32, n: u32, out: *mut u8, lens: *mut u32) -> i32;
+    /// Stores the values `data` holds back to back (value i is `lens[i]` bytes) as pages
+    /// `nos`, and the new page count, as one atomic write.
+    fn commit(page_count: u32, nos: *const u32, n: u32, data: *const u8, lens: *const u32) -> i32;
     fn error_message(buf: *mut u8, cap: u32) -> u32;
 }
 
@@ -54,36 +58,53 @@ impl PageStore for HostStore {
         let ps = self.size.bytes();
         let raw: Vec<u32> = nos.iter().map(|n| n.get()).collect();
         let mut out = vec![0u8; ps * nos.len()];
-        let mut found = vec![0u8; nos.len()];
-        // SAFETY: `raw` holds n page numbers, `out` n pages and `found` n flags, all owned here
-        // and alive across the call (which may suspend the instance, never free them).
+        let mut lens = vec![0u32; nos.len()];
+        // SAFETY: `raw` holds n page numbers, `out` n pages and `lens` n lengths, all owned
+        // here and alive across the call (which may suspend the instance, never free them).
         let rc = unsafe {
             read_pages(
                 raw.as_ptr(),
                 raw.len() as u32,
                 out.as_mut_ptr(),
-                found.as_mut_ptr(),
+                lens.as_mut_ptr(),
             )
         };
         if rc != 0 {
             return Err(StoreError::read(host_error()));
         }
-        Ok(out
-            .chunks(ps)
-            .zip(found)
-            .map(|(bytes, f)| (f != 0).then(|| Page::copy_from(bytes)))
-            .collect())
+        out.chunks(ps)
+            .zip(lens)
+            .map(|(slot, len)| match len as usize {
+                0 => Ok(None),
+                len if len <= ps => codec::decode_page(&slot[..len], self.size).map(Some),
+                len => Err(StoreError::read(format!(
+                    "the host returned a {len}-byte value for a {ps}-byte page"
+                ))),
+            })
+            .collect()
     }
 
     fn commit(&mut self, c: Commit) -> Result<Head, StoreError> {
         c.validate(self.size)?;
         let nos: Vec<u32> = c.pages.iter().map(|(n, _)| n.get()).collect();
         let mut data = Vec::with_capacity(nos.len() * self.size.bytes());
+        let mut lens = Vec::with_capacity(nos.len());
         for (_, page) in &c.pages {
-            data.extend_from_slice(page);
+            let before = data.len();
+            codec::encode_page(page, &mut data);
+            lens.push((data.len() - before) as u32);
         }
-        // SAFETY: `nos` holds n page numbers and `data` n pages, owned here for the call.
-        let rc = unsafe { commit(c.page_count, nos.as_ptr(), nos.len() as u32, data.as_ptr()) };
+        // SAFETY: `nos` holds n page numbers, `lens` n lengths and `data` the n values they
+        // measure, all owned here for the call.
+        let rc = unsafe {
+            commit(
+                c.page_count,
+                nos.as_ptr(),
+                nos.len() as u32,
+                data.as_ptr(),
+                lens.as_ptr(),
+            )
+        };
         if rc != 0 {
             // The host checks every limit before it issues any write, so a refused commit
             // wrote nothing.
