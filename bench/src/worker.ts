@@ -73,8 +73,8 @@ class DosqlJspi extends DosqlDatabase {
     const r = route(request);
     if (r === "ping") return new Response("ok");
     if (r === "_storage_stats") {
-      const own = (await (await super.fetch(request)).json()) as { commits: number };
-      return json({ ...this.counters, commits: own.commits });
+      const own = (await (await super.fetch(request)).json()) as { commits: number; meta_pages: number };
+      return json({ ...this.counters, commits: own.commits, meta_pages: own.meta_pages });
     }
     return super.fetch(request);
   }
@@ -93,15 +93,14 @@ export class DosqlJspi64k extends DosqlJspi {
 // ---- storage probes (W3 only): what a dosql 4K single-row commit stores, with no SQL and no wasm ----
 // Each request stores what one W3 commit of dosql sync 4K stores, with the sizes it measures
 // (bench/RESULTS.md, "Storage calls"): a leaf (about half full: about 1 KiB as an LZ4 block),
-// page 1 (the file change counter changes on every commit; nearly empty, so about 0.2 KiB)
-// and the meta record. The storage floor of W3.
+// page 1 (the file change counter changes on every commit; nearly empty, so about 0.2 KiB),
+// carried inside the meta record. The storage floor of W3.
 
 const PROBE_LEAF = new Uint8Array(1024).fill(7);
 const PROBE_PAGE1 = new Uint8Array(240).fill(3);
 const probeEntries = (txid: number): Array<[string, unknown]> => [
   [pageKey(2 + (txid % 50)), PROBE_LEAF.slice().buffer],
-  [pageKey(1), PROBE_PAGE1.slice().buffer],
-  ["meta", { format: 2, page_size: 4096, page_count: 60, txid }],
+  ["meta", { format: 2, page_size: 4096, page_count: 60, txid, page1: PROBE_PAGE1.slice().buffer }],
 ];
 
 abstract class Probe implements DurableObject {
@@ -184,7 +183,7 @@ export class DosqlAsyncify4k implements DurableObject {
       case "ping":
         return new Response("ok");
       case "_storage_stats":
-        return json({ ...this.counters, commits: this.pages.stats.commits, suspensions: this.db?.suspensions ?? 0 });
+        return json({ ...this.counters, commits: this.pages.stats.commits, meta_pages: this.pages.stats.meta_pages, suspensions: this.db?.suspensions ?? 0 });
       case "query":
       case "batch": {
         const body = new Uint8Array(await request.arrayBuffer());

@@ -203,7 +203,7 @@ export class DosqlDatabase implements DurableObject {
       case "_storage_stats":
         if (rest !== first) break;
         if (request.method !== "GET") return jsonError(405, "METHOD_NOT_ALLOWED", "_storage_stats takes GET", { allow: "GET" });
-        return new Response(JSON.stringify({ ...this.pages.stats, meta: this.pages.meta }), { headers: JSON_HEADERS });
+        return new Response(JSON.stringify({ ...this.pages.stats, meta: { ...this.pages.meta, page1: this.pages.meta.page1?.byteLength } }), { headers: JSON_HEADERS });
       case "v2":
       case "v3":
         return handleHrana(request, rest, this.context());

@@ -43,6 +43,10 @@ export interface Meta {
   /** Key prefix of the pages; absent means DEFAULT_PREFIX (records written before imports
    *  existed have none, and a database never imported into keeps writing none). */
   prefix?: string;
+  /** Page 1's stored value (format 2), when a commit wrote it: page 1 holds SQLite's change
+   *  counter, so nearly every commit writes it, and carrying it here saves a key per commit
+   *  (and a read on a cold start). When present, the page 1 key is not read. */
+  page1?: ArrayBuffer;
 }
 
 /** The meta format every write produces (see Meta.format). */
@@ -97,6 +101,8 @@ export interface StorageStats {
   commits: number;
   /** Calls refused because they would have exceeded a limit (never issued). */
   refused_calls: number;
+  /** Commits that carried page 1 inside `meta` rather than under its own key. */
+  meta_pages: number;
 }
 
 export class LimitError extends Error {}
@@ -119,7 +125,7 @@ export class PageStorage {
     get_calls: 0, get_keys: 0, get_keys_max: 0,
     put_calls: 0, put_keys: 0, put_keys_max: 0, put_value_bytes_max: 0, bytes_written: 0, bytes_read: 0,
     delete_calls: 0, delete_keys: 0, delete_keys_max: 0,
-    key_bytes_max: 0, commits: 0, refused_calls: 0,
+    key_bytes_max: 0, commits: 0, refused_calls: 0, meta_pages: 0,
   };
   /** The head as committed; loaded by loadMeta() before any other call. */
   meta: Meta = { format: META_FORMAT, page_size: 4096, page_count: 0, txid: 0 };
@@ -152,8 +158,10 @@ export class PageStorage {
       this.meta = { format: META_FORMAT, page_size: newPageSize, page_count: 0, txid: 0 };
     } else {
       if (!(stored.format === 1 || stored.format === 2) || !isPageSize(stored.page_size) || !Number.isInteger(stored.page_count)
-        || (stored.prefix !== undefined && !(stored.prefix === DEFAULT_PREFIX || GENERATION_PREFIX_RE.test(stored.prefix)))) {
-        throw new Error(`unsupported meta record ${JSON.stringify(stored)}`);
+        || (stored.prefix !== undefined && !(stored.prefix === DEFAULT_PREFIX || GENERATION_PREFIX_RE.test(stored.prefix)))
+        || (stored.page1 !== undefined && !(stored.format === 2 && stored.page1 instanceof ArrayBuffer
+          && stored.page1.byteLength >= 1 && stored.page1.byteLength <= stored.page_size))) {
+        throw new Error(`unsupported meta record ${JSON.stringify({ ...stored, page1: stored.page1?.byteLength })}`);
       }
       this.meta = { ...stored };
     }
@@ -172,14 +180,16 @@ export class PageStorage {
     // Taken once: every key of this read comes from the same generation.
     const prefix = this.prefix;
     const size = this.meta.page_size;
-    const keys = [...new Set(nos.filter((no) => no >= 1 && no <= this.meta.page_count).map((no) => pageKey(no, prefix)))];
+    const page1 = this.meta.page1;
+    const stored = (no: number) => no >= 1 && no <= this.meta.page_count && !(no === 1 && page1 !== undefined);
+    const keys = [...new Set(nos.filter(stored).map((no) => pageKey(no, prefix)))];
     const chunks: Promise<Map<string, unknown>>[] = [];
     for (let i = 0; i < keys.length; i += MAX_KEYS_PER_CALL) {
       chunks.push(this.checkedGet(keys.slice(i, i + MAX_KEYS_PER_CALL)));
     }
     const found = new Map<string, unknown>();
     for (const m of await Promise.all(chunks)) for (const [k, v] of m) found.set(k, v);
-    return nos.map((no) => this.pageValue(no, found.get(pageKey(no, prefix)), size));
+    return nos.map((no) => this.pageValue(no, no === 1 && page1 !== undefined ? page1 : found.get(pageKey(no, prefix)), size));
   }
 
   /**
@@ -193,6 +203,7 @@ export class PageStorage {
     const size = this.meta.page_size;
     const kv = this.storage.kv;
     const found = new Map<number, unknown>();
+    if (this.meta.page1 !== undefined) found.set(1, this.meta.page1);
     for (const no of nos) {
       if (no < 1 || no > this.meta.page_count || found.has(no)) continue;
       const key = pageKey(no, prefix);
@@ -221,15 +232,22 @@ export class PageStorage {
     if (prev.prefix !== undefined) next.prefix = prev.prefix;
 
     const puts: Array<[string, unknown]> = [];
+    const deletes: string[] = [];
     for (const [no, bytes] of pages) {
       if (no < 1 || no > pageCount) throw new Error(`commit writes page ${no} outside 1..${pageCount}`);
       if (bytes.byteLength === 0 || bytes.byteLength > prev.page_size) {
         throw new Error(`page ${no}'s value is ${bytes.byteLength} bytes, page size ${prev.page_size}`);
       }
-      puts.push([pageKey(no, prefix), bytes]);
+      if (no === 1) {
+        next.page1 = bytes;
+        // Its key, if a format-1 commit or an import wrote one, is stale from now on.
+        if (prev.page1 === undefined && prev.page_count >= 1) deletes.push(pageKey(1, prefix));
+      } else {
+        puts.push([pageKey(no, prefix), bytes]);
+      }
     }
+    if (next.page1 === undefined && prev.page1 !== undefined && pageCount >= 1) next.page1 = prev.page1;
     puts.push(["meta", next]);
-    const deletes: string[] = [];
     for (let no = pageCount + 1; no <= prev.page_count; no++) deletes.push(pageKey(no, prefix));
 
     const putBatches = chunk(puts, MAX_KEYS_PER_CALL);
@@ -240,6 +258,7 @@ export class PageStorage {
     // From here on: no await, no throw expected.
     for (const b of putBatches) this.checkedPut(b);
     for (const b of deleteBatches) this.checkedDelete(b);
+    if (next.page1 !== prev.page1) this.stats.meta_pages++;
     this.meta = next;
     this.stats.commits++;
   }
@@ -436,7 +455,7 @@ export class PageStorage {
   private checkPut(entries: Array<[string, unknown]>): number[] {
     this.checkKeys(entries.map(([k]) => k));
     return entries.map(([k, v]) => {
-      const n = v instanceof ArrayBuffer ? v.byteLength : jsonBytes(v);
+      const n = v instanceof ArrayBuffer ? v.byteLength : recordBytes(v);
       if (n + VALUE_OVERHEAD_BYTES > MAX_VALUE_BYTES) this.refuse(`value of ${k} is ${n} bytes (limit ${MAX_VALUE_BYTES} serialized)`);
       return n;
     });
@@ -471,10 +490,18 @@ export class PageStorage {
   }
 }
 
-/** About the serialized size of a record (as its JSON in UTF-8; measured only when long). */
-function jsonBytes(v: unknown): number {
-  const text = JSON.stringify(v);
-  return 3 * text.length <= MAX_VALUE_BYTES - VALUE_OVERHEAD_BYTES ? text.length : encoder.encode(text).byteLength;
+/** About the serialized size of a record: its JSON in UTF-8 (measured only when long) plus
+ *  the bytes of the ArrayBuffers it holds (meta's page1), which JSON would not show. */
+function recordBytes(v: unknown): number {
+  let buffers = 0;
+  const text = JSON.stringify(v, (_k, x: unknown) => {
+    if (x instanceof ArrayBuffer) {
+      buffers += x.byteLength;
+      return 0;
+    }
+    return x;
+  });
+  return buffers + (3 * text.length <= MAX_VALUE_BYTES - VALUE_OVERHEAD_BYTES ? text.length : encoder.encode(text).byteLength);
 }
 
 /** The pages an abandoned import wrote. */

@@ -153,6 +153,11 @@ impl Hrana {
         self.expired.clear();
     }
 
+    /// Whether any stream is open (only then can one need expiring).
+    pub fn has_streams(&self) -> bool {
+        !self.streams.is_empty()
+    }
+
     /// Expires the streams idle for the timeout or longer at `now`: rolls back their
     /// transactions and closes their connections, releasing their locks. Returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
