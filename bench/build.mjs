@@ -1,6 +1,7 @@
 // Builds what the benchmark runs, into bench/dist (gitignored):
 //   bench.js               src/worker.ts bundled (every contender's Durable Object class)
 //   inner.mjs              src/inner.ts bundled for Node (the wasm's inner time)
+//   inner-ab.mjs           src/inner-ab.ts bundled for Node (A/B timing of wasm builds)
 //   dosql.wasm             the default build (make wasm), copied
 //   dosql-asyncify.wasm    the same, through `wasm-opt --asyncify` (cached by input hash: 40-100 s)
 //   wasm_sqlite.wasm       the prior art's module, from node_modules
@@ -36,13 +37,15 @@ await build({
   mainFields: ["module", "main"],
   external: ["*.wasm", "cloudflare:*"],
 });
-await build({
-  ...common,
-  entryPoints: [join(here, "src", "inner.ts")],
-  outfile: join(dist, "inner.mjs"),
-  platform: "node",
-  external: ["*.wasm"],
-});
+for (const name of ["inner", "inner-ab"]) {
+  await build({
+    ...common,
+    entryPoints: [join(here, "src", `${name}.ts`)],
+    outfile: join(dist, `${name}.mjs`),
+    platform: "node",
+    external: ["*.wasm"],
+  });
+}
 
 copyFileSync(wasm, join(dist, "dosql.wasm"));
 copyFileSync(join(here, "node_modules", "@rkusa", "wasm-sqlite", "dist", "wasm_sqlite.wasm"), join(dist, "wasm_sqlite.wasm"));
