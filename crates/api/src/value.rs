@@ -32,6 +32,46 @@ pub fn to_json(value: ValueRef<'_>) -> Json {
     }
 }
 
+/// Appends `value` as JSON to `out`: the same bytes as serializing [`to_json`]'s answer,
+/// without building it.
+pub fn write_json(out: &mut Vec<u8>, value: ValueRef<'_>) {
+    match value {
+        ValueRef::Null => out.extend_from_slice(b"null"),
+        ValueRef::Integer(i) if (-MAX_SAFE_INTEGER..=MAX_SAFE_INTEGER).contains(&i) => {
+            write_i64(out, i);
+        }
+        ValueRef::Integer(i) => {
+            out.extend_from_slice(b"{\"int\":\"");
+            write_i64(out, i);
+            out.extend_from_slice(b"\"}");
+        }
+        ValueRef::Real(f) if f.is_finite() => write_serialized(out, &f),
+        ValueRef::Real(f) if f > 0.0 => out.extend_from_slice(br#"{"float":"inf"}"#),
+        ValueRef::Real(_) => out.extend_from_slice(br#"{"float":"-inf"}"#),
+        ValueRef::Text(t) => write_str(out, &String::from_utf8_lossy(t)),
+        ValueRef::Blob(b) => {
+            out.extend_from_slice(b"{\"base64\":\"");
+            out.extend_from_slice(BASE64.encode(b).as_bytes());
+            out.extend_from_slice(b"\"}");
+        }
+    }
+}
+
+/// Appends `s` as a JSON string (escaped as serde_json escapes).
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    write_serialized(out, s);
+}
+
+/// Appends `i` as a JSON number.
+pub fn write_i64(out: &mut Vec<u8>, i: i64) {
+    write_serialized(out, &i);
+}
+
+fn write_serialized<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    // Writing to a Vec cannot fail, and these types always serialize.
+    let _ = serde_json::to_writer(out, v);
+}
+
 /// A parameter from JSON, or a message saying why it cannot be one.
 pub fn from_json(value: &Json) -> Result<Value, String> {
     match value {
@@ -113,6 +153,45 @@ mod tests {
             let back = from_json(&serde_json::from_str(&text).unwrap()).unwrap();
             assert_eq!(back, v, "{text}");
         }
+    }
+
+    #[test]
+    fn written_json_is_the_serialized_value() {
+        let cases = [
+            Value::Null,
+            Value::Integer(0),
+            Value::Integer(-MAX_SAFE_INTEGER),
+            Value::Integer(MAX_SAFE_INTEGER + 1),
+            Value::Integer(i64::MIN),
+            Value::Real(1.0),
+            Value::Real(-0.0),
+            Value::Real(1e300),
+            Value::Real(-2.5e-300),
+            Value::Real(0.1),
+            Value::Real(f64::INFINITY),
+            Value::Real(f64::NEG_INFINITY),
+            Value::Text("héllo \"quoted\" \\ \n\t\u{1}\u{7f}\u{2028} 😀".into()),
+            Value::Text(String::new()),
+            Value::Blob(vec![]),
+            Value::Blob(vec![0, 1, 2, 255]),
+        ];
+        for v in cases {
+            let mut out = Vec::new();
+            write_json(&mut out, ValueRef::from(&v));
+            let want = serde_json::to_vec(&to_json(ValueRef::from(&v))).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&want),
+                "{v:?}"
+            );
+        }
+        // Text that is not UTF-8 is written as serde_json writes its lossy conversion.
+        let mut out = Vec::new();
+        write_json(&mut out, ValueRef::Text(b"a\xffb"));
+        assert_eq!(
+            out,
+            serde_json::to_vec(&to_json(ValueRef::Text(b"a\xffb"))).unwrap()
+        );
     }
 
     #[test]
