@@ -92,16 +92,22 @@ export class DosqlJspi64k extends DosqlJspi {
 
 // ---- storage probes (W3 only): what a dosql 4K single-row commit stores, with no SQL and no wasm ----
 // Each request stores what one W3 commit of dosql sync 4K stores, with the sizes it measures
-// (bench/RESULTS.md, "Storage calls"): a leaf (about half full: about 1 KiB as an LZ4 block),
-// page 1 (the file change counter changes on every commit; nearly empty, so about 0.2 KiB),
-// carried inside the meta record. The storage floor of W3.
+// (bench/RESULTS.md, "Storage calls"): the table's last leaf, an LZ4 block that grows from a
+// few bytes to ~2.2 KiB as the leaf fills (~1.1 KiB on average), and meta carrying page 1
+// (~0.2 KiB; SQLite's change counter changes on every commit). Like dosql's, the values
+// change content and size on every commit: SQLite (workerd's storage) rewrites an unchanged
+// or same-size value in place, which would make the floor look cheaper than it is. The
+// storage floor of W3.
 
-const PROBE_LEAF = new Uint8Array(1024).fill(7);
-const PROBE_PAGE1 = new Uint8Array(240).fill(3);
-const probeEntries = (txid: number): Array<[string, unknown]> => [
-  [pageKey(2 + (txid % 50)), PROBE_LEAF.slice().buffer],
-  ["meta", { format: 2, page_size: 4096, page_count: 60, txid, page1: PROBE_PAGE1.slice().buffer }],
-];
+const PROBE_PAGE1_BYTES = 240;
+const probeEntries = (txid: number): Array<[string, unknown]> => {
+  const leaf = new Uint8Array(16 + ((txid * 22) % 2200)).fill(txid & 0xff);
+  const page1 = new Uint8Array(PROBE_PAGE1_BYTES).fill((txid + 1) & 0xff);
+  return [
+    [pageKey(2 + Math.floor(txid / 100)), leaf.buffer],
+    ["meta", { format: 2, page_size: 4096, page_count: 60, txid, page1: page1.buffer }],
+  ];
+};
 
 abstract class Probe implements DurableObject {
   private txid = 0;
