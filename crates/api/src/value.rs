@@ -14,26 +14,13 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use rusqlite::types::{Value, ValueRef};
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Map, Value as Json};
 
 /// Largest integer JavaScript represents exactly (`Number.MAX_SAFE_INTEGER`).
 pub const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
 
-/// A SQLite value as JSON.
-pub fn to_json(value: ValueRef<'_>) -> Json {
-    match value {
-        ValueRef::Null => Json::Null,
-        ValueRef::Integer(i) if (-MAX_SAFE_INTEGER..=MAX_SAFE_INTEGER).contains(&i) => json!(i),
-        ValueRef::Integer(i) => json!({ "int": i.to_string() }),
-        ValueRef::Real(f) if f.is_finite() => json!(f),
-        ValueRef::Real(f) => json!({ "float": if f > 0.0 { "inf" } else { "-inf" } }),
-        ValueRef::Text(t) => Json::String(String::from_utf8_lossy(t).into_owned()),
-        ValueRef::Blob(b) => json!({ "base64": BASE64.encode(b) }),
-    }
-}
-
-/// Appends `value` as JSON to `out`: the same bytes as serializing [`to_json`]'s answer,
-/// without building it.
+/// Appends `value` as JSON to `out`, as the table above says (the tests check it against the
+/// same mapping built as a `serde_json::Value` and serialized).
 pub fn write_json(out: &mut Vec<u8>, value: ValueRef<'_>) {
     match value {
         ValueRef::Null => out.extend_from_slice(b"null"),
@@ -131,6 +118,20 @@ fn tagged(o: &Map<String, Json>) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// The mapping of the table above as a value tree: the reference `write_json` must match.
+    fn to_json(value: ValueRef<'_>) -> Json {
+        match value {
+            ValueRef::Null => Json::Null,
+            ValueRef::Integer(i) if (-MAX_SAFE_INTEGER..=MAX_SAFE_INTEGER).contains(&i) => json!(i),
+            ValueRef::Integer(i) => json!({ "int": i.to_string() }),
+            ValueRef::Real(f) if f.is_finite() => json!(f),
+            ValueRef::Real(f) => json!({ "float": if f > 0.0 { "inf" } else { "-inf" } }),
+            ValueRef::Text(t) => Json::String(String::from_utf8_lossy(t).into_owned()),
+            ValueRef::Blob(b) => json!({ "base64": BASE64.encode(b) }),
+        }
+    }
 
     #[test]
     fn values_round_trip() {

@@ -33,13 +33,6 @@ pub fn encode_page(page: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// The stored form of `page`, as a new buffer.
-pub fn encoded(page: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(page.len());
-    encode_page(page, &mut out);
-    out
-}
-
 /// The page of `size` bytes that `value` stores. A value no encoder produced is `Corrupt`.
 pub fn decode_page(value: &[u8], size: PageSize) -> Result<Page, StoreError> {
     let size = size.bytes();
@@ -68,6 +61,12 @@ pub fn decode_page(value: &[u8], size: PageSize) -> Result<Page, StoreError> {
 mod tests {
     use super::*;
     use crate::ErrorKind;
+
+    fn encoded(page: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_page(page, &mut out);
+        out
+    }
 
     /// A small deterministic PRNG (xorshift64*).
     struct Rng(u64);
