@@ -293,3 +293,47 @@ impl Remote {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(values: &[&[u8]]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for v in values {
+            body.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            body.extend_from_slice(v);
+        }
+        body
+    }
+
+    #[test]
+    fn pages_bodies_decode_raw_compressed_and_absent_pages() {
+        let size = PageSize::new(512).unwrap();
+        let raw = vec![7u8; 512];
+        let mut sparse = vec![0u8; 512];
+        sparse[..4].copy_from_slice(b"page");
+        let mut compressed = Vec::new();
+        codec::encode_page(&sparse, &mut compressed);
+        assert!(compressed.len() < 512);
+        let body = frame(&[&raw, &[], &compressed]);
+        let pages = decode_pages(&body, size).unwrap();
+        assert_eq!(pages.len(), 3 * 512);
+        assert_eq!(&pages[..512], &raw[..]);
+        assert!(pages[512..1024].iter().all(|&b| b == 0));
+        assert_eq!(&pages[1024..], &sparse[..]);
+    }
+
+    #[test]
+    fn cut_or_corrupt_pages_bodies_are_refused() {
+        let size = PageSize::new(512).unwrap();
+        let whole = frame(&[&[1u8; 512]]);
+        for bad in [&whole[..2], &whole[..100], &frame(&[&[0xFFu8; 20]])[..]] {
+            assert!(
+                decode_pages(bad, size).is_err(),
+                "{} bytes accepted",
+                bad.len()
+            );
+        }
+    }
+}
