@@ -58,6 +58,18 @@ const intVar = (v: string | undefined, fallback: number): number => (v === undef
 const cachePages = (env: Env, pageSize: number): number =>
   env.CACHE_PAGES ? intVar(env.CACHE_PAGES, 0) : Math.max(16, Math.floor(intVar(env.CACHE_BYTES, 32 * 1024 * 1024) / pageSize));
 
+/** `Base` as a Durable Object class (workerd constructs it with ctx and env) of one page size. */
+function withPageSize(
+  Base: new (ctx: DurableObjectState, env: Env, pageSize: number) => DurableObject,
+  pageSize: number,
+): new (ctx: DurableObjectState, env: Env) => DurableObject {
+  return class extends Base {
+    constructor(ctx: DurableObjectState, env: Env) {
+      super(ctx, env, pageSize);
+    }
+  };
+}
+
 // ---- dosql, JSPI: the production class, with its storage calls counted ----
 
 class DosqlJspi extends DosqlDatabase {
@@ -80,15 +92,9 @@ class DosqlJspi extends DosqlDatabase {
   }
 }
 
-export class DosqlJspi4k extends DosqlJspi {
-  constructor(ctx: DurableObjectState, env: Env) { super(ctx, env, 4096); }
-}
-export class DosqlJspi16k extends DosqlJspi {
-  constructor(ctx: DurableObjectState, env: Env) { super(ctx, env, 16384); }
-}
-export class DosqlJspi64k extends DosqlJspi {
-  constructor(ctx: DurableObjectState, env: Env) { super(ctx, env, 65536); }
-}
+export const DosqlJspi4k = withPageSize(DosqlJspi, 4096);
+export const DosqlJspi16k = withPageSize(DosqlJspi, 16384);
+export const DosqlJspi64k = withPageSize(DosqlJspi, 65536);
 
 // ---- storage probes (W3 only): what a dosql 4K single-row commit stores, with no SQL and no wasm ----
 // Each request stores what one W3 commit of dosql sync 4K stores, with the sizes it measures
@@ -160,15 +166,9 @@ class DosqlSync extends DosqlSqlDatabase {
   }
 }
 
-export class DosqlSync4k extends DosqlSync {
-  constructor(ctx: DurableObjectState, env: Env) { super(ctx, env, 4096); }
-}
-export class DosqlSync16k extends DosqlSync {
-  constructor(ctx: DurableObjectState, env: Env) { super(ctx, env, 16384); }
-}
-export class DosqlSync64k extends DosqlSync {
-  constructor(ctx: DurableObjectState, env: Env) { super(ctx, env, 65536); }
-}
+export const DosqlSync4k = withPageSize(DosqlSync, 4096);
+export const DosqlSync16k = withPageSize(DosqlSync, 16384);
+export const DosqlSync64k = withPageSize(DosqlSync, 65536);
 
 // ---- dosql, asyncify: the transformed module, classic storage ----
 

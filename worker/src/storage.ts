@@ -22,8 +22,8 @@
 // switches `meta` (and so every reader) to it in one put: readers see the old database or the
 // new one, never a mix. The old generation's keys become garbage, deleted in bounded batches.
 //
-// Production limits that local workerd does NOT enforce are enforced here (checkedGet/Put/
-// Delete), and every call is counted so that tests can assert none came near them.
+// Production limits that local workerd does NOT enforce are enforced here (checkedGet, checkPut,
+// checkKeys), and every call is counted so that tests can assert none came near them.
 
 /** Keys per get()/put()/delete() call. */
 export const MAX_KEYS_PER_CALL = 128;
@@ -106,6 +106,12 @@ export interface StorageStats {
 }
 
 export class LimitError extends Error {}
+
+/** A put that passed the limit checks, with each value's measured size. */
+interface CheckedPut {
+  entries: Array<[string, unknown]>;
+  sizes: number[];
+}
 
 export const pageKey = (no: number, prefix: string = DEFAULT_PREFIX): string => `${prefix}${String(no).padStart(10, "0")}`;
 
@@ -252,12 +258,12 @@ export class PageStorage {
 
     const putBatches = chunk(puts, MAX_KEYS_PER_CALL);
     const deleteBatches = chunk(deletes, MAX_KEYS_PER_CALL);
-    for (const b of putBatches) this.checkPut(b);
+    const checked = putBatches.map((b) => this.checkPut(b));
     for (const b of deleteBatches) this.checkKeys(b);
 
     // From here on: no await, no throw expected.
-    for (const b of putBatches) this.checkedPut(b);
-    for (const b of deleteBatches) this.checkedDelete(b);
+    for (const p of checked) this.issuePut(p);
+    for (const b of deleteBatches) this.issueDelete(b);
     if (next.page1 !== prev.page1) this.stats.meta_pages++;
     this.meta = next;
     this.stats.commits++;
@@ -316,12 +322,11 @@ export class PageStorage {
     const next: TransferState = structuredClone(t);
     next.staging!.next = Math.max(s.next, from + pages.length);
     const putBatches = chunk(puts, MAX_KEYS_PER_CALL);
-    for (const b of putBatches) this.checkPut(b);
-    const record: Array<[string, unknown]> = [["transfer", next]];
-    this.checkPut(record);
+    const checked = putBatches.map((b) => this.checkPut(b));
+    const record = this.checkPut([["transfer", next]]);
     // No await from here: the pages and the record that counts them land together.
-    for (const b of putBatches) this.checkedPut(b);
-    this.checkedPut(record);
+    for (const p of checked) this.issuePut(p);
+    this.issuePut(record);
     this.transfer = next;
   }
 
@@ -351,9 +356,7 @@ export class PageStorage {
     const next: TransferState = structuredClone(t);
     next.staging = null;
     if (prev.page_count > 0) next.garbage.push({ prefix: this.prefix, from: 1, to: prev.page_count });
-    const entries: Array<[string, unknown]> = [["meta", meta], ["transfer", next]];
-    this.checkPut(entries);
-    this.checkedPut(entries);
+    this.issuePut(this.checkPut([["meta", meta], ["transfer", next]]));
     this.meta = meta;
     this.transfer = next;
     this.stats.commits++;
@@ -383,11 +386,10 @@ export class PageStorage {
       g.from = to + 1;
       if (g.from > g.to) next.garbage.shift();
     }
-    const record: Array<[string, unknown]> = [["transfer", next]];
     for (const b of batches) this.checkKeys(b);
-    this.checkPut(record);
-    for (const b of batches) this.checkedDelete(b);
-    this.checkedPut(record);
+    const record = this.checkPut([["transfer", next]]);
+    for (const b of batches) this.issueDelete(b);
+    this.issuePut(record);
     this.transfer = next;
     return this.garbagePages();
   }
@@ -398,9 +400,7 @@ export class PageStorage {
   }
 
   private writeTransfer(next: TransferState): void {
-    const record: Array<[string, unknown]> = [["transfer", next]];
-    this.checkPut(record);
-    this.checkedPut(record);
+    this.issuePut(this.checkPut([["transfer", next]]));
     this.transfer = next;
   }
 
@@ -413,11 +413,11 @@ export class PageStorage {
   }
 
   /**
-   * Issues `entries` (already checked; checked again for safety): one async put() on classic
-   * storage, one synchronous kv.put() per key on SQLite-backed storage; counted as issued.
+   * Issues a put that checkPut passed: one async put() on classic storage, one synchronous
+   * kv.put() per key on SQLite-backed storage; counted as issued. Callers check every call of
+   * a write before issuing the first, so a refused write issues nothing.
    */
-  private checkedPut(entries: Array<[string, unknown]>): void {
-    const sizes = this.checkPut(entries);
+  private issuePut({ entries, sizes }: CheckedPut): void {
     const s = this.stats;
     const perCall = this.kv === null ? entries.length : 1;
     s.put_calls += entries.length / perCall;
@@ -436,9 +436,8 @@ export class PageStorage {
     this.storage.put(Object.fromEntries(entries)).catch((e) => console.error("storage.put failed:", e));
   }
 
-  /** Deletes `keys` (at most MAX_KEYS_PER_CALL), as checkedPut issues puts. */
-  private checkedDelete(keys: string[]): void {
-    this.checkKeys(keys);
+  /** Deletes `keys` (checked by checkKeys: at most MAX_KEYS_PER_CALL), as issuePut puts. */
+  private issueDelete(keys: string[]): void {
     const s = this.stats;
     const perCall = this.kv === null ? keys.length : 1;
     s.delete_calls += keys.length / perCall;
@@ -451,14 +450,16 @@ export class PageStorage {
     this.storage.delete(keys).catch((e) => console.error("storage.delete failed:", e));
   }
 
-  /** Checks a put's keys and values; returns each value's size in bytes. */
-  private checkPut(entries: Array<[string, unknown]>): number[] {
+  /** Checks a put's keys and values against the limits (throws LimitError), measuring each
+   *  value once for issuePut. */
+  private checkPut(entries: Array<[string, unknown]>): CheckedPut {
     this.checkKeys(entries.map(([k]) => k));
-    return entries.map(([k, v]) => {
+    const sizes = entries.map(([k, v]) => {
       const n = v instanceof ArrayBuffer ? v.byteLength : recordBytes(v);
       if (n + VALUE_OVERHEAD_BYTES > MAX_VALUE_BYTES) this.refuse(`value of ${k} is ${n} bytes (limit ${MAX_VALUE_BYTES} serialized)`);
       return n;
     });
+    return { entries, sizes };
   }
 
   private checkKeys(keys: string[]): void {
