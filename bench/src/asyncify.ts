@@ -47,6 +47,7 @@ export class AsyncifyInstance {
         read_pages: self.readPages.bind(self),
         commit: self.commit.bind(self),
         error_message: (ptr: number, cap: number) => copyMessage(self.exports.memory, self.lastError, ptr, cap),
+        now_ms: Date.now,
       },
     });
     self.exports = instance.exports as unknown as Exports;

@@ -115,6 +115,9 @@ export class DosqlInstance {
         read_pages: readPages,
         commit: this.commit.bind(this),
         error_message: this.errorMessage.bind(this),
+        // meta.duration_ms. workerd's clock advances only across I/O, so a synchronous
+        // request measures 0.
+        now_ms: Date.now,
       },
     };
   }

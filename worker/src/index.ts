@@ -14,7 +14,7 @@
 // Auth: with the secret DOSQL_TOKEN set, every route needs `Authorization: Bearer <token>`.
 
 import wasmModule from "./dosql.wasm";
-import { DosqlInstance, OP_BATCH, OP_QUERY, OP_STATS, type OpenOptions } from "./dosql";
+import { DosqlInstance, OP_BATCH, OP_QUERY, OP_STATS, type OpenOptions, type WasmResponse } from "./dosql";
 import { PageStorage } from "./storage";
 import { type DbContext, JSON_HEADERS, jsonError } from "./http";
 import { handleHrana } from "./hrana";
@@ -119,6 +119,25 @@ async function authorized(request: Request, token: string): Promise<boolean> {
   return diff === 0 && given.length > 0;
 }
 
+/** The wasm's answer as an HTTP response (a status outside 200..599 would not be one). */
+function answer(res: WasmResponse): Response {
+  const status = res.status >= 200 && res.status <= 599 ? res.status : 500;
+  return new Response(res.body, { status, headers: JSON_HEADERS });
+}
+
+/** The path of an absolute URL, without `new URL` (a runtime object per request): the
+ *  Durable Object only ever sees URLs of the form scheme://host/path[?query][#fragment]. */
+function pathOf(url: string): string {
+  const start = url.indexOf("/", url.indexOf("//") + 2);
+  if (start < 0) return "/";
+  let end = url.length;
+  const q = url.indexOf("?", start);
+  if (q >= 0) end = q;
+  const h = url.indexOf("#", start);
+  if (h >= 0 && h < end) end = h;
+  return url.slice(start, end);
+}
+
 /** Most bytes read (and dropped) from an oversized body before answering 413, so that the
  *  client, still sending, reads the answer instead of a reset connection. */
 const MAX_DRAIN_BYTES = 16 * 1024 * 1024;
@@ -171,6 +190,8 @@ export class DosqlDatabase implements DurableObject {
   private db: DosqlInstance | null = null;
   /** Tail of the promise-chain mutex: one call at a time into the wasm instance. */
   private tail: Promise<unknown> = Promise.resolve();
+  /** Calls queued on `tail` that have not settled yet. */
+  private queued = 0;
 
   constructor(
     ctx: DurableObjectState,
@@ -183,9 +204,9 @@ export class DosqlDatabase implements DurableObject {
   }
 
   async fetch(request: Request): Promise<Response> {
-    const url = new URL(request.url);
+    const pathname = pathOf(request.url);
     // The path after /db/<name>/ (the Worker checked the name).
-    const rest = url.pathname.replace(/^\/db\/[^/]+\/?/, "");
+    const rest = pathname.replace(/^\/db\/[^/]+\/?/, "");
     const first = rest.split("/")[0];
     switch (first) {
       case "query":
@@ -194,7 +215,11 @@ export class DosqlDatabase implements DurableObject {
         if (request.method !== "POST") return jsonError(405, "METHOD_NOT_ALLOWED", `${first} takes POST`, { allow: "POST" });
         const body = await this.body(request);
         if (body instanceof Response) return body;
-        return this.locked(() => this.exec(first === "query" ? OP_QUERY : OP_BATCH, body));
+        const op = first === "query" ? OP_QUERY : OP_BATCH;
+        // The common case: an open synchronous instance and nothing queued for it. Its call
+        // runs to completion without yielding, so nothing can interleave: skip the queue.
+        if (this.queued === 0 && this.db !== null && this.db.sync) return this.respond(this.db, op, body);
+        return this.locked(() => this.exec(op, body));
       }
       case "stats":
         if (rest !== first) break;
@@ -203,7 +228,8 @@ export class DosqlDatabase implements DurableObject {
       case "_storage_stats":
         if (rest !== first) break;
         if (request.method !== "GET") return jsonError(405, "METHOD_NOT_ALLOWED", "_storage_stats takes GET", { allow: "GET" });
-        return new Response(JSON.stringify({ ...this.pages.stats, meta: { ...this.pages.meta, page1: this.pages.meta.page1?.byteLength } }), { headers: JSON_HEADERS });
+        // Page values inside meta show as their lengths.
+        return new Response(JSON.stringify({ ...this.pages.stats, meta: this.pages.meta }, (_k, v: unknown) => (v instanceof ArrayBuffer ? v.byteLength : v)), { headers: JSON_HEADERS });
       case "v2":
       case "v3":
         return handleHrana(request, rest, this.context());
@@ -211,7 +237,7 @@ export class DosqlDatabase implements DurableObject {
       case "import":
         return handleTransfer(request, rest, this.context());
     }
-    return jsonError(404, "NOT_FOUND", `no route for ${url.pathname}`);
+    return jsonError(404, "NOT_FOUND", `no route for ${pathname}`);
   }
 
   /** What route modules (hrana.ts, transfer.ts) may use of this object. */
@@ -239,8 +265,12 @@ export class DosqlDatabase implements DurableObject {
    * to the event loop, and another request must never enter the instance meanwhile.
    */
   private locked<T>(fn: () => Promise<T>): Promise<T> {
+    this.queued++;
     const run = this.tail.then(fn);
-    this.tail = run.catch(() => undefined);
+    const settled = () => {
+      this.queued--;
+    };
+    this.tail = run.then(settled, settled);
     return run;
   }
 
@@ -273,18 +303,29 @@ export class DosqlDatabase implements DurableObject {
     } catch (err) {
       return jsonError(500, "OPEN_FAILED", err instanceof Error ? err.message : String(err));
     }
+    if (db.sync) return this.respond(db, op, body);
     try {
-      // A createSync instance runs to completion without yielding; a JSPI one may suspend.
-      const res = db.sync ? db.execSync(op, body) : await db.exec(op, body);
-      const status = res.status >= 200 && res.status <= 599 ? res.status : 500;
-      return new Response(res.body, { status, headers: JSON_HEADERS });
+      return answer(await db.exec(op, body));
     } catch (err) {
-      // A trap (or a throw out of an import) leaves the instance in an unknown state. Drop it:
-      // the next request re-creates it from storage, which holds only committed transactions.
-      this.db = null;
-      console.error("dosql.wasm trapped:", err);
-      return jsonError(500, "WASM_TRAP", err instanceof Error ? err.message : String(err));
+      return this.trapped(err);
     }
+  }
+
+  /** Runs `op` on a createSync instance, which runs to completion without yielding. */
+  private respond(db: DosqlInstance, op: number, body: Uint8Array): Response {
+    try {
+      return answer(db.execSync(op, body));
+    } catch (err) {
+      return this.trapped(err);
+    }
+  }
+
+  /** A trap (or a throw out of an import) leaves the instance in an unknown state. Drop it:
+   *  the next request re-creates it from storage, which holds only committed transactions. */
+  private trapped(err: unknown): Response {
+    this.db = null;
+    console.error("dosql.wasm trapped:", err);
+    return jsonError(500, "WASM_TRAP", err instanceof Error ? err.message : String(err));
   }
 }
 

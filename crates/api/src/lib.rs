@@ -20,6 +20,7 @@ pub mod value;
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use dosql_pagestore::PageStore;
@@ -156,11 +157,21 @@ enum Answer {
     Batch(Vec<Outcome>),
 }
 
+/// Milliseconds on a clock that never goes back: what `meta.duration_ms` is measured with.
+pub type ClockMs = fn() -> f64;
+
+/// [`ClockMs`] from `std::time::Instant`: milliseconds since its first call.
+pub fn monotonic_ms() -> f64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs_f64() * 1000.0
+}
+
 /// One open database and its connection.
 #[derive(Debug)]
 pub struct Session {
     db: Database,
     conn: Connection,
+    clock: ClockMs,
 }
 
 impl Session {
@@ -171,7 +182,18 @@ impl Session {
         let conn = db
             .connect()
             .map_err(|e| ApiError::from_sqlite(&e, db.take_last_error()))?;
-        Ok(Session { db, conn })
+        Ok(Session {
+            db,
+            conn,
+            clock: monotonic_ms,
+        })
+    }
+
+    /// Measures `meta.duration_ms` with `clock` instead of [`monotonic_ms`]. In wasm, `Instant`
+    /// is a WASI call with a 64-bit argument, which costs the host a BigInt on every read; the
+    /// Durable Object hands in a cheaper clock.
+    pub fn set_clock(&mut self, clock: ClockMs) {
+        self.clock = clock;
     }
 
     /// The attached database (stats, head).
@@ -253,31 +275,26 @@ impl Session {
 
     /// Runs `f`, adding `meta` (duration and page traffic) to a successful answer.
     fn timed(&mut self, f: impl FnOnce(&mut Session) -> Result<Answer, ApiError>) -> Response {
-        let started = Instant::now();
+        let started = (self.clock)();
         let before = self.db.stats();
         let answer = match f(self) {
             Ok(answer) => answer,
             Err(e) => return Response::error(&e),
         };
         let after = self.db.stats();
-        let meta = json!({
-            "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
-            "pages_read": after.pages_read.saturating_sub(before.pages_read),
-            "pages_written": after.pages_written.saturating_sub(before.pages_written),
-            "cache_hits": after.cache_hits.saturating_sub(before.cache_hits),
-            "cache_misses": after.cache_misses.saturating_sub(before.cache_misses),
-        })
-        .to_string();
+        let duration_ms = ((self.clock)() - started).max(0.0);
+        let mut meta = Vec::with_capacity(128);
+        write_meta(&mut meta, duration_ms, &before, &after);
         let mut out = Vec::new();
         match answer {
             Answer::Query(outcome) => {
                 out.reserve(outcome.rows.len() + 256);
-                outcome.write_json(&mut out, Some(("meta", meta.as_bytes())));
+                outcome.write_json(&mut out, Some(("meta", &meta)));
             }
             Answer::Batch(outcomes) => {
                 out.reserve(outcomes.iter().map(|o| o.rows.len() + 80).sum::<usize>() + 256);
                 out.extend_from_slice(b"{\"meta\":");
-                out.extend_from_slice(meta.as_bytes());
+                out.extend_from_slice(&meta);
                 out.extend_from_slice(b",\"results\":[");
                 for (i, o) in outcomes.iter().enumerate() {
                     if i > 0 {
@@ -492,4 +509,107 @@ fn stats_json(s: &Stats) -> Json {
         "discarded_transactions": s.discarded_transactions,
         "cached_pages": s.cached_pages,
     })
+}
+
+/// Appends an answer's `meta` object: the keys in sorted order, as serde_json writes a map.
+fn write_meta(out: &mut Vec<u8>, duration_ms: f64, before: &Stats, after: &Stats) {
+    let counters = [
+        (
+            "cache_hits",
+            after.cache_hits.saturating_sub(before.cache_hits),
+        ),
+        (
+            "cache_misses",
+            after.cache_misses.saturating_sub(before.cache_misses),
+        ),
+    ];
+    let pages = [
+        (
+            "pages_read",
+            after.pages_read.saturating_sub(before.pages_read),
+        ),
+        (
+            "pages_written",
+            after.pages_written.saturating_sub(before.pages_written),
+        ),
+    ];
+    out.push(b'{');
+    for (key, n) in counters {
+        write_key(out, key);
+        write_u64(out, n);
+        out.push(b',');
+    }
+    write_key(out, "duration_ms");
+    // A finite, non-negative f64, written as serde_json writes it (14.0, 0.25, ...).
+    let _ = serde_json::to_writer(&mut *out, &duration_ms);
+    for (key, n) in pages {
+        out.push(b',');
+        write_key(out, key);
+        write_u64(out, n);
+    }
+    out.push(b'}');
+}
+
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+fn write_u64(out: &mut Vec<u8>, n: u64) {
+    let _ = serde_json::to_writer(&mut *out, &n);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_is_written_as_serde_json_writes_the_same_map() {
+        let before = Stats {
+            cache_hits: 3,
+            pages_read: 1,
+            ..Stats::default()
+        };
+        let after = Stats {
+            cache_hits: 10,
+            cache_misses: 2,
+            pages_read: 5,
+            pages_written: u64::MAX,
+            ..Stats::default()
+        };
+        for duration_ms in [0.0, 14.0, 0.125, 1e-7, 123_456.789] {
+            let mut out = Vec::new();
+            write_meta(&mut out, duration_ms, &before, &after);
+            let expected = json!({
+                "duration_ms": duration_ms,
+                "pages_read": 4,
+                "pages_written": u64::MAX,
+                "cache_hits": 7,
+                "cache_misses": 2,
+            })
+            .to_string();
+            assert_eq!(String::from_utf8(out).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn duration_comes_from_the_session_clock() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static TICKS: AtomicU32 = AtomicU32::new(0);
+        // Each read advances 2.5 ms, so a request (two reads) takes exactly 2.5 ms.
+        fn ticking() -> f64 {
+            f64::from(TICKS.fetch_add(1, Ordering::Relaxed)) * 2.5
+        }
+        let mut s = Session::open(
+            "clock-test",
+            dosql_pagestore::MemStore::new(dosql_pagestore::PageSize::new(4096).unwrap()),
+            VfsConfig::default(),
+        )
+        .unwrap();
+        s.set_clock(ticking);
+        let r = s.query(br#"{"sql":"SELECT 1"}"#);
+        let body = String::from_utf8(r.body).unwrap();
+        assert!(body.contains("\"duration_ms\":2.5,"), "{body}");
+    }
 }

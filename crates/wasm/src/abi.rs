@@ -18,6 +18,15 @@ unsafe extern "C" {
     /// `nos`, and the new page count, as one atomic write.
     fn commit(page_count: u32, nos: *const u32, n: u32, data: *const u8, lens: *const u32) -> i32;
     fn error_message(buf: *mut u8, cap: u32) -> u32;
+    /// The host's clock in milliseconds (only differences are used).
+    fn now_ms() -> f64;
+}
+
+/// `meta.duration_ms`'s clock: one host call returning a double, where `Instant::now` goes
+/// through WASI's `clock_time_get` and its 64-bit argument (a BigInt per call on the host).
+fn host_now_ms() -> f64 {
+    // SAFETY: the import takes nothing and returns a double; it touches no wasm memory.
+    unsafe { now_ms() }
 }
 
 /// The host's last error message.
@@ -169,7 +178,8 @@ pub extern "C" fn dosql_open(
     }
     SESSION.with(|s| s.borrow_mut().take());
     match Session::open("main", store, config) {
-        Ok(session) => {
+        Ok(mut session) => {
+            session.set_clock(host_now_ms);
             SESSION.with(|s| *s.borrow_mut() = Some(session));
             set_result(Response {
                 status: 200,
