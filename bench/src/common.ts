@@ -57,8 +57,10 @@ export class Lock {
   }
 }
 
+/** The bytes of the binary values in `v` (a page, or meta with the pages it carries). */
 export function byteLength(v: unknown): number {
   if (v instanceof ArrayBuffer) return v.byteLength;
   if (ArrayBuffer.isView(v)) return v.byteLength;
+  if (typeof v === "object" && v !== null) return Object.values(v).reduce((n: number, x: unknown) => n + byteLength(x), 0);
   return 0;
 }

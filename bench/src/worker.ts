@@ -16,7 +16,7 @@
 
 import { DosqlDatabase, DosqlSqlDatabase, type Env as DosqlEnv } from "../../worker/src/index";
 import { OP_BATCH, OP_QUERY } from "../../worker/src/dosql";
-import { PageStorage, pageKey } from "../../worker/src/storage";
+import { PageStorage } from "../../worker/src/storage";
 import asyncifyModule from "./dosql-asyncify.wasm";
 import { Sqlite, type Connection } from "@rkusa/wasm-sqlite";
 import { AsyncifyInstance } from "./asyncify";
@@ -85,8 +85,8 @@ class DosqlJspi extends DosqlDatabase {
     const r = route(request);
     if (r === "ping") return new Response("ok");
     if (r === "_storage_stats") {
-      const own = (await (await super.fetch(request)).json()) as { commits: number; meta_pages: number };
-      return json({ ...this.counters, commits: own.commits, meta_pages: own.meta_pages });
+      const own = (await (await super.fetch(request)).json()) as { commits: number; meta_pages: number; evicted_pages: number };
+      return json({ ...this.counters, commits: own.commits, meta_pages: own.meta_pages, evicted_pages: own.evicted_pages });
     }
     return super.fetch(request);
   }
@@ -98,21 +98,19 @@ export const DosqlJspi64k = withPageSize(DosqlJspi, 65536);
 
 // ---- storage probes (W3 only): what a dosql 4K single-row commit stores, with no SQL and no wasm ----
 // Each request stores what one W3 commit of dosql sync 4K stores, with the sizes it measures
-// (bench/RESULTS.md, "Storage calls"): the table's last leaf, an LZ4 block that grows from a
-// few bytes to ~2.2 KiB as the leaf fills (~1.1 KiB on average), and meta carrying page 1
-// (~0.2 KiB; SQLite's change counter changes on every commit). Like dosql's, the values
-// change content and size on every commit: SQLite (workerd's storage) rewrites an unchanged
-// or same-size value in place, which would make the floor look cheaper than it is. The
-// storage floor of W3.
+// (bench/RESULTS.md, "Storage calls"): ONE key, meta, carrying page 1 (~0.2 KiB; SQLite's
+// change counter changes on every commit) and the table's last leaf (an LZ4 block that grows
+// from a few bytes to ~2.2 KiB as the leaf fills, ~1.1 KiB on average) inside it. Like
+// dosql's, the values change content and size on every commit: SQLite (workerd's storage)
+// rewrites an unchanged or same-size value in place, which would make the floor look cheaper
+// than it is. The storage floor of W3.
 
 const PROBE_PAGE1_BYTES = 240;
 const probeEntries = (txid: number): Array<[string, unknown]> => {
   const leaf = new Uint8Array(16 + ((txid * 22) % 2200)).fill(txid & 0xff);
   const page1 = new Uint8Array(PROBE_PAGE1_BYTES).fill((txid + 1) & 0xff);
-  return [
-    [pageKey(2 + Math.floor(txid / 100)), leaf.buffer],
-    ["meta", { format: 2, page_size: 4096, page_count: 60, txid, page1: page1.buffer }],
-  ];
+  const meta = { format: 3, page_size: 4096, page_count: 60, txid, inline_nos: [1, 2 + Math.floor(txid / 100)], inline: [page1.buffer, leaf.buffer] };
+  return [["meta", meta]];
 };
 
 abstract class Probe implements DurableObject {
@@ -189,7 +187,7 @@ export class DosqlAsyncify4k implements DurableObject {
       case "ping":
         return new Response("ok");
       case "_storage_stats":
-        return json({ ...this.counters, commits: this.pages.stats.commits, meta_pages: this.pages.stats.meta_pages, suspensions: this.db?.suspensions ?? 0 });
+        return json({ ...this.counters, commits: this.pages.stats.commits, meta_pages: this.pages.stats.meta_pages, evicted_pages: this.pages.stats.evicted_pages, suspensions: this.db?.suspensions ?? 0 });
       case "query":
       case "batch": {
         const body = new Uint8Array(await request.arrayBuffer());

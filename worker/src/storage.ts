@@ -7,9 +7,12 @@
 //                        order. The prefix is meta.prefix: "p:" (the default, and the only
 //                        layout before imports existed, so older data stays valid) or
 //                        "g<n>:p:" for a database loaded by `dosql import` (generation n);
-//   "meta"             → { format, page_size, page_count, txid, prefix? }: the committed head.
-//                        format 2: page values may be compressed (every commit writes 2);
-//                        format 1: every value is a raw page (still read);
+//   "meta"             → { format, page_size, page_count, txid, prefix?, inline_nos?, inline? }:
+//                        the committed head, and the stored values of a few recently written
+//                        pages (`inline`, page numbers in `inline_nos`; see Meta.inline).
+//                        format 3 (every commit writes 3): pages may be carried in meta;
+//                        format 2: page values may be compressed, page 1 may be `page1`;
+//                        format 1: every value is a raw page under its key (both still read);
 //   "transfer"         → TransferState: the import being staged (if any), the next generation
 //                        number, and page ranges of dead generations still to delete.
 // Storage only ever holds committed transactions: a commit's puts and deletes are all issued
@@ -35,22 +38,38 @@ const VALUE_OVERHEAD_BYTES = 64;
 export const MAX_KEY_BYTES = 2048;
 
 export interface Meta {
-  /** 2 (written now): page values may be compressed (codec.rs). 1: raw pages only. */
-  format: 1 | 2;
+  /** 3 (written now): pages may be carried inside meta (`inline`). 2: page values may be
+   *  compressed (codec.rs), page 1 may be `page1`. 1: raw pages only. */
+  format: 1 | 2 | 3;
   page_size: number;
   page_count: number;
   txid: number;
   /** Key prefix of the pages; absent means DEFAULT_PREFIX (records written before imports
    *  existed have none, and a database never imported into keeps writing none). */
   prefix?: string;
-  /** Page 1's stored value (format 2), when a commit wrote it: page 1 holds SQLite's change
-   *  counter, so nearly every commit writes it, and carrying it here saves a key per commit
-   *  (and a read on a cold start). When present, the page 1 key is not read. */
+  /** Format 2 only: page 1's stored value (read as an inline page; see `inline`). */
   page1?: ArrayBuffer;
+  /** Format 3: the page numbers of `inline`, oldest write first. */
+  inline_nos?: number[];
+  /**
+   * Format 3: the stored values of recently written pages (at most INLINE_MAX_PAGES pages of
+   * INLINE_MAX_BYTES in all), carried inside meta, which every commit writes anyway. A
+   * one-row insert dirties page 1 (SQLite's change counter) and one leaf: both ride here, so
+   * the commit is ONE key instead of three, which is most of what a small commit costs
+   * SQLite-backed storage (bench/README.md). While a page is inline its own key is not read
+   * (it may hold an older value); when it leaves (the oldest go first when a commit is over
+   * the budget) that same commit writes it under its key.
+   */
+  inline?: ArrayBuffer[];
 }
 
 /** The meta format every write produces (see Meta.format). */
-const META_FORMAT = 2 as const;
+const META_FORMAT = 3 as const;
+/** At most this many pages ride inside meta... */
+export const INLINE_MAX_PAGES = 8;
+/** ...of at most this many stored bytes in all. Values over ~1 KB already spill into
+ *  overflow pages of SQLite-backed storage; a few KB keep meta to one or two of them. */
+export const INLINE_MAX_BYTES = 4096;
 
 /** The page key prefix of a database that was never imported into. */
 export const DEFAULT_PREFIX = "p:";
@@ -101,8 +120,10 @@ export interface StorageStats {
   commits: number;
   /** Calls refused because they would have exceeded a limit (never issued). */
   refused_calls: number;
-  /** Commits that carried page 1 inside `meta` rather than under its own key. */
+  /** Dirty pages that commits carried inside `meta` rather than under their own keys. */
   meta_pages: number;
+  /** Pages that left `meta` for their own keys in a commit that did not change them. */
+  evicted_pages: number;
 }
 
 export class LimitError extends Error {}
@@ -131,12 +152,14 @@ export class PageStorage {
     get_calls: 0, get_keys: 0, get_keys_max: 0,
     put_calls: 0, put_keys: 0, put_keys_max: 0, put_value_bytes_max: 0, bytes_written: 0, bytes_read: 0,
     delete_calls: 0, delete_keys: 0, delete_keys_max: 0,
-    key_bytes_max: 0, commits: 0, refused_calls: 0, meta_pages: 0,
+    key_bytes_max: 0, commits: 0, refused_calls: 0, meta_pages: 0, evicted_pages: 0,
   };
   /** The head as committed; loaded by loadMeta() before any other call. */
   meta: Meta = { format: META_FORMAT, page_size: 4096, page_count: 0, txid: 0 };
   /** Whether `meta` was read from storage (by loadMeta) rather than being the placeholder. */
   loaded = false;
+  /** The pages `meta` carries (Meta.inline), by page number, oldest write first. */
+  private inline = new Map<number, ArrayBuffer>();
   /** The "transfer" record, read on first use (loadTransfer) and kept in step after. */
   private transfer: TransferState | null = null;
 
@@ -162,14 +185,14 @@ export class PageStorage {
     if (stored === undefined) {
       if (!isPageSize(newPageSize)) throw new Error(`PAGE_SIZE ${newPageSize} is not a power of two in 512..65536`);
       this.meta = { format: META_FORMAT, page_size: newPageSize, page_count: 0, txid: 0 };
+      this.inline = new Map();
     } else {
-      if (!(stored.format === 1 || stored.format === 2) || !isPageSize(stored.page_size) || !Number.isInteger(stored.page_count)
-        || (stored.prefix !== undefined && !(stored.prefix === DEFAULT_PREFIX || GENERATION_PREFIX_RE.test(stored.prefix)))
-        || (stored.page1 !== undefined && !(stored.format === 2 && stored.page1 instanceof ArrayBuffer
-          && stored.page1.byteLength >= 1 && stored.page1.byteLength <= stored.page_size))) {
-        throw new Error(`unsupported meta record ${JSON.stringify({ ...stored, page1: stored.page1?.byteLength })}`);
+      const inline = inlinePages(stored);
+      if (inline === null) {
+        throw new Error(`unsupported meta record ${JSON.stringify(stored, (_k, x: unknown) => (x instanceof ArrayBuffer ? x.byteLength : x))}`);
       }
       this.meta = { ...stored };
+      this.inline = inline;
     }
     this.loaded = true;
     return this.meta;
@@ -186,8 +209,8 @@ export class PageStorage {
     // Taken once: every key of this read comes from the same generation.
     const prefix = this.prefix;
     const size = this.meta.page_size;
-    const page1 = this.meta.page1;
-    const stored = (no: number) => no >= 1 && no <= this.meta.page_count && !(no === 1 && page1 !== undefined);
+    const inline = this.inline;
+    const stored = (no: number) => no >= 1 && no <= this.meta.page_count && !inline.has(no);
     const keys = [...new Set(nos.filter(stored).map((no) => pageKey(no, prefix)))];
     const chunks: Promise<Map<string, unknown>>[] = [];
     for (let i = 0; i < keys.length; i += MAX_KEYS_PER_CALL) {
@@ -195,7 +218,7 @@ export class PageStorage {
     }
     const found = new Map<string, unknown>();
     for (const m of await Promise.all(chunks)) for (const [k, v] of m) found.set(k, v);
-    return nos.map((no) => this.pageValue(no, no === 1 && page1 !== undefined ? page1 : found.get(pageKey(no, prefix)), size));
+    return nos.map((no) => this.pageValue(no, inline.get(no) ?? found.get(pageKey(no, prefix)), size));
   }
 
   /**
@@ -208,8 +231,7 @@ export class PageStorage {
     const prefix = this.prefix;
     const size = this.meta.page_size;
     const kv = this.storage.kv;
-    const found = new Map<number, unknown>();
-    if (this.meta.page1 !== undefined) found.set(1, this.meta.page1);
+    const found = new Map<number, unknown>(this.inline);
     for (const no of nos) {
       if (no < 1 || no > this.meta.page_count || found.has(no)) continue;
       const key = pageKey(no, prefix);
@@ -237,23 +259,36 @@ export class PageStorage {
     // Only a database loaded by an import carries a prefix: the others keep today's record.
     if (prev.prefix !== undefined) next.prefix = prev.prefix;
 
-    const puts: Array<[string, unknown]> = [];
-    const deletes: string[] = [];
+    // Every dirty page joins meta as its newest page; the oldest leave while over the budget.
+    const inline = new Map(this.inline);
     for (const [no, bytes] of pages) {
       if (no < 1 || no > pageCount) throw new Error(`commit writes page ${no} outside 1..${pageCount}`);
       if (bytes.byteLength === 0 || bytes.byteLength > prev.page_size) {
         throw new Error(`page ${no}'s value is ${bytes.byteLength} bytes, page size ${prev.page_size}`);
       }
-      if (no === 1) {
-        next.page1 = bytes;
-        // Its key, if a format-1 commit or an import wrote one, is stale from now on.
-        if (prev.page1 === undefined && prev.page_count >= 1) deletes.push(pageKey(1, prefix));
-      } else {
-        puts.push([pageKey(no, prefix), bytes]);
-      }
+      inline.delete(no);
+      inline.set(no, bytes);
     }
-    if (next.page1 === undefined && prev.page1 !== undefined && pageCount >= 1) next.page1 = prev.page1;
+    let inlineBytes = 0;
+    for (const [no, bytes] of inline) {
+      if (no > pageCount) inline.delete(no);
+      else inlineBytes += bytes.byteLength;
+    }
+    const puts: Array<[string, unknown]> = [];
+    let evicted = 0;
+    for (const [no, bytes] of inline) {
+      if (inline.size <= INLINE_MAX_PAGES && inlineBytes <= INLINE_MAX_BYTES) break;
+      puts.push([pageKey(no, prefix), bytes]);
+      inline.delete(no);
+      inlineBytes -= bytes.byteLength;
+      if (this.inline.get(no) === bytes) evicted++;
+    }
+    if (inline.size > 0) {
+      next.inline_nos = [...inline.keys()];
+      next.inline = [...inline.values()];
+    }
     puts.push(["meta", next]);
+    const deletes: string[] = [];
     for (let no = pageCount + 1; no <= prev.page_count; no++) deletes.push(pageKey(no, prefix));
 
     const putBatches = chunk(puts, MAX_KEYS_PER_CALL);
@@ -264,8 +299,10 @@ export class PageStorage {
     // From here on: no await, no throw expected.
     for (const p of checked) this.issuePut(p);
     for (const b of deleteBatches) this.issueDelete(b);
-    if (next.page1 !== prev.page1) this.stats.meta_pages++;
+    this.stats.meta_pages += pages.length - (puts.length - 1 - evicted);
+    this.stats.evicted_pages += evicted;
     this.meta = next;
+    this.inline = inline;
     this.stats.commits++;
   }
 
@@ -358,6 +395,7 @@ export class PageStorage {
     if (prev.page_count > 0) next.garbage.push({ prefix: this.prefix, from: 1, to: prev.page_count });
     this.issuePut(this.checkPut([["meta", meta], ["transfer", next]]));
     this.meta = meta;
+    this.inline = new Map();
     this.transfer = next;
     this.stats.commits++;
     return meta;
@@ -491,18 +529,46 @@ export class PageStorage {
   }
 }
 
-/** About the serialized size of a record: its JSON in UTF-8 (measured only when long) plus
- *  the bytes of the ArrayBuffers it holds (meta's page1), which JSON would not show. */
+/** About the serialized size of a record: its JSON in UTF-8 (measured only when long) plus the
+ *  bytes of the ArrayBuffers among its fields or in arrays there (meta's inline pages), which
+ *  JSON shows as `{}`; records hold none deeper. No JSON.stringify replacer: that slow path was
+ *  a measurable part of a one-row commit (bench/README.md). */
 function recordBytes(v: unknown): number {
   let buffers = 0;
-  const text = JSON.stringify(v, (_k, x: unknown) => {
-    if (x instanceof ArrayBuffer) {
-      buffers += x.byteLength;
-      return 0;
+  const add = (x: unknown) => {
+    if (x instanceof ArrayBuffer) buffers += x.byteLength;
+  };
+  if (typeof v === "object" && v !== null) {
+    for (const x of Object.values(v)) {
+      if (Array.isArray(x)) x.forEach(add);
+      else add(x);
     }
-    return x;
-  });
+  }
+  const text = JSON.stringify(v);
   return buffers + (3 * text.length <= MAX_VALUE_BYTES - VALUE_OVERHEAD_BYTES ? text.length : encoder.encode(text).byteLength);
+}
+
+/** The pages a stored meta record carries (format 2's page1 is page 1), or null when the
+ *  record is not one this code understands. */
+function inlinePages(m: Meta): Map<number, ArrayBuffer> | null {
+  const pageValue = (v: unknown) => v instanceof ArrayBuffer && v.byteLength >= 1 && v.byteLength <= m.page_size;
+  if (!(m.format === 1 || m.format === 2 || m.format === 3) || !isPageSize(m.page_size) || !isCount(m.page_count) || !isCount(m.txid, Number.MAX_SAFE_INTEGER)
+    || (m.prefix !== undefined && !(m.prefix === DEFAULT_PREFIX || GENERATION_PREFIX_RE.test(m.prefix)))) return null;
+  const inline = new Map<number, ArrayBuffer>();
+  if (m.page1 !== undefined) {
+    if (m.format !== 2 || !pageValue(m.page1) || m.page_count < 1) return null;
+    inline.set(1, m.page1);
+  }
+  if (m.inline !== undefined || m.inline_nos !== undefined) {
+    const nos = m.inline_nos;
+    const values = m.inline;
+    if (m.format !== 3 || !Array.isArray(nos) || !Array.isArray(values) || nos.length !== values.length) return null;
+    for (let i = 0; i < nos.length; i++) {
+      if (!isCount(nos[i], m.page_count) || nos[i] < 1 || inline.has(nos[i]) || !pageValue(values[i])) return null;
+      inline.set(nos[i], values[i]);
+    }
+  }
+  return inline;
 }
 
 /** The pages an abandoned import wrote. */
