@@ -16,7 +16,7 @@
 
 import { DosqlDatabase, DosqlSqlDatabase, type Env as DosqlEnv } from "../../worker/src/index";
 import { OP_BATCH, OP_QUERY } from "../../worker/src/dosql";
-import { PageStorage } from "../../worker/src/storage";
+import { PageStorage, pageKey } from "../../worker/src/storage";
 import asyncifyModule from "./dosql-asyncify.wasm";
 import { Sqlite, type Connection } from "@rkusa/wasm-sqlite";
 import { AsyncifyInstance } from "./asyncify";
@@ -103,9 +103,16 @@ export const DosqlJspi64k = withPageSize(DosqlJspi, 65536);
 // from a few bytes to ~2.2 KiB as the leaf fills, ~1.1 KiB on average) inside it. Like
 // dosql's, the values change content and size on every commit: SQLite (workerd's storage)
 // rewrites an unchanged or same-size value in place, which would make the floor look cheaper
-// than it is. The storage floor of W3.
+// than it is. And like dosql's, meta has neighbours: the object first stores PROBE_PAGES
+// filled leaves under page keys. workerd keeps keys in a WITHOUT ROWID table, where finding
+// a key compares it with neighbours, and a neighbour whose value spills into overflow pages
+// is read whole to be compared (bench/README.md): a lone meta key would be ~20 µs cheaper
+// per put than dosql's. The storage floor of W3.
 
 const PROBE_PAGE1_BYTES = 240;
+/** Filled leaves a W3 database holds under their keys by the measured runs (~30 rows each). */
+const PROBE_PAGES = 200;
+const PROBE_FULL_LEAF_BYTES = 1900;
 const probeEntries = (txid: number): Array<[string, unknown]> => {
   const leaf = new Uint8Array(16 + ((txid * 22) % 2200)).fill(txid & 0xff);
   const page1 = new Uint8Array(PROBE_PAGE1_BYTES).fill((txid + 1) & 0xff);
@@ -122,6 +129,11 @@ abstract class Probe implements DurableObject {
     if (r === "ping") return new Response("ok");
     if (r === "_storage_stats") return json(this.counters);
     await request.arrayBuffer();
+    if (this.txid === 0) {
+      const leaves: Array<[string, unknown]> = [];
+      for (let no = 2; no < 2 + PROBE_PAGES; no++) leaves.push([pageKey(no), new Uint8Array(PROBE_FULL_LEAF_BYTES).fill(no).buffer]);
+      for (let i = 0; i < leaves.length; i += 128) this.store(leaves.slice(i, i + 128));
+    }
     const entries = probeEntries(++this.txid);
     this.store(entries);
     this.counters.put_keys += entries.length;

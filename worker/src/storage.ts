@@ -49,16 +49,16 @@ export interface Meta {
   prefix?: string;
   /** Format 2 only: page 1's stored value (read as an inline page; see `inline`). */
   page1?: ArrayBuffer;
-  /** Format 3: the page numbers of `inline`, oldest write first. */
+  /** Format 3: the page numbers of `inline`, in the order the commit wrote them. */
   inline_nos?: number[];
   /**
-   * Format 3: the stored values of recently written pages (at most INLINE_MAX_PAGES pages of
-   * INLINE_MAX_BYTES in all), carried inside meta, which every commit writes anyway. A
-   * one-row insert dirties page 1 (SQLite's change counter) and one leaf: both ride here, so
-   * the commit is ONE key instead of three, which is most of what a small commit costs
-   * SQLite-backed storage (bench/README.md). While a page is inline its own key is not read
-   * (it may hold an older value); when it leaves (the oldest go first when a commit is over
-   * the budget) that same commit writes it under its key.
+   * Format 3: the stored values of the pages the last commit wrote (at most INLINE_MAX_PAGES
+   * pages of INLINE_MAX_BYTES in all; a bigger commit puts its first pages under their keys),
+   * carried inside meta, which every commit writes anyway. A one-row insert dirties page 1
+   * (SQLite's change counter) and one leaf: both ride here, so the commit is ONE key instead
+   * of three, which is most of what a small commit costs SQLite-backed storage
+   * (bench/README.md). While a page is inline its own key is not read (it may hold an older
+   * value); the next commit that does not rewrite it writes it under its key.
    */
   inline?: ArrayBuffer[];
 }
@@ -67,8 +67,9 @@ export interface Meta {
 const META_FORMAT = 3 as const;
 /** At most this many pages ride inside meta... */
 export const INLINE_MAX_PAGES = 8;
-/** ...of at most this many stored bytes in all. Values over ~1 KB already spill into
- *  overflow pages of SQLite-backed storage; a few KB keep meta to one or two of them. */
+/** ...of at most this many stored bytes in all. On SQLite-backed storage a value over ~1 KB
+ *  spills into 4 KiB overflow pages, which cost less than another key (bench/README.md); a
+ *  one-row commit (page 1 and a compressed leaf) fits in one. */
 export const INLINE_MAX_BYTES = 4096;
 
 /** The page key prefix of a database that was never imported into. */
@@ -122,7 +123,7 @@ export interface StorageStats {
   refused_calls: number;
   /** Dirty pages that commits carried inside `meta` rather than under their own keys. */
   meta_pages: number;
-  /** Pages that left `meta` for their own keys in a commit that did not change them. */
+  /** Pages that left `meta` for their own keys in a commit that did not rewrite them. */
   evicted_pages: number;
 }
 
@@ -158,7 +159,7 @@ export class PageStorage {
   meta: Meta = { format: META_FORMAT, page_size: 4096, page_count: 0, txid: 0 };
   /** Whether `meta` was read from storage (by loadMeta) rather than being the placeholder. */
   loaded = false;
-  /** The pages `meta` carries (Meta.inline), by page number, oldest write first. */
+  /** The pages `meta` carries (Meta.inline), by page number. */
   private inline = new Map<number, ArrayBuffer>();
   /** The "transfer" record, read on first use (loadTransfer) and kept in step after. */
   private transfer: TransferState | null = null;
@@ -259,29 +260,32 @@ export class PageStorage {
     // Only a database loaded by an import carries a prefix: the others keep today's record.
     if (prev.prefix !== undefined) next.prefix = prev.prefix;
 
-    // Every dirty page joins meta as its newest page; the oldest leave while over the budget.
-    const inline = new Map(this.inline);
+    // This commit's pages ride in meta, as far as the budget allows (the first ones in page
+    // order go under their keys until the rest fit).
+    const inline = new Map<number, ArrayBuffer>();
+    let inlineBytes = 0;
     for (const [no, bytes] of pages) {
       if (no < 1 || no > pageCount) throw new Error(`commit writes page ${no} outside 1..${pageCount}`);
       if (bytes.byteLength === 0 || bytes.byteLength > prev.page_size) {
         throw new Error(`page ${no}'s value is ${bytes.byteLength} bytes, page size ${prev.page_size}`);
       }
-      inline.delete(no);
+      inlineBytes += bytes.byteLength - (inline.get(no)?.byteLength ?? 0);
       inline.set(no, bytes);
     }
-    let inlineBytes = 0;
-    for (const [no, bytes] of inline) {
-      if (no > pageCount) inline.delete(no);
-      else inlineBytes += bytes.byteLength;
-    }
     const puts: Array<[string, unknown]> = [];
+    // The previous commit's pages that this one does not rewrite leave meta for their keys.
     let evicted = 0;
+    for (const [no, bytes] of this.inline) {
+      if (no <= pageCount && !inline.has(no)) {
+        puts.push([pageKey(no, prefix), bytes]);
+        evicted++;
+      }
+    }
     for (const [no, bytes] of inline) {
       if (inline.size <= INLINE_MAX_PAGES && inlineBytes <= INLINE_MAX_BYTES) break;
       puts.push([pageKey(no, prefix), bytes]);
       inline.delete(no);
       inlineBytes -= bytes.byteLength;
-      if (this.inline.get(no) === bytes) evicted++;
     }
     if (inline.size > 0) {
       next.inline_nos = [...inline.keys()];
