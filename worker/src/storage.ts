@@ -53,7 +53,8 @@ export interface Meta {
   inline_nos?: number[];
   /**
    * Format 3: the stored values of the pages the last commit wrote (at most INLINE_MAX_PAGES
-   * pages of INLINE_MAX_BYTES in all; a bigger commit puts its first pages under their keys),
+   * pages of INLINE_MAX_BYTES in all; a bigger commit puts pages under their keys in page
+   * order, page 1 last, until the rest fit),
    * carried inside meta, which every commit writes anyway. A one-row insert dirties page 1
    * (SQLite's change counter) and one leaf: both ride here, so the commit is ONE key instead
    * of three, which is most of what a small commit costs SQLite-backed storage
@@ -260,8 +261,7 @@ export class PageStorage {
     // Only a database loaded by an import carries a prefix: the others keep today's record.
     if (prev.prefix !== undefined) next.prefix = prev.prefix;
 
-    // This commit's pages ride in meta, as far as the budget allows (the first ones in page
-    // order go under their keys until the rest fit).
+    // This commit's pages ride in meta, as far as the budget allows.
     const inline = new Map<number, ArrayBuffer>();
     let inlineBytes = 0;
     for (const [no, bytes] of pages) {
@@ -281,12 +281,20 @@ export class PageStorage {
         evicted++;
       }
     }
-    for (const [no, bytes] of inline) {
-      if (inline.size <= INLINE_MAX_PAGES && inlineBytes <= INLINE_MAX_BYTES) break;
+    // Over the budget, pages go under their keys in page order, page 1 last: a cold start
+    // reads page 1 first, and nearly every commit rewrites it (SQLite's change counter).
+    const over = () => inline.size > INLINE_MAX_PAGES || inlineBytes > INLINE_MAX_BYTES;
+    const leave = (no: number, bytes: ArrayBuffer) => {
       puts.push([pageKey(no, prefix), bytes]);
       inline.delete(no);
       inlineBytes -= bytes.byteLength;
+    };
+    for (const [no, bytes] of inline) {
+      if (!over()) break;
+      if (no !== 1) leave(no, bytes);
     }
+    const page1 = inline.get(1);
+    if (over() && page1 !== undefined) leave(1, page1);
     if (inline.size > 0) {
       next.inline_nos = [...inline.keys()];
       next.inline = [...inline.values()];

@@ -109,6 +109,8 @@ for (const sync of [false, true]) {
     const meta = mem.data.get("meta");
     assert.ok(meta.inline.reduce((n, v) => n + v.byteLength, 0) <= INLINE_MAX_BYTES);
     assert.equal(meta.inline_nos.at(-1), 40);
+    // Page 1 stays: a cold start reads it first.
+    assert.equal(meta.inline_nos[0], 1);
     for (let no = 1; no <= 40; no++) {
       assert.equal(mem.data.has(pageKey(no)), !meta.inline_nos.includes(no), `page ${no}`);
     }
