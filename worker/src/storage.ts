@@ -281,14 +281,17 @@ export class PageStorage {
         evicted++;
       }
     }
-    // Over the budget, pages go under their keys in page order, page 1 last: a cold start
-    // reads page 1 first, and nearly every commit rewrites it (SQLite's change counter).
+    // Over the budget, pages go under their keys in the commit's order (the wasm sorts a
+    // commit's pages), page 1 last: a cold start reads page 1 first, and nearly every commit
+    // rewrites it (SQLite's change counter). A page 1 over the budget by itself goes first.
     const over = () => inline.size > INLINE_MAX_PAGES || inlineBytes > INLINE_MAX_BYTES;
     const leave = (no: number, bytes: ArrayBuffer) => {
       puts.push([pageKey(no, prefix), bytes]);
       inline.delete(no);
       inlineBytes -= bytes.byteLength;
     };
+    const bigPage1 = inline.get(1);
+    if (bigPage1 !== undefined && bigPage1.byteLength > INLINE_MAX_BYTES) leave(1, bigPage1);
     for (const [no, bytes] of inline) {
       if (!over()) break;
       if (no !== 1) leave(no, bytes);
@@ -311,7 +314,7 @@ export class PageStorage {
     // From here on: no await, no throw expected.
     for (const p of checked) this.issuePut(p);
     for (const b of deleteBatches) this.issueDelete(b);
-    this.stats.meta_pages += pages.length - (puts.length - 1 - evicted);
+    this.stats.meta_pages += inline.size;
     this.stats.evicted_pages += evicted;
     this.meta = next;
     this.inline = inline;

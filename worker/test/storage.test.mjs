@@ -120,6 +120,16 @@ for (const sync of [false, true]) {
     assert.deepEqual(read.map((v) => v[0]), all.map(([no]) => no));
   });
 
+  test(`${kind}: a page 1 over the budget by itself leaves meta, the other pages stay`, async () => {
+    const mem = memoryStorage();
+    const pages = new PageStorage(mem, { sync });
+    await pages.loadMeta(16384);
+    pages.commit(2, [[1, value(INLINE_MAX_BYTES + 1, 1)], [2, value(100, 2)]]);
+    assert.deepEqual(mem.log, [["put", pageKey(1)], ["put", "meta"]]);
+    assert.deepEqual(mem.data.get("meta").inline_nos, [2]);
+    assert.equal(pages.stats.meta_pages, 1);
+  });
+
   test(`${kind}: shrinking drops inline pages and deletes keys past the end`, async () => {
     const mem = memoryStorage();
     const pages = new PageStorage(mem, { sync });

@@ -157,7 +157,8 @@ enum Answer {
     Batch(Vec<Outcome>),
 }
 
-/// Milliseconds on a clock that never goes back: what `meta.duration_ms` is measured with.
+/// Milliseconds on some clock: what `meta.duration_ms` is measured with (the difference of two
+/// reads; a clock that steps back yields 0).
 pub type ClockMs = fn() -> f64;
 
 /// [`ClockMs`] from `std::time::Instant`: milliseconds since its first call.
