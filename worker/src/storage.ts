@@ -298,17 +298,18 @@ export class PageStorage {
     }
     const page1 = inline.get(1);
     if (over() && page1 !== undefined) leave(1, page1);
-    if (inline.size > 0) {
-      next.inline_nos = [...inline.keys()];
-      next.inline = [...inline.values()];
-    }
+    if (inline.size > 0) next.inline_nos = [...inline.keys()];
+    // Measured here, before the buffers join it: JSON.stringify over ArrayBuffers takes V8's
+    // slow path, a measurable part of a one-row commit (bench/README.md).
+    const metaBytes = new Map([["meta", JSON.stringify(next).length + inlineBytes]]);
+    if (inline.size > 0) next.inline = [...inline.values()];
     puts.push(["meta", next]);
     const deletes: string[] = [];
     for (let no = pageCount + 1; no <= prev.page_count; no++) deletes.push(pageKey(no, prefix));
 
     const putBatches = chunk(puts, MAX_KEYS_PER_CALL);
     const deleteBatches = chunk(deletes, MAX_KEYS_PER_CALL);
-    const checked = putBatches.map((b) => this.checkPut(b));
+    const checked = putBatches.map((b) => this.checkPut(b, metaBytes));
     for (const b of deleteBatches) this.checkKeys(b);
 
     // From here on: no await, no throw expected.
@@ -504,11 +505,11 @@ export class PageStorage {
   }
 
   /** Checks a put's keys and values against the limits (throws LimitError), measuring each
-   *  value once for issuePut. */
-  private checkPut(entries: Array<[string, unknown]>): CheckedPut {
+   *  value once for issuePut (records whose size the caller knows: `known`, by key). */
+  private checkPut(entries: Array<[string, unknown]>, known?: ReadonlyMap<string, number>): CheckedPut {
     this.checkKeys(entries.map(([k]) => k));
     const sizes = entries.map(([k, v]) => {
-      const n = v instanceof ArrayBuffer ? v.byteLength : recordBytes(v);
+      const n = v instanceof ArrayBuffer ? v.byteLength : (known?.get(k) ?? recordBytes(v));
       if (n + VALUE_OVERHEAD_BYTES > MAX_VALUE_BYTES) this.refuse(`value of ${k} is ${n} bytes (limit ${MAX_VALUE_BYTES} serialized)`);
       return n;
     });

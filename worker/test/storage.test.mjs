@@ -74,6 +74,8 @@ for (const sync of [false, true]) {
     pages.commit(2, [[1, value(100, 1)], [2, value(300, 2)]]);
     assert.deepEqual(mem.log, [["put", "meta"]]);
     assert.equal(pages.stats.meta_pages, 2);
+    // Counted: the pages' bytes and meta's few fields.
+    assert.ok(pages.stats.bytes_written >= 400 && pages.stats.bytes_written < 400 + 200, String(pages.stats.bytes_written));
 
     const cold = new PageStorage(mem, { sync });
     await cold.loadMeta(4096);
