@@ -225,3 +225,39 @@ fn stats_report_the_store_shape() {
     assert_eq!(r["txid"], 1);
     assert_eq!(r["vfs"]["commits"], 1);
 }
+
+#[test]
+fn a_batch_repeating_a_statement_binds_each_one_afresh() {
+    let mut s = session("api-repeat");
+    let body = json!([
+        {"sql": "SELECT ?1 AS a, ?2 AS b", "params": [1, "x"]},
+        {"sql": "SELECT ?1 AS a, ?2 AS b", "params": [2, null]},
+        {"sql": "SELECT :n AS a", "params": {":n": 3}},
+        {"sql": "SELECT ?1 AS a, ?2 AS b", "params": [4, "z"]},
+        {"sql": "SELECT ?1 AS a, ?2 AS b", "params": [5, "w"]},
+    ]);
+    let answer = ok(s.batch(body.to_string().as_bytes()));
+    let rows: Vec<&Value> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["rows"][0])
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            &json!([1, "x"]),
+            &json!([2, null]),
+            &json!([3]),
+            &json!([4, "z"]),
+            &json!([5, "w"]),
+        ]
+    );
+    // A repeat short of parameters is refused, as a first statement would be.
+    let short = json!([
+        {"sql": "SELECT ?1 AS a, ?2 AS b", "params": [1, "x"]},
+        {"sql": "SELECT ?1 AS a, ?2 AS b", "params": [2]},
+    ]);
+    let e = err(s.batch(short.to_string().as_bytes()), 400, "SQLITE_RANGE");
+    assert_eq!(e["error"]["statement"], 1);
+}
