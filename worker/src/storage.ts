@@ -363,14 +363,14 @@ export class PageStorage {
   }
 
   /**
-   * Stores pages `from`.. of the staged import (each exactly page_size bytes) and records how
+   * Stores pages `from`.. of the staged import (stored values of 1..page_size bytes) and records how
    * far the upload got, in one synchronous stretch. The caller checked the range and order.
    */
   stagePages(from: number, pages: readonly ArrayBuffer[]): void {
     const t = this.current();
     const s = t.staging;
     if (s === null) throw new Error("no import is staged");
-    // Stored raw (a valid value of any format); they are compressed as commits rewrite them.
+    // Stored values as uploaded (raw pages, or compressed by the client: transfer.ts).
     const puts: Array<[string, unknown]> = pages.map((bytes, i) => [pageKey(from + i, s.prefix), bytes]);
     const next: TransferState = structuredClone(t);
     next.staging!.next = Math.max(s.next, from + pages.length);

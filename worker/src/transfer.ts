@@ -12,10 +12,14 @@
 //   POST   /db/<name>/import                → {"page_size", "page_count", "force"}: starts an
 //            import under a fresh generation prefix (an import already staged is abandoned);
 //            409 NOT_EMPTY if the database has a schema and force is not set.
-//            Answers {"import_id", "prefix", "max_chunk_pages", "max_chunk_bytes"}.
-//   PUT    /db/<name>/import/<id>?from=N    → binary body of k whole pages (1 ≤ k ≤ 128), for
-//            pages N..N+k-1, in order (N = the next page expected; a resend of pages already
-//            received is accepted and changes nothing). 409 OUT_OF_ORDER names the page
+//            Answers {"import_id", "prefix", "max_chunk_pages", "max_chunk_bytes",
+//            "page_formats": [1, 2]}.
+//   PUT    /db/<name>/import/<id>?from=N[&format=2] → pages N..N+k-1 (1 ≤ k ≤ 128), in order
+//            (N = the next page expected; a resend of pages already received is accepted and
+//            changes nothing): format 1 (the default), k whole raw pages back to back; format
+//            2, k stored values (raw or LZ4, crates/pagestore/src/codec.rs), each after its
+//            length (u32 LE, 1..page_size), page 1 raw. Stored as sent: a client that
+//            compresses stores about half the bytes. 409 OUT_OF_ORDER names the page
 //            expected, 409 IMPORT_SUPERSEDED when another import started since.
 //   POST   /db/<name>/import/<id>/commit    → {"force"}: switches the database to the staged
 //            pages atomically (one put of `meta`), drops the wasm instance so it re-reads the
@@ -207,10 +211,41 @@ async function begin(request: Request, db: DbContext): Promise<Response> {
     return jsonResponse({
       import_id: staging.id,
       prefix: staging.prefix,
-      max_chunk_pages: Math.min(MAX_KEYS_PER_CALL, Math.floor(MAX_BODY_BYTES / pageSize)),
+      // Room for format 2's length before each value, too.
+      max_chunk_pages: Math.min(MAX_KEYS_PER_CALL, Math.floor(MAX_BODY_BYTES / (pageSize + 4))),
       max_chunk_bytes: MAX_BODY_BYTES,
+      page_formats: [1, 2],
     });
   });
+}
+
+/** Format 1: `body` as whole raw pages (copies), or why it is not 1..128 of them. */
+function rawPages(body: Uint8Array, size: number): ArrayBuffer[] | string {
+  const k = body.byteLength / size;
+  if (!Number.isInteger(k) || k < 1 || k > MAX_KEYS_PER_CALL) {
+    return `the body must be 1 to ${MAX_KEYS_PER_CALL} whole pages of ${size} bytes; got ${body.byteLength} bytes`;
+  }
+  const pages: ArrayBuffer[] = [];
+  for (let i = 0; i < k; i++) pages.push(body.slice(i * size, (i + 1) * size).buffer);
+  return pages;
+}
+
+/** Format 2: `body` as stored values, each after its u32 LE length (copies), or why not. The
+ *  values are not decoded here: a corrupt one fails when read (`dosql verify` reads all). */
+function storedValues(body: Uint8Array, size: number): ArrayBuffer[] | string {
+  const dv = new DataView(body.buffer, body.byteOffset, body.byteLength);
+  const values: ArrayBuffer[] = [];
+  for (let at = 0; at < body.byteLength;) {
+    if (values.length === MAX_KEYS_PER_CALL) return `more than ${MAX_KEYS_PER_CALL} values in one chunk`;
+    if (at + 4 > body.byteLength) return `value ${values.length}'s length is cut short`;
+    const len = dv.getUint32(at, true);
+    at += 4;
+    if (len < 1 || len > size) return `value ${values.length} is ${len} bytes; a stored page value is 1..${size}`;
+    if (at + len > body.byteLength) return `value ${values.length} (${len} bytes) is cut short`;
+    values.push(body.slice(at, at + len).buffer);
+    at += len;
+  }
+  return values.length > 0 ? values : "the body holds no page value";
 }
 
 /** The staged import named `id`, or the 409 answer. */
@@ -225,6 +260,8 @@ async function staged(id: string, pages: PageStorage) {
 async function chunk(request: Request, url: URL, id: string, db: DbContext): Promise<Response> {
   const from = intParam(url, "from", 0);
   if (from === null || from < 1) return jsonError(400, "BAD_REQUEST", "from must be a page number ≥ 1");
+  const format = intParam(url, "format", 1);
+  if (format !== 1 && format !== 2) return jsonError(400, "BAD_REQUEST", "format must be 1 (raw pages) or 2 (stored values)");
   // Read the body before taking the lock, so a slow upload holds up nobody.
   const body = await db.body(request);
   if (body instanceof Response) return body;
@@ -233,10 +270,9 @@ async function chunk(request: Request, url: URL, id: string, db: DbContext): Pro
     const s = await staged(id, db.pages);
     if (s instanceof Response) return s;
     const size = s.page_size;
-    const k = body.byteLength / size;
-    if (!Number.isInteger(k) || k < 1 || k > MAX_KEYS_PER_CALL) {
-      return jsonError(400, "BAD_REQUEST", `the body must be 1 to ${MAX_KEYS_PER_CALL} whole pages of ${size} bytes; got ${body.byteLength} bytes`);
-    }
+    const values = format === 1 ? rawPages(body, size) : storedValues(body, size);
+    if (typeof values === "string") return jsonError(400, "BAD_REQUEST", values);
+    const k = values.length;
     const last = from + k - 1;
     if (last > s.page_count) {
       return jsonError(400, "BAD_REQUEST", `pages ${from}..${last} are beyond the import's ${s.page_count} pages`);
@@ -247,15 +283,13 @@ async function chunk(request: Request, url: URL, id: string, db: DbContext): Pro
       return jsonError(409, "OUT_OF_ORDER", `expected page ${s.next} next, got pages ${from}..${last}`);
     }
     if (from === 1) {
-      const header = body.subarray(0, 100);
+      const header = new Uint8Array(values[0], 0, Math.min(100, values[0].byteLength));
       const raw = (header[16] << 8) | header[17];
-      if (!SQLITE_MAGIC.every((b, i) => header[i] === b) || (raw === 1 ? 65536 : raw) !== size) {
-        return jsonError(400, "BAD_REQUEST", `page 1 is not the header of a SQLite database with ${size}-byte pages`);
+      if (values[0].byteLength !== size || !SQLITE_MAGIC.every((b, i) => header[i] === b) || (raw === 1 ? 65536 : raw) !== size) {
+        return jsonError(400, "BAD_REQUEST", `page 1 is not the header of a SQLite database with ${size}-byte pages (raw, in either format)`);
       }
     }
-    const pages: ArrayBuffer[] = [];
-    for (let i = 0; i < k; i++) pages.push(body.slice(i * size, (i + 1) * size).buffer);
-    db.pages.stagePages(from, pages);
+    db.pages.stagePages(from, values);
     return jsonResponse({ next: Math.max(s.next, last + 1), page_count: s.page_count });
   });
 }

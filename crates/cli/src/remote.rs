@@ -37,6 +37,26 @@ pub struct PagesAnswer {
 /// The `GET /pages` body format this client reads (worker/src/transfer.ts).
 const PAGES_FORMAT: u64 = 2;
 
+/// `pages` (whole pages of `size`, the first being page `first`) as a format 2 import body:
+/// each page's stored value (compressed where that is smaller) after its length (u32 LE).
+/// Page 1 goes raw: the server checks its header.
+pub fn encode_pages(pages: &[u8], size: PageSize, first: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(pages.len() / 2);
+    for (i, page) in pages.chunks(size.bytes()).enumerate() {
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        if first as usize + i == 1 {
+            out.extend_from_slice(page);
+        } else {
+            codec::encode_page(page, &mut out);
+        }
+        // A value is at most a page (64 KiB), so its length fits.
+        let len = (out.len() - at - 4) as u32;
+        out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    }
+    out
+}
+
 /// The pages a `GET /pages` body holds (each stored value after its u32 LE length; length 0
 /// for a page never stored), decoded and concatenated.
 fn decode_pages(mut body: &[u8], size: PageSize) -> std::result::Result<Vec<u8>, String> {
@@ -156,12 +176,13 @@ impl Remote {
         self.json("POST", "/import", Body::Json(&body))
     }
 
-    /// `PUT /import/<id>?from=N`: whole pages from `from`.
-    pub fn import_chunk(&self, id: &str, from: u32, pages: &[u8]) -> Result<Json> {
+    /// `PUT /import/<id>?from=N&format=F`: pages from `from`, whole (format 1) or as
+    /// [`encode_pages`] frames them (format 2).
+    pub fn import_chunk(&self, id: &str, from: u32, format: u32, body: &[u8]) -> Result<Json> {
         self.json(
             "PUT",
-            &format!("/import/{id}?from={from}"),
-            Body::Bytes(pages),
+            &format!("/import/{id}?from={from}&format={format}"),
+            Body::Bytes(body),
         )
     }
 
@@ -322,6 +343,26 @@ mod tests {
         assert_eq!(&pages[..512], &raw[..]);
         assert!(pages[512..1024].iter().all(|&b| b == 0));
         assert_eq!(&pages[1024..], &sparse[..]);
+    }
+
+    #[test]
+    fn import_bodies_frame_stored_values_with_page_1_raw() {
+        let size = PageSize::new(512).unwrap();
+        let mut pages = vec![0u8; 3 * 512];
+        pages[..16].copy_from_slice(b"SQLite format 3\0");
+        pages[512] = 9;
+        pages[1024..].fill(0xA5);
+        let body = encode_pages(&pages, size, 1);
+        assert!(body.len() < pages.len(), "{} bytes", body.len());
+        // Page 1 raw, after its length.
+        assert_eq!(&body[..4], &512u32.to_le_bytes());
+        assert_eq!(&body[4..516], &pages[..512]);
+        // The framing is the one GET /pages answers with: it decodes back.
+        assert_eq!(decode_pages(&body, size).unwrap(), pages);
+        // Not from page 1: every page may be compressed.
+        let later = encode_pages(&pages, size, 2);
+        assert!(u32::from_le_bytes(later[..4].try_into().unwrap()) < 512);
+        assert_eq!(decode_pages(&later, size).unwrap(), pages);
     }
 
     #[test]
