@@ -18,7 +18,8 @@
 //            (N = the next page expected; a resend of pages already received is accepted and
 //            changes nothing): format 1 (the default), k whole raw pages back to back; format
 //            2, k stored values (raw or LZ4, crates/pagestore/src/codec.rs), each after its
-//            length (u32 LE, 1..page_size), page 1 raw. Stored as sent: a client that
+//            length (u32 LE, 1..page_size), page 1 raw. Stored as sent, not decoded here
+//            (the CLI decodes each value back to its page before sending it): a client that
 //            compresses stores about half the bytes. 409 OUT_OF_ORDER names the page
 //            expected, 409 IMPORT_SUPERSEDED when another import started since.
 //   POST   /db/<name>/import/<id>/commit    → {"force"}: switches the database to the staged
@@ -231,7 +232,8 @@ function rawPages(body: Uint8Array, size: number): ArrayBuffer[] | string {
 }
 
 /** Format 2: `body` as stored values, each after its u32 LE length (copies), or why not. The
- *  values are not decoded here: a corrupt one fails when read (`dosql verify` reads all). */
+ *  values are not decoded here: the client answers for them (dosql's CLI checks each one
+ *  decodes back to its page), and a corrupt one fails when read (`dosql verify` reads all). */
 function storedValues(body: Uint8Array, size: number): ArrayBuffer[] | string {
   const dv = new DataView(body.buffer, body.byteOffset, body.byteLength);
   const values: ArrayBuffer[] = [];

@@ -39,8 +39,9 @@ const PAGES_FORMAT: u64 = 2;
 
 /// `pages` (whole pages of `size`, the first being page `first`) as a format 2 import body:
 /// each page's stored value (compressed where that is smaller) after its length (u32 LE).
-/// Page 1 goes raw: the server checks its header.
-pub fn encode_pages(pages: &[u8], size: PageSize, first: u32) -> Vec<u8> {
+/// Page 1 goes raw: the server checks its header. The server stores values as sent, without
+/// decoding them, so each one is decoded here and compared with its page before it goes.
+pub fn encode_pages(pages: &[u8], size: PageSize, first: u32) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(pages.len() / 2);
     for (i, page) in pages.chunks(size.bytes()).enumerate() {
         let at = out.len();
@@ -50,11 +51,18 @@ pub fn encode_pages(pages: &[u8], size: PageSize, first: u32) -> Vec<u8> {
         } else {
             codec::encode_page(page, &mut out);
         }
+        let value = &out[at + 4..];
+        if !codec::decode_page(value, size).is_ok_and(|p| p.as_bytes() == page) {
+            bail!(
+                "page {} does not decode back to itself after compression (a bug in dosql's codec)",
+                first as usize + i
+            );
+        }
         // A value is at most a page (64 KiB), so its length fits.
-        let len = (out.len() - at - 4) as u32;
+        let len = value.len() as u32;
         out[at..at + 4].copy_from_slice(&len.to_le_bytes());
     }
-    out
+    Ok(out)
 }
 
 /// The pages a `GET /pages` body holds (each stored value after its u32 LE length; length 0
@@ -352,7 +360,7 @@ mod tests {
         pages[..16].copy_from_slice(b"SQLite format 3\0");
         pages[512] = 9;
         pages[1024..].fill(0xA5);
-        let body = encode_pages(&pages, size, 1);
+        let body = encode_pages(&pages, size, 1).unwrap();
         assert!(body.len() < pages.len(), "{} bytes", body.len());
         // Page 1 raw, after its length.
         assert_eq!(&body[..4], &512u32.to_le_bytes());
@@ -360,7 +368,7 @@ mod tests {
         // The framing is the one GET /pages answers with: it decodes back.
         assert_eq!(decode_pages(&body, size).unwrap(), pages);
         // Not from page 1: every page may be compressed.
-        let later = encode_pages(&pages, size, 2);
+        let later = encode_pages(&pages, size, 2).unwrap();
         assert!(u32::from_le_bytes(later[..4].try_into().unwrap()) < 512);
         assert_eq!(decode_pages(&later, size).unwrap(), pages);
     }

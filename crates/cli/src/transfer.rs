@@ -214,7 +214,7 @@ fn import_remote(
             }
             hasher.update(&pages);
             let (format, body) = if compress {
-                (2, Cow::Owned(encode_pages(&pages, src.page_size, from)))
+                (2, Cow::Owned(encode_pages(&pages, src.page_size, from)?))
             } else {
                 (1, Cow::Borrowed(&pages[..]))
             };
