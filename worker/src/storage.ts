@@ -564,6 +564,44 @@ function recordBytes(v: unknown): number {
   return buffers + (3 * text.length <= MAX_VALUE_BYTES - VALUE_OVERHEAD_BYTES ? text.length : encoder.encode(text).byteLength);
 }
 
+/**
+ * Whether `value` is a stored value of a `size`-byte page (crates/pagestore/src/codec.rs):
+ * the raw page (exactly `size` bytes), or one LZ4 block that decodes to exactly `size` bytes
+ * with every match inside what it decoded so far. Walks the block without writing the page.
+ * Says nothing of the content: it keeps values that would fail to decode out of storage.
+ */
+export function isPageValue(value: Uint8Array, size: number): boolean {
+  if (value.byteLength === size) return true;
+  if (value.byteLength === 0 || value.byteLength > size) return false;
+  let s = 0;
+  let d = 0;
+  // A length nibble of 15 continues in bytes until one below 255.
+  const extend = (n: number): number => {
+    if (n < 15) return n;
+    for (;;) {
+      if (s >= value.byteLength) return -1;
+      const b = value[s++];
+      n += b;
+      if (b !== 255) return n;
+    }
+  };
+  while (s < value.byteLength) {
+    const token = value[s++];
+    const literals = extend(token >> 4);
+    if (literals < 0 || s + literals > value.byteLength || d + literals > size) return false;
+    s += literals;
+    d += literals;
+    if (s === value.byteLength) break; // the last sequence: literals only
+    if (s + 2 > value.byteLength) return false;
+    const offset = value[s] | (value[s + 1] << 8);
+    s += 2;
+    const match = extend(token & 15);
+    if (offset === 0 || offset > d || match < 0 || d + match + 4 > size) return false;
+    d += match + 4;
+  }
+  return d === size;
+}
+
 /** The pages a stored meta record carries (format 2's page1 is page 1), or null when the
  *  record is not one this code understands. */
 function inlinePages(m: Meta): Map<number, ArrayBuffer> | null {

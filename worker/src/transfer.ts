@@ -18,9 +18,9 @@
 //            (N = the next page expected; a resend of pages already received is accepted and
 //            changes nothing): format 1 (the default), k whole raw pages back to back; format
 //            2, k stored values (raw or LZ4, crates/pagestore/src/codec.rs), each after its
-//            length (u32 LE, 1..page_size), page 1 raw. Stored as sent, not decoded here
-//            (the CLI decodes each value back to its page before sending it): a client that
-//            compresses stores about half the bytes. 409 OUT_OF_ORDER names the page
+//            length (u32 LE, 1..page_size), page 1 raw; a value that does not decode to a
+//            whole page is refused (400). Stored as sent: a client that compresses stores
+//            about half the bytes. 409 OUT_OF_ORDER names the page
 //            expected, 409 IMPORT_SUPERSEDED when another import started since.
 //   POST   /db/<name>/import/<id>/commit    → {"force"}: switches the database to the staged
 //            pages atomically (one put of `meta`), drops the wasm instance so it re-reads the
@@ -35,7 +35,7 @@
 
 import { OP_QUERY } from "./dosql";
 import { type DbContext, JSON_HEADERS, jsonError, jsonResponse } from "./http";
-import { isPageSize, MAX_KEYS_PER_CALL, type PageStorage } from "./storage";
+import { isPageSize, isPageValue, MAX_KEYS_PER_CALL, type PageStorage } from "./storage";
 
 /** Largest request body the object accepts (see index.ts). */
 const MAX_BODY_BYTES = 1024 * 1024;
@@ -231,9 +231,9 @@ function rawPages(body: Uint8Array, size: number): ArrayBuffer[] | string {
   return pages;
 }
 
-/** Format 2: `body` as stored values, each after its u32 LE length (copies), or why not. The
- *  values are not decoded here: the client answers for them (dosql's CLI checks each one
- *  decodes back to its page), and a corrupt one fails when read (`dosql verify` reads all). */
+/** Format 2: `body` as stored values, each after its u32 LE length (copies), or why not.
+ *  Each must decode to a whole page (isPageValue); that it is the right page, the client
+ *  answers for, as with raw pages (dosql's CLI decodes each value back before sending it). */
 function storedValues(body: Uint8Array, size: number): ArrayBuffer[] | string {
   const dv = new DataView(body.buffer, body.byteOffset, body.byteLength);
   const values: ArrayBuffer[] = [];
@@ -244,7 +244,9 @@ function storedValues(body: Uint8Array, size: number): ArrayBuffer[] | string {
     at += 4;
     if (len < 1 || len > size) return `value ${values.length} is ${len} bytes; a stored page value is 1..${size}`;
     if (at + len > body.byteLength) return `value ${values.length} (${len} bytes) is cut short`;
-    values.push(body.slice(at, at + len).buffer);
+    const value = body.slice(at, at + len);
+    if (!isPageValue(value, size)) return `value ${values.length} is not a ${size}-byte page, raw or as an LZ4 block`;
+    values.push(value.buffer);
     at += len;
   }
   return values.length > 0 ? values : "the body holds no page value";

@@ -20,7 +20,7 @@ const bundle = await build({
   write: false,
 });
 const storage = await import(`data:text/javascript;base64,${Buffer.from(bundle.outputFiles[0].text).toString("base64")}`);
-const { PageStorage, pageKey, INLINE_MAX_BYTES } = storage;
+const { PageStorage, pageKey, INLINE_MAX_BYTES, isPageValue } = storage;
 assert.ok(INLINE_MAX_BYTES >= 2048, "a one-row commit (page 1 and a compressed leaf) fits");
 
 /** Durable Object storage in memory, both APIs: classic get/put/delete and synchronous kv.
@@ -196,4 +196,23 @@ test("meta records that are not understood are refused", async () => {
     const pages = new PageStorage(memoryStorage({ meta }));
     await assert.rejects(pages.loadMeta(4096), /unsupported meta record/, JSON.stringify(meta.inline_nos ?? meta.format));
   }
+});
+
+test("isPageValue: raw pages and LZ4 blocks that decode to exactly one page", () => {
+  // Literal 13, a match of 4090 bytes at offset 1 (15 + 255 x 15 + 246, + 4), five zero
+  // literals: 4096 bytes.
+  const block = [0x1f, 13, 1, 0, ...new Array(15).fill(255), 246, 0x50, 0, 0, 0, 0, 0];
+  const ok = (bytes, size = 4096) => isPageValue(new Uint8Array(bytes), size);
+  assert.ok(ok(block));
+  assert.ok(ok(new Array(4096).fill(7)), "a raw page");
+  assert.ok(!ok(block, 8192), "decodes to less than the page");
+  assert.ok(!ok(block.slice(0, -1)), "cut short in the last literals");
+  assert.ok(!ok(block.slice(0, 3)), "cut short in the offset");
+  assert.ok(!ok(block.slice(0, 10)), "cut short in the match length");
+  assert.ok(!ok([0x1f, 13, 2, 0, ...block.slice(4)]), "a match before the start");
+  assert.ok(!ok([0x1f, 13, 0, 0, ...block.slice(4)]), "offset 0");
+  assert.ok(!ok([...block.slice(0, -6), 0x60, 0, 0, 0, 0, 0, 0]), "decodes past the page");
+  assert.ok(!ok(new Array(20).fill(0x1f)), "noise");
+  assert.ok(!ok([]), "empty");
+  assert.ok(!ok(new Array(4097).fill(0)), "longer than a page");
 });

@@ -437,9 +437,13 @@ fn the_transfer_protocol_refuses_what_would_break_it() {
         )
         .unwrap()
     };
-    // The server stores values as sent, without decoding them (this import is never
-    // committed), so any short value stands for a compressed page here.
-    let small = vec![0x1Fu8; 20];
+    // A compressed page (one LZ4 block: a literal, a 4090-byte match, five literals) and
+    // noise of the same shape, which does not decode to a page.
+    let mut small = vec![0x1Fu8, 13, 1, 0];
+    small.extend_from_slice(&[255; 15]);
+    small.extend_from_slice(&[246, 0x50, 0, 0, 0, 0, 0]);
+    let noise = vec![0x1Fu8; small.len()];
+    assert_eq!(put2(1, &framed(&[&page, &noise])).error(400), "BAD_REQUEST");
     assert_eq!(put2(1, &framed(&[&small])).error(400), "BAD_REQUEST");
     assert_eq!(put2(1, &framed(&[&page, &[]])).error(400), "BAD_REQUEST");
     assert_eq!(
