@@ -290,14 +290,16 @@ export class PageStorage {
       inline.delete(no);
       inlineBytes -= bytes.byteLength;
     };
-    const bigPage1 = inline.get(1);
-    if (bigPage1 !== undefined && bigPage1.byteLength > INLINE_MAX_BYTES) leave(1, bigPage1);
-    for (const [no, bytes] of inline) {
-      if (!over()) break;
-      if (no !== 1) leave(no, bytes);
-    }
+    const order = [...inline.keys()].filter((no) => no !== 1);
     const page1 = inline.get(1);
-    if (over() && page1 !== undefined) leave(1, page1);
+    if (page1 !== undefined) {
+      if (page1.byteLength > INLINE_MAX_BYTES) order.unshift(1);
+      else order.push(1);
+    }
+    for (const no of order) {
+      if (!over()) break;
+      leave(no, inline.get(no)!);
+    }
     if (inline.size > 0) next.inline_nos = [...inline.keys()];
     // Measured here, before the buffers join it: JSON.stringify over ArrayBuffers takes V8's
     // slow path, a measurable part of a one-row commit (bench/README.md).
@@ -545,23 +547,12 @@ export class PageStorage {
   }
 }
 
-/** About the serialized size of a record: its JSON in UTF-8 (measured only when long) plus the
- *  bytes of the ArrayBuffers among its fields or in arrays there (meta's inline pages), which
- *  JSON shows as `{}`; records hold none deeper. No JSON.stringify replacer: that slow path was
- *  a measurable part of a one-row commit (bench/README.md). */
+/** About the serialized size of a record without page values (the transfer record, an
+ *  import's meta): its JSON in UTF-8, measured only when long. commit() measures the meta it
+ *  writes itself, page values included. */
 function recordBytes(v: unknown): number {
-  let buffers = 0;
-  const add = (x: unknown) => {
-    if (x instanceof ArrayBuffer) buffers += x.byteLength;
-  };
-  if (typeof v === "object" && v !== null) {
-    for (const x of Object.values(v)) {
-      if (Array.isArray(x)) x.forEach(add);
-      else add(x);
-    }
-  }
   const text = JSON.stringify(v);
-  return buffers + (3 * text.length <= MAX_VALUE_BYTES - VALUE_OVERHEAD_BYTES ? text.length : encoder.encode(text).byteLength);
+  return 3 * text.length <= MAX_VALUE_BYTES - VALUE_OVERHEAD_BYTES ? text.length : encoder.encode(text).byteLength;
 }
 
 /**
