@@ -31,7 +31,7 @@ const benchWorker :Workerd.Worker = (
     (name = "ASYNCIFY_4K", durableObjectNamespace = "DosqlAsyncify4k"),
     (name = "NATIVE_SQL", durableObjectNamespace = "NativeSql"),
     (name = "PRIOR_ART", durableObjectNamespace = "PriorArt"),
-    (name = "PROBE_KV", durableObjectNamespace = "ProbeKv"),
+    (name = "PROBE_SYNC", durableObjectNamespace = "ProbeSync"),
     (name = "PROBE_CLASSIC", durableObjectNamespace = "ProbeClassic"),
     # dosql's production settings (worker/config.capnp); PAGE_SIZE is set per class.
     (name = "CACHE_BYTES", text = "33554432"),
@@ -49,7 +49,7 @@ const benchWorker :Workerd.Worker = (
     (className = "DosqlAsyncify4k", uniqueKey = "bench-dosql-asyncify-4k", preventEviction = true),
     (className = "NativeSql", uniqueKey = "bench-native-sql", preventEviction = true, enableSql = true),
     (className = "PriorArt", uniqueKey = "bench-prior-art", preventEviction = true),
-    (className = "ProbeKv", uniqueKey = "bench-probe-kv", preventEviction = true, enableSql = true),
+    (className = "ProbeSync", uniqueKey = "bench-probe-sync", preventEviction = true, enableSql = true),
     (className = "ProbeClassic", uniqueKey = "bench-probe-classic", preventEviction = true),
   ],
   durableObjectStorage = (localDisk = "bench-data"),

@@ -46,7 +46,7 @@ const LABEL = {
 };
 const ALL = Object.keys(LABEL);
 // W3 only: the storage writes of one dosql 4K commit with no SQL (bench/src/worker.ts probes).
-const PROBES = { "probe-kv": "storage only: SQLite-backed, kv.put per key", "probe-classic": "storage only: classic, one put()" };
+const PROBES = { "probe-sync": "storage only: SQLite-backed, the head row through storage.sql", "probe-classic": "storage only: classic, one put()" };
 const W6_SET = ["dosql-jspi", "dosql-sync", "dosql-asyncify", "native-sql", "prior-art"];
 const DOSQL = ALL.filter((c) => c.startsWith("dosql-"));
 const PAGE_SIZE = (c) => (c.endsWith("-64k") ? 65536 : c.endsWith("-16k") ? 16384 : c.startsWith("dosql-") || c === "prior-art" ? 4096 : null);
@@ -398,9 +398,10 @@ function machine() {
 }
 
 /**
- * Whether W3's commits each wrote exactly the dirty pages plus meta in one atomic write: one
- * put() per commit on classic storage; on SQLite-backed storage (`dosql-sync*`) one kv.put()
- * per key, which PageStorage issues in one synchronous stretch (one implicit transaction).
+ * Whether W3's commits each wrote exactly the dirty pages plus the head in one atomic write:
+ * one put() per commit on classic storage; on SQLite-backed storage (`dosql-sync*`) the head
+ * row (storage.sql) and one kv.put() per page key, which PageStorage issues in one synchronous
+ * stretch (one implicit transaction): one call per key or row.
  */
 function commitShape(c, s, pagesWritten) {
   // Small commits carry their pages inside meta (worker/src/storage.ts, Meta.inline); a page
@@ -469,7 +470,7 @@ function report() {
 
   // Commit shape: W3 is 1,000 commits; each should be ONE put of (dirty pages + meta).
   lines.push("### Commit shape (W3: 1,000 single-insert transactions)", "");
-  lines.push("Classic storage: one put() per commit. SQLite-backed (`dosql sync`): one synchronous kv.put() per key, all issued in one synchronous stretch, which workerd applies as one transaction. Small commits carry their pages inside meta (one key); a page leaves meta for its own key in a later commit, when meta is over its budget.", "");
+  lines.push("Classic storage: one put() per commit, the head under the key `meta`. SQLite-backed (`dosql sync`): the head as a row of a table written through `storage.sql`, and one synchronous kv.put() per page key, all issued in one synchronous stretch, which workerd applies as one transaction (\"keys put\" counts the head row as a key). Small commits carry their pages inside the head (one record); a page leaves it for its own key in a later commit that does not rewrite it, or when the head is over its budget.", "");
   lines.push("| | commits | put calls | keys put | dirty pages (wasm's count) | of them inside meta | pages moved out of meta | keys = dirty pages + meta, in one write? |", "|---|---:|---:|---:|---:|---:|---:|---|");
   for (const c of DOSQL) {
     const s = st("W3", c);

@@ -36,7 +36,7 @@ const BINDINGS: Record<string, string> = {
   "dosql-sync-64k": "SYNC_64K",
   "dosql-asyncify": "ASYNCIFY_4K",
   "native-sql": "NATIVE_SQL",
-  "probe-kv": "PROBE_KV",
+  "probe-sync": "PROBE_SYNC",
   "probe-classic": "PROBE_CLASSIC",
   "prior-art": "PRIOR_ART",
 };
@@ -97,28 +97,30 @@ export const DosqlJspi16k = withPageSize(DosqlJspi, 16384);
 export const DosqlJspi64k = withPageSize(DosqlJspi, 65536);
 
 // ---- storage probes (W3 only): what a dosql 4K single-row commit stores, with no SQL and no wasm ----
-// Each request stores what one W3 commit of dosql sync 4K stores, with the sizes it measures
-// (bench/RESULTS.md, "Storage calls"): ONE key, meta, carrying page 1 (~0.2 KiB; SQLite's
-// change counter changes on every commit) and the table's last leaf (an LZ4 block that grows
-// from a few bytes to ~2.2 KiB as the leaf fills, ~1.1 KiB on average) inside it. Like
-// dosql's, the values change content and size on every commit: SQLite (workerd's storage)
-// rewrites an unchanged or same-size value in place, which would make the floor look cheaper
-// than it is. And like dosql's, meta has neighbours: the object first stores PROBE_PAGES
-// filled leaves under page keys. workerd keeps keys in a WITHOUT ROWID table, where finding
-// a key compares it with neighbours, and a neighbour whose value spills into overflow pages
-// is read whole to be compared (bench/README.md): a lone meta key would be ~20 µs cheaper
-// per put than dosql's. The storage floor of W3.
+// Each request stores what one W3 commit of dosql 4K stores, with the sizes it measures
+// (bench/RESULTS.md, "Storage calls"): ONE record, the head, carrying page 1 (~0.2 KiB;
+// SQLite's change counter changes on every commit) and the table's last leaf (an LZ4 block
+// that grows from a few bytes to ~2.2 KiB as the leaf fills, ~1.1 KiB on average) inside it.
+// Like dosql's, the values change content and size on every commit: SQLite (workerd's
+// storage) rewrites an unchanged or same-size value in place, which would make the floor look
+// cheaper than it is. And like dosql's, the head has neighbours: the object first stores
+// PROBE_PAGES filled leaves under page keys. workerd keeps kv keys in a WITHOUT ROWID table,
+// where finding a key compares it with neighbours, and a neighbour whose value spills into
+// overflow pages is read whole to be compared (bench/README.md). The storage floor of W3.
+//
+// SQLite-backed (probe-sync), as DosqlSqlDatabase: the head is row 0 of a rowid table
+// written through `storage.sql` (worker/src/storage.ts, HEAD_TABLE). Classic (probe-classic),
+// as DosqlDatabase: the head is the key "meta", one put().
 
 const PROBE_PAGE1_BYTES = 240;
 /** Filled leaves a W3 database holds under their keys by the measured runs (~30 rows each). */
 const PROBE_PAGES = 200;
 const PROBE_FULL_LEAF_BYTES = 1900;
-const probeEntries = (txid: number): Array<[string, unknown]> => {
-  const leaf = new Uint8Array(16 + ((txid * 22) % 2200)).fill(txid & 0xff);
-  const page1 = new Uint8Array(PROBE_PAGE1_BYTES).fill((txid + 1) & 0xff);
-  const meta = { format: 3, page_size: 4096, page_count: 60, txid, inline_nos: [1, 2 + Math.floor(txid / 100)], inline: [page1.buffer, leaf.buffer] };
-  return [["meta", meta]];
-};
+/** The head of commit `txid`: its fields and the two pages it carries. */
+const probeHead = (txid: number) => ({
+  fields: { format: 3, page_size: 4096, page_count: 60, txid, inline_nos: [1, 2 + Math.floor(txid / 100)] },
+  inline: [new Uint8Array(PROBE_PAGE1_BYTES).fill((txid + 1) & 0xff), new Uint8Array(16 + ((txid * 22) % 2200)).fill(txid & 0xff)],
+});
 
 abstract class Probe implements DurableObject {
   private txid = 0;
@@ -132,33 +134,51 @@ abstract class Probe implements DurableObject {
     if (this.txid === 0) {
       const leaves: Array<[string, unknown]> = [];
       for (let no = 2; no < 2 + PROBE_PAGES; no++) leaves.push([pageKey(no), new Uint8Array(PROBE_FULL_LEAF_BYTES).fill(no).buffer]);
-      for (let i = 0; i < leaves.length; i += 128) this.store(leaves.slice(i, i + 128));
+      for (let i = 0; i < leaves.length; i += 128) this.storeLeaves(leaves.slice(i, i + 128));
     }
-    const entries = probeEntries(++this.txid);
-    this.store(entries);
-    this.counters.put_keys += entries.length;
-    for (const [, v] of entries) this.counters.bytes_written += byteLength(v);
+    this.counters.bytes_written += this.storeHead(probeHead(++this.txid));
+    this.counters.put_keys++;
+    this.counters.put_calls++;
     this.counters.commits++;
     return json({ columns: [], rows: [] });
   }
-  protected abstract store(entries: Array<[string, unknown]>): void;
+  protected abstract storeLeaves(entries: Array<[string, unknown]>): void;
+  /** Stores the head; returns the bytes stored. */
+  protected abstract storeHead(head: ReturnType<typeof probeHead>): number;
 }
 
-/** SQLite-backed, synchronous kv.put per key: what DosqlSqlDatabase does. */
-export class ProbeKv extends Probe {
-  constructor(ctx: DurableObjectState, _env: Env) { super(ctx); }
-  protected store(entries: Array<[string, unknown]>): void {
+/** SQLite-backed: the head as a row through storage.sql, what DosqlSqlDatabase does. */
+export class ProbeSync extends Probe {
+  constructor(ctx: DurableObjectState, _env: Env) {
+    super(ctx);
+    ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS probe_head(id INTEGER PRIMARY KEY, head TEXT NOT NULL, inline BLOB)");
+  }
+  protected storeLeaves(entries: Array<[string, unknown]>): void {
     for (const [k, v] of entries) this.ctx.storage.kv.put(k, v);
-    this.counters.put_calls += entries.length;
+  }
+  protected storeHead({ fields, inline }: ReturnType<typeof probeHead>): number {
+    const text = JSON.stringify({ ...fields, format: 4, inline_lens: inline.map((v) => v.byteLength) });
+    const blob = new Uint8Array(inline.reduce((n, v) => n + v.byteLength, 0));
+    let off = 0;
+    for (const v of inline) {
+      blob.set(v, off);
+      off += v.byteLength;
+    }
+    this.ctx.storage.sql.exec("INSERT OR REPLACE INTO probe_head(id, head, inline) VALUES (0, ?, ?)", text, blob.buffer);
+    return text.length + blob.byteLength;
   }
 }
 
-/** Classic storage, one put() of every key, not awaited: what DosqlDatabase does. */
+/** Classic storage: the head under "meta", one put() not awaited, what DosqlDatabase does. */
 export class ProbeClassic extends Probe {
   constructor(ctx: DurableObjectState, _env: Env) { super(ctx); }
-  protected store(entries: Array<[string, unknown]>): void {
+  protected storeLeaves(entries: Array<[string, unknown]>): void {
     void this.ctx.storage.put(Object.fromEntries(entries));
-    this.counters.put_calls++;
+  }
+  protected storeHead({ fields, inline }: ReturnType<typeof probeHead>): number {
+    const meta = { ...fields, inline: inline.map((v) => v.buffer) };
+    void this.ctx.storage.put({ meta });
+    return byteLength(meta);
   }
 }
 

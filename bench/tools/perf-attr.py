@@ -2,10 +2,10 @@
 """CPU per request of each benchmark contender, from one `perf record` of workerd.
 
   perf record -k CLOCK_MONOTONIC -F 4000 -g -p <workerd pid> -o w3.data &   # then:
-  node bench/tools/w3-drive.mjs 8 native-sql dosql-sync probe-kv; kill -INT %1
+  node bench/tools/w3-drive.mjs 8 native-sql dosql-sync probe-sync; kill -INT %1
   perf script -i w3.data > w3.txt
   python3 bench/tools/perf-attr.py w3.txt w3-segments.json summary
-  python3 bench/tools/perf-attr.py w3.txt w3-segments.json diff dosql-sync probe-kv
+  python3 bench/tools/perf-attr.py w3.txt w3-segments.json diff dosql-sync probe-sync
   python3 bench/tools/perf-attr.py w3.txt w3-segments.json inclusive dosql-sync 'SyncKvStorage::put' fsync
 
 Samples are attributed to the contender whose time window (w3-drive.mjs's segments) holds

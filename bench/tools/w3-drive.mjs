@@ -1,7 +1,7 @@
 // W3 alone against a running benchmark workerd (bench/config.capnp on BENCH_PORT, default
 // 8788), with each contender's time window recorded for `perf` attribution (perf-attr.py).
 //
-//   node bench/tools/w3-drive.mjs <reps> <contender>...     e.g. 8 native-sql dosql-sync probe-kv
+//   node bench/tools/w3-drive.mjs <reps> <contender>...     e.g. 8 native-sql dosql-sync probe-sync
 //
 // Each contender gets a fresh database (DB, default w3-<time>), a table and 100 warm-up
 // inserts; then per rep, contenders in rotating order, N (1000) sequential one-row inserts.

@@ -10,9 +10,14 @@
 //   "meta"             → { format, page_size, page_count, txid, prefix?, inline_nos?, inline? }:
 //                        the committed head, and the stored values of a few recently written
 //                        pages (`inline`, page numbers in `inline_nos`; see Meta.inline).
-//                        format 3 (every commit writes 3): pages may be carried in meta;
+//                        format 3 (classic storage writes 3): pages may be carried in meta;
 //                        format 2: page values may be compressed, page 1 may be `page1`;
 //                        format 1: every value is a raw page under its key (both still read);
+//                        format 4 (SQLite-backed storage writes 4): the head is a row of the
+//                        table HEAD_TABLE instead, and "meta" only says so ({format: 4,
+//                        head: HEAD_TABLE}), so that code from before format 4 refuses the
+//                        database rather than taking it for an empty one. Why a table: see
+//                        HEAD_TABLE;
 //   "transfer"         → TransferState: the import being staged (if any), the next generation
 //                        number, and page ranges of dead generations still to delete.
 // Storage only ever holds committed transactions: a commit's puts and deletes are all issued
@@ -38,9 +43,10 @@ const VALUE_OVERHEAD_BYTES = 64;
 export const MAX_KEY_BYTES = 2048;
 
 export interface Meta {
-  /** 3 (written now): pages may be carried inside meta (`inline`). 2: page values may be
-   *  compressed (codec.rs), page 1 may be `page1`. 1: raw pages only. */
-  format: 1 | 2 | 3;
+  /** 4 (SQLite-backed storage writes it): as 3, kept in HEAD_TABLE. 3 (classic storage writes
+   *  it): pages may be carried inside meta (`inline`). 2: page values may be compressed
+   *  (codec.rs), page 1 may be `page1`. 1: raw pages only. */
+  format: 1 | 2 | 3 | 4;
   page_size: number;
   page_count: number;
   txid: number;
@@ -64,8 +70,23 @@ export interface Meta {
   inline?: ArrayBuffer[];
 }
 
-/** The meta format every write produces (see Meta.format). */
+/** The meta format classic storage writes (see Meta.format). */
 const META_FORMAT = 3 as const;
+/** The format SQLite-backed storage writes: the head lives in HEAD_TABLE. */
+const HEAD_FORMAT = 4 as const;
+/**
+ * On SQLite-backed storage the head (every commit writes it) is row 0 of this table, a
+ * rowid table reached through `storage.sql`, rather than the kv key "meta". workerd keeps kv
+ * keys in a WITHOUT ROWID table, where finding a key compares it with its neighbours, and a
+ * neighbour whose value spills into overflow pages (a stored page of over ~1 KB: most of
+ * them) is read whole from disk to be compared: replacing "meta" took ~4 such reads and ~6.6
+ * WAL frames per commit, a rowid lookup takes none and ~2 (bench/README.md). The kv API and
+ * the SQL API write the same SQLite database, in the same implicit transaction, so a commit's
+ * page puts and its head row land together.
+ */
+export const HEAD_TABLE = "dosql_head";
+/** What "meta" holds once the head lives in HEAD_TABLE (written once, by the first commit). */
+const HEAD_POINTER = { format: HEAD_FORMAT, head: HEAD_TABLE } as const;
 /** At most this many pages ride inside meta... */
 export const INLINE_MAX_PAGES = 8;
 /** ...of at most this many stored bytes in all. On SQLite-backed storage a value over ~1 KB
@@ -167,6 +188,12 @@ export class PageStorage {
 
   /** SQLite-backed storage's synchronous API, when the object has it and asked for it. */
   private readonly kv: SyncKvStorage | null;
+  /** SQLite-backed storage's SQL API, which holds the head (HEAD_TABLE); null on classic. */
+  private readonly sql: SqlStorage | null;
+  /** Whether HEAD_TABLE exists (SQLite-backed only; checked by loadMeta). */
+  private headTable = false;
+  /** Whether "meta" already holds HEAD_POINTER (SQLite-backed only). */
+  private pointerStored = false;
 
   /**
    * `sync`: the object is SQLite-backed (DosqlSqlDatabase). Reads may then use readPagesSync,
@@ -179,14 +206,23 @@ export class PageStorage {
     { sync = false }: { sync?: boolean } = {},
   ) {
     this.kv = sync ? storage.kv : null;
+    this.sql = sync ? storage.sql : null;
   }
 
   /** Reads `meta`; a database never committed to gets `newPageSize`, 0 pages, txid 0. */
   async loadMeta(newPageSize: number): Promise<Meta> {
-    const stored = (await this.checkedGet(["meta"])).get("meta") as Meta | undefined;
+    let stored = this.sql === null ? undefined : this.readHeadRow();
+    if (stored === undefined) {
+      stored = (await this.checkedGet(["meta"])).get("meta") as Meta | undefined;
+      if (stored?.format === HEAD_FORMAT) {
+        throw new Error(`"meta" says the head is in table ${HEAD_TABLE}, which ${this.sql === null ? "classic storage does not have" : "holds no head"}`);
+      }
+    } else {
+      this.pointerStored = true;
+    }
     if (stored === undefined) {
       if (!isPageSize(newPageSize)) throw new Error(`PAGE_SIZE ${newPageSize} is not a power of two in 512..65536`);
-      this.meta = { format: META_FORMAT, page_size: newPageSize, page_count: 0, txid: 0 };
+      this.meta = { format: this.writesFormat(), page_size: newPageSize, page_count: 0, txid: 0 };
       this.inline = new Map();
     } else {
       const inline = inlinePages(stored);
@@ -257,7 +293,7 @@ export class PageStorage {
     const prev = this.meta;
     const prefix = this.prefix;
     if (!Number.isInteger(pageCount) || pageCount < 0) throw new Error(`bad page count ${pageCount}`);
-    const next: Meta = { format: META_FORMAT, page_size: prev.page_size, page_count: pageCount, txid: prev.txid + 1 };
+    const next: Meta = { format: this.writesFormat(), page_size: prev.page_size, page_count: pageCount, txid: prev.txid + 1 };
     // Only a database loaded by an import carries a prefix: the others keep today's record.
     if (prev.prefix !== undefined) next.prefix = prev.prefix;
 
@@ -305,7 +341,8 @@ export class PageStorage {
     // slow path, a measurable part of a one-row commit (bench/README.md).
     const metaBytes = new Map([["meta", JSON.stringify(next).length + inlineBytes]]);
     if (inline.size > 0) next.inline = [...inline.values()];
-    puts.push(["meta", next]);
+    const head = this.sql === null ? null : this.checkHead(next);
+    if (head === null) puts.push(["meta", next]);
     const deletes: string[] = [];
     for (let no = pageCount + 1; no <= prev.page_count; no++) deletes.push(pageKey(no, prefix));
 
@@ -317,6 +354,7 @@ export class PageStorage {
     // From here on: no await, no throw expected.
     for (const p of checked) this.issuePut(p);
     for (const b of deleteBatches) this.issueDelete(b);
+    if (head !== null) this.issueHead(head);
     this.stats.meta_pages += inline.size;
     this.stats.evicted_pages += evicted;
     this.meta = next;
@@ -407,11 +445,17 @@ export class PageStorage {
     if (s === null) throw new Error("no import is staged");
     if (s.next !== s.page_count + 1) throw new Error(`the import has ${s.next - 1} of ${s.page_count} pages`);
     const prev = this.meta;
-    const meta: Meta = { format: META_FORMAT, page_size: s.page_size, page_count: s.page_count, txid: prev.txid + 1, prefix: s.prefix };
+    const meta: Meta = { format: this.writesFormat(), page_size: s.page_size, page_count: s.page_count, txid: prev.txid + 1, prefix: s.prefix };
     const next: TransferState = structuredClone(t);
     next.staging = null;
     if (prev.page_count > 0) next.garbage.push({ prefix: this.prefix, from: 1, to: prev.page_count });
-    this.issuePut(this.checkPut([["meta", meta], ["transfer", next]]));
+    if (this.sql === null) {
+      this.issuePut(this.checkPut([["meta", meta], ["transfer", next]]));
+    } else {
+      const head = this.checkHead(meta);
+      this.issuePut(this.checkPut([["transfer", next]]));
+      this.issueHead(head);
+    }
     this.meta = meta;
     this.inline = new Map();
     this.transfer = next;
@@ -448,6 +492,55 @@ export class PageStorage {
     this.issuePut(record);
     this.transfer = next;
     return this.garbagePages();
+  }
+
+  /** The meta format this storage writes. */
+  private writesFormat(): 3 | 4 {
+    return this.sql === null ? META_FORMAT : HEAD_FORMAT;
+  }
+
+  /** The head row (SQLite-backed storage), or undefined when there is none yet. */
+  private readHeadRow(): Meta | undefined {
+    const sql = this.sql!;
+    this.headTable = sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", HEAD_TABLE).toArray().length > 0;
+    if (!this.headTable) return undefined;
+    this.stats.get_calls++;
+    this.stats.get_keys++;
+    this.stats.get_keys_max = Math.max(this.stats.get_keys_max, 1);
+    const rows = sql.exec<{ head: string; inline: ArrayBuffer | null }>(`SELECT head, inline FROM ${HEAD_TABLE} WHERE id = 0`).toArray();
+    if (rows.length === 0) return undefined;
+    const meta = decodeHead(rows[0].head, rows[0].inline);
+    if (meta === null) throw new Error(`unsupported head row in ${HEAD_TABLE}: ${rows[0].head.slice(0, 200)}`);
+    return meta;
+  }
+
+  /** The head row of `meta`, checked against the limits (issued by issueHead). */
+  private checkHead(meta: Meta): EncodedHead {
+    const head = encodeHead(meta);
+    const n = head.text.length + (head.inline?.byteLength ?? 0);
+    if (n + VALUE_OVERHEAD_BYTES > MAX_VALUE_BYTES) this.refuse(`head of ${n} bytes (limit ${MAX_VALUE_BYTES})`);
+    return head;
+  }
+
+  /** Writes the head row (and, the first time, the pointer under "meta"), counted as puts. */
+  private issueHead(head: EncodedHead): void {
+    const sql = this.sql!;
+    if (!this.headTable) {
+      sql.exec(`CREATE TABLE IF NOT EXISTS ${HEAD_TABLE}(id INTEGER PRIMARY KEY, head TEXT NOT NULL, inline BLOB)`);
+      this.headTable = true;
+    }
+    sql.exec(`INSERT OR REPLACE INTO ${HEAD_TABLE}(id, head, inline) VALUES (0, ?, ?)`, head.text, head.inline);
+    const s = this.stats;
+    s.put_calls++;
+    s.put_keys++;
+    s.put_keys_max = Math.max(s.put_keys_max, 1);
+    const n = head.text.length + (head.inline?.byteLength ?? 0);
+    s.put_value_bytes_max = Math.max(s.put_value_bytes_max, n);
+    s.bytes_written += n;
+    if (!this.pointerStored) {
+      this.issuePut(this.checkPut([["meta", HEAD_POINTER]]));
+      this.pointerStored = true;
+    }
   }
 
   private current(): TransferState {
@@ -593,11 +686,57 @@ export function isPageValue(value: Uint8Array, size: number): boolean {
   return d === size;
 }
 
+/** A head as HEAD_TABLE's row holds it: `text`, the meta record's fields as JSON with the
+ *  inline values' lengths (`inline_lens`) in place of the values; `inline`, the values back
+ *  to back (null when there are none). */
+interface EncodedHead {
+  text: string;
+  inline: ArrayBuffer | null;
+}
+
+function encodeHead(meta: Meta): EncodedHead {
+  const { inline, ...fields } = meta;
+  if (inline === undefined || inline.length === 0) return { text: JSON.stringify(fields), inline: null };
+  let n = 0;
+  for (const v of inline) n += v.byteLength;
+  const out = new Uint8Array(n);
+  let off = 0;
+  for (const v of inline) {
+    out.set(new Uint8Array(v), off);
+    off += v.byteLength;
+  }
+  return { text: JSON.stringify({ ...fields, inline_lens: inline.map((v) => v.byteLength) }), inline: out.buffer };
+}
+
+/** The meta record of a head row (checked by loadMeta, as any record), or null when the row
+ *  does not parse or its values' lengths do not add up. */
+function decodeHead(text: string, inline: ArrayBuffer | null): Meta | null {
+  let fields: Meta & { inline_lens?: unknown };
+  try {
+    fields = JSON.parse(text) as Meta & { inline_lens?: unknown };
+  } catch {
+    return null;
+  }
+  if (typeof fields !== "object" || fields === null) return null;
+  const { inline_lens: lens, ...meta } = fields;
+  if (lens === undefined) return inline === null ? meta : null;
+  if (inline === null || !Array.isArray(lens) || !lens.every((n) => isCount(n))) return null;
+  const values: ArrayBuffer[] = [];
+  let off = 0;
+  for (const n of lens as number[]) {
+    values.push(inline.slice(off, off + n));
+    off += n;
+  }
+  if (off !== inline.byteLength) return null;
+  meta.inline = values;
+  return meta;
+}
+
 /** The pages a stored meta record carries (format 2's page1 is page 1), or null when the
  *  record is not one this code understands. */
 function inlinePages(m: Meta): Map<number, ArrayBuffer> | null {
   const pageValue = (v: unknown) => v instanceof ArrayBuffer && v.byteLength >= 1 && v.byteLength <= m.page_size;
-  if (!(m.format === 1 || m.format === 2 || m.format === 3) || !isPageSize(m.page_size) || !isCount(m.page_count) || !isCount(m.txid, Number.MAX_SAFE_INTEGER)
+  if (!(m.format === 1 || m.format === 2 || m.format === 3 || m.format === 4) || !isPageSize(m.page_size) || !isCount(m.page_count) || !isCount(m.txid, Number.MAX_SAFE_INTEGER)
     || (m.prefix !== undefined && !(m.prefix === DEFAULT_PREFIX || GENERATION_PREFIX_RE.test(m.prefix)))) return null;
   const inline = new Map<number, ArrayBuffer>();
   if (m.page1 !== undefined) {
@@ -607,7 +746,7 @@ function inlinePages(m: Meta): Map<number, ArrayBuffer> | null {
   if (m.inline !== undefined || m.inline_nos !== undefined) {
     const nos = m.inline_nos;
     const values = m.inline;
-    if (m.format !== 3 || !Array.isArray(nos) || !Array.isArray(values) || nos.length !== values.length) return null;
+    if (!(m.format === 3 || m.format === 4) || !Array.isArray(nos) || !Array.isArray(values) || nos.length !== values.length) return null;
     for (let i = 0; i < nos.length; i++) {
       if (!isCount(nos[i], m.page_count) || nos[i] < 1 || inline.has(nos[i]) || !pageValue(values[i])) return null;
       inline.set(nos[i], values[i]);
