@@ -79,7 +79,7 @@ const HEAD_FORMAT = 4 as const;
  * rowid table reached through `storage.sql`, rather than the kv key "meta". workerd keeps kv
  * keys in a WITHOUT ROWID table, where finding a key compares it with its neighbours, and a
  * neighbour whose value spills into overflow pages (a stored page of over ~1 KB: most of
- * them) is read whole from disk to be compared: replacing "meta" took ~4 such reads and ~6.6
+ * them) is read whole from disk to be compared: replacing "meta" took ~3.5 such reads and ~6
  * WAL frames per commit, a rowid lookup takes none and ~2 (bench/README.md). The kv API and
  * the SQL API write the same SQLite database, in the same implicit transaction, so a commit's
  * page puts and its head row land together.
