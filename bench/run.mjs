@@ -401,7 +401,9 @@ function machine() {
  * Whether W3's commits each wrote exactly the dirty pages plus the head in one atomic write:
  * one put() per commit on classic storage; on SQLite-backed storage (`dosql-sync*`) the head
  * row (storage.sql) and one kv.put() per page key, which PageStorage issues in one synchronous
- * stretch (one implicit transaction): one call per key or row.
+ * stretch (one implicit transaction): one call per key or row. The one-time pointer under
+ * "meta" (a database's first head in format 4) is written by W3's setup, before the counters
+ * are read, so it does not enter the difference.
  */
 function commitShape(c, s, pagesWritten) {
   // Small commits carry their pages inside meta (worker/src/storage.ts, Meta.inline); a page

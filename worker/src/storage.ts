@@ -23,12 +23,12 @@
 // Storage only ever holds committed transactions: a commit's puts and deletes are all issued
 // in one synchronous stretch (no await between them), which DO storage applies atomically, and
 // the output gate holds every response until they are durable. On SQLite-backed storage they go
-// through the synchronous `storage.kv`, whose writes in one such stretch are likewise one
-// implicit transaction.
+// through the synchronous `storage.kv` (pages, "transfer") and `storage.sql` (the head row),
+// whose writes in one such stretch are likewise one implicit transaction.
 //
 // An import writes its pages under a fresh generation prefix that no reader looks at, then
-// switches `meta` (and so every reader) to it in one put: readers see the old database or the
-// new one, never a mix. The old generation's keys become garbage, deleted in bounded batches.
+// switches the head (and so every reader) to it in one synchronous stretch: readers see the
+// old database or the new one, never a mix. The old generation's keys become garbage, deleted in bounded batches.
 //
 // Production limits that local workerd does NOT enforce are enforced here (checkedGet, checkPut,
 // checkKeys), and every call is counted so that tests can assert none came near them.
@@ -197,9 +197,10 @@ export class PageStorage {
 
   /**
    * `sync`: the object is SQLite-backed (DosqlSqlDatabase). Reads may then use readPagesSync,
-   * and every write goes through the synchronous `storage.kv`: one call per key, applied in
-   * the same implicit transaction as the rest of the synchronous stretch that issues it, which
-   * is cheaper there than the async put() (measured in bench/README.md).
+   * and every write goes through the synchronous `storage.kv` (one call per key) or, for the
+   * head, `storage.sql` (HEAD_TABLE), applied in the same implicit transaction as the rest of
+   * the synchronous stretch that issues it, which is cheaper there than the async put()
+   * (measured in bench/README.md).
    */
   constructor(
     private readonly storage: DurableObjectStorage,
@@ -209,15 +210,22 @@ export class PageStorage {
     this.sql = sync ? storage.sql : null;
   }
 
-  /** Reads `meta`; a database never committed to gets `newPageSize`, 0 pages, txid 0. */
+  /**
+   * Reads the head: HEAD_TABLE's row on SQLite-backed storage when there is one (it is then the
+   * head, whatever "meta" holds: the first write of a row also wrote the pointer, and no code
+   * writes a format-3 "meta" over a pointer, since every version before format 4 refuses it),
+   * else the key "meta". A database never committed to gets `newPageSize`, 0 pages, txid 0.
+   */
   async loadMeta(newPageSize: number): Promise<Meta> {
     let stored = this.sql === null ? undefined : this.readHeadRow();
     if (stored === undefined) {
       stored = (await this.checkedGet(["meta"])).get("meta") as Meta | undefined;
+      // A full record under "meta" is format 1-3; format 4 there is only ever the pointer.
       if (stored?.format === HEAD_FORMAT) {
         throw new Error(`"meta" says the head is in table ${HEAD_TABLE}, which ${this.sql === null ? "classic storage does not have" : "holds no head"}`);
       }
     } else {
+      if (stored.format !== HEAD_FORMAT) throw new Error(`unsupported head row in ${HEAD_TABLE}: format ${String(stored.format)}`);
       this.pointerStored = true;
     }
     if (stored === undefined) {
@@ -339,7 +347,7 @@ export class PageStorage {
     if (inline.size > 0) next.inline_nos = [...inline.keys()];
     // Measured here, before the buffers join it: JSON.stringify over ArrayBuffers takes V8's
     // slow path, a measurable part of a one-row commit (bench/README.md).
-    const metaBytes = new Map([["meta", JSON.stringify(next).length + inlineBytes]]);
+    const metaBytes = this.sql === null ? new Map([["meta", JSON.stringify(next).length + inlineBytes]]) : undefined;
     if (inline.size > 0) next.inline = [...inline.values()];
     const head = this.sql === null ? null : this.checkHead(next);
     if (head === null) puts.push(["meta", next]);
@@ -514,16 +522,17 @@ export class PageStorage {
     return meta;
   }
 
-  /** The head row of `meta`, checked against the limits (issued by issueHead). */
-  private checkHead(meta: Meta): EncodedHead {
+  /** The head row of `meta` (and the pointer, when "meta" does not hold it yet), checked
+   *  against the limits: issueHead only issues. */
+  private checkHead(meta: Meta): CheckedHead {
     const head = encodeHead(meta);
     const n = head.text.length + (head.inline?.byteLength ?? 0);
     if (n + VALUE_OVERHEAD_BYTES > MAX_VALUE_BYTES) this.refuse(`head of ${n} bytes (limit ${MAX_VALUE_BYTES})`);
-    return head;
+    return { ...head, bytes: n, pointer: this.pointerStored ? null : this.checkPut([["meta", HEAD_POINTER]]) };
   }
 
   /** Writes the head row (and, the first time, the pointer under "meta"), counted as puts. */
-  private issueHead(head: EncodedHead): void {
+  private issueHead(head: CheckedHead): void {
     const sql = this.sql!;
     if (!this.headTable) {
       sql.exec(`CREATE TABLE IF NOT EXISTS ${HEAD_TABLE}(id INTEGER PRIMARY KEY, head TEXT NOT NULL, inline BLOB)`);
@@ -534,11 +543,10 @@ export class PageStorage {
     s.put_calls++;
     s.put_keys++;
     s.put_keys_max = Math.max(s.put_keys_max, 1);
-    const n = head.text.length + (head.inline?.byteLength ?? 0);
-    s.put_value_bytes_max = Math.max(s.put_value_bytes_max, n);
-    s.bytes_written += n;
-    if (!this.pointerStored) {
-      this.issuePut(this.checkPut([["meta", HEAD_POINTER]]));
+    s.put_value_bytes_max = Math.max(s.put_value_bytes_max, head.bytes);
+    s.bytes_written += head.bytes;
+    if (head.pointer !== null) {
+      this.issuePut(head.pointer);
       this.pointerStored = true;
     }
   }
@@ -692,6 +700,13 @@ export function isPageValue(value: Uint8Array, size: number): boolean {
 interface EncodedHead {
   text: string;
   inline: ArrayBuffer | null;
+}
+
+/** A head row that passed the limit checks, with its size, and the pointer's put when it is
+ *  still to write. */
+interface CheckedHead extends EncodedHead {
+  bytes: number;
+  pointer: CheckedPut | null;
 }
 
 function encodeHead(meta: Meta): EncodedHead {

@@ -23,7 +23,7 @@
 //            about half the bytes. 409 OUT_OF_ORDER names the page
 //            expected, 409 IMPORT_SUPERSEDED when another import started since.
 //   POST   /db/<name>/import/<id>/commit    → {"force"}: switches the database to the staged
-//            pages atomically (one put of `meta`), drops the wasm instance so it re-reads the
+//            pages atomically (the head, in one synchronous stretch), drops the wasm instance so it re-reads the
 //            head, and starts deleting the old generation. Answers {"txid", "page_size",
 //            "page_count", "garbage_pages"}.
 //   DELETE /db/<name>/import/<id>           → abandons the staged import.

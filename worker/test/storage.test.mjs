@@ -239,6 +239,47 @@ test("SQLite-backed: code that does not know the head table refuses the database
   await assert.rejects(new PageStorage(mem).loadMeta(4096), /head is in table dosql_head/);
 });
 
+test("SQLite-backed: a format 3 database (head under \"meta\", pages inline) moves to the table with its next commit", async () => {
+  const mem = memoryStorage({
+    meta: { format: 3, page_size: 4096, page_count: 3, txid: 5, inline_nos: [1, 3], inline: [value(40, 1), value(50, 3)] },
+    [pageKey(1)]: value(30, 9),
+    [pageKey(2)]: value(60, 2),
+  });
+  const pages = new PageStorage(mem, { sync: true });
+  await pages.loadMeta(4096);
+  assert.deepEqual(pages.readPagesSync([1, 2, 3]).map((v) => v[0]), [1, 2, 3], "inline pages win over older keys");
+  mem.log.length = 0;
+  pages.commit(3, [[2, value(70, 4)]]);
+  // Pages 1 and 3 leave the old head for their keys; the head row, then the pointer.
+  assert.deepEqual(mem.log, [["put", pageKey(1)], ["put", pageKey(3)], ["head"], ["put", "meta"]]);
+  assert.deepEqual(mem.data.get("meta"), { format: 4, head: HEAD_TABLE });
+  const head = mem.head();
+  assert.equal(head.format, 4);
+  assert.equal(head.txid, 6);
+  assert.deepEqual(head.inline_nos, [2]);
+  const cold = new PageStorage(mem, { sync: true });
+  await cold.loadMeta(4096);
+  assert.deepEqual(cold.readPagesSync([1, 2, 3]).map((v) => [v[0], v.byteLength]), [[1, 40], [4, 70], [3, 50]]);
+  // A reloaded instance knows the pointer is there: its commits write the row alone.
+  mem.log.length = 0;
+  cold.commit(3, [[2, value(70, 5)]]);
+  assert.deepEqual(mem.log, [["head"]]);
+});
+
+test("SQLite-backed: an import into a database that never committed writes the pointer too", async () => {
+  const mem = memoryStorage();
+  const pages = new PageStorage(mem, { sync: true });
+  await pages.loadMeta(4096);
+  await pages.loadTransfer();
+  pages.beginImport(4096, 1);
+  pages.stagePages(1, [value(4096, 7)]);
+  mem.log.length = 0;
+  pages.switchToStaged();
+  assert.deepEqual(mem.log, [["put", "transfer"], ["head"], ["put", "meta"]]);
+  assert.deepEqual(mem.data.get("meta"), { format: 4, head: HEAD_TABLE });
+  await assert.rejects(new PageStorage(mem).loadMeta(4096), /head is in table/);
+});
+
 test("SQLite-backed: a pointer without its head row, or a head row that does not add up, is refused", async () => {
   const lost = memoryStorage({ meta: { format: 4, head: HEAD_TABLE } });
   await assert.rejects(new PageStorage(lost, { sync: true }).loadMeta(4096), /holds no head/);
@@ -247,6 +288,7 @@ test("SQLite-backed: a pointer without its head row, or a head row that does not
     { head: JSON.stringify({ format: 4, page_size: 4096, page_count: 1, txid: 1, inline_nos: [1], inline_lens: [10] }), inline: value(9, 1) },
     { head: JSON.stringify({ format: 4, page_size: 4096, page_count: 1, txid: 1, inline_nos: [1] }), inline: value(10, 1) },
     { head: JSON.stringify({ format: 4, page_size: 4096, page_count: 1, txid: 1, inline_nos: [1], inline_lens: [5, 5] }), inline: value(10, 1) },
+    { head: JSON.stringify({ format: 3, page_size: 4096, page_count: 1, txid: 1 }), inline: null },
   ];
   for (const row of rows) {
     const mem = memoryStorage({ meta: { format: 4, head: HEAD_TABLE } });
