@@ -28,7 +28,8 @@ pub fn testdata() -> PathBuf {
     }
 }
 
-fn free_port() -> u16 {
+/// A free loopback port (bound, then released for a server to take).
+pub fn free_port() -> u16 {
     // Bind port 0 to let the OS pick, then release it for workerd.
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -64,6 +65,22 @@ impl Server {
     /// Starts a server with extra environment, e.g. `[("DOSQL_STORAGE", "sqlite")]`.
     pub fn start_with_env(env: &[(&str, &str)]) -> Server {
         Server::start_with(None, env)
+    }
+
+    /// Starts a server on an existing data directory (the caller keeps it), e.g. one that
+    /// another workerd configuration wrote.
+    pub fn start_on(data: &Path) -> Server {
+        let mut s = Server {
+            child: None,
+            port: free_port(),
+            data: data.to_owned(),
+            _tmp: None,
+            log: PathBuf::new(),
+            token: None,
+            env: Vec::new(),
+        };
+        s.spawn();
+        s
     }
 
     fn start_with(token: Option<&str>, env: &[(&str, &str)]) -> Server {
