@@ -28,7 +28,8 @@
 //
 // An import writes its pages under a fresh generation prefix that no reader looks at, then
 // switches the head (and so every reader) to it in one synchronous stretch: readers see the
-// old database or the new one, never a mix. The old generation's keys become garbage, deleted in bounded batches.
+// old database or the new one, never a mix. The old generation's keys become garbage,
+// deleted in bounded batches.
 //
 // Production limits that local workerd does NOT enforce are enforced here (checkedGet, checkPut,
 // checkKeys), and every call is counted so that tests can assert none came near them.
@@ -85,7 +86,8 @@ const HEAD_FORMAT = 4 as const;
  * page puts and its head row land together.
  */
 export const HEAD_TABLE = "dosql_head";
-/** What "meta" holds once the head lives in HEAD_TABLE (written once, by the first commit). */
+/** What "meta" holds once the head lives in HEAD_TABLE (written once, with the first head in
+ *  format 4: a commit's, or an import's switch). */
 const HEAD_POINTER = { format: HEAD_FORMAT, head: HEAD_TABLE } as const;
 /** At most this many pages ride inside meta... */
 export const INLINE_MAX_PAGES = 8;
