@@ -34,6 +34,9 @@ const dosqlWorker :Workerd.Worker = (
     # The wasm page cache: a byte budget (CACHE_PAGES, if set, counts pages instead).
     (name = "CACHE_BYTES", text = "33554432"),
     (name = "READ_AHEAD", text = "0"),
+    # Bytes of wasm memory all dosql instances of the isolate may hold together; unset or
+    # empty = 64 MiB (worker/src/budget.ts). Idle instances are dropped to keep it.
+    (name = "DOSQL_MEMORY_BUDGET", fromEnvironment = "DOSQL_MEMORY_BUDGET"),
     # The bearer token every request must carry; unset or empty = open (local development).
     (name = "DOSQL_TOKEN", fromEnvironment = "DOSQL_TOKEN"),
     # Hrana (libSQL client) streams idle this long are rolled back and closed; unset = 10000.

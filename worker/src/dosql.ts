@@ -7,10 +7,15 @@ import { wasiImports } from "./wasi";
 export const OP_QUERY = 1;
 export const OP_BATCH = 2;
 export const OP_STATS = 3;
+export const OP_LIMITS = 5;
+
+/** The memory the module asks for at instantiation (crates/wasm: INITIAL_MEMORY_BYTES, in
+ *  64 KiB wasm pages; a Rust test checks that the two agree). */
+export const WASM_INITIAL_PAGES = 32;
+const WASM_PAGE_BYTES = 65536;
 
 /** What dosql.wasm exports (bench/src/asyncify.ts extends it with asyncify's exports). */
 export interface Exports {
-  memory: WebAssembly.Memory;
   dosql_alloc(len: number): number;
   dosql_free(ptr: number, len: number): void;
   dosql_open(pageSize: number, pageCount: number, txid: number, cachePages: number, readAhead: number): number;
@@ -23,6 +28,8 @@ export interface Exports {
 export interface OpenOptions {
   cachePages: number;
   readAhead: number;
+  /** The most the instance's memory may grow to (bytes; the isolate's memory budget). */
+  maxMemoryBytes: number;
 }
 
 export interface WasmResponse {
@@ -63,6 +70,8 @@ export interface SyncPageSource {
  */
 export class DosqlInstance {
   private exports!: Exports;
+  /** The instance's linear memory: the module imports it, so that its maximum is ours. */
+  readonly memory: WebAssembly.Memory;
   /** Last host-side error, handed to the wasm through the error_message import. */
   private lastError = "";
   // JSPI: these exports may suspend (inside read_pages) and so return promises.
@@ -70,14 +79,23 @@ export class DosqlInstance {
   private execAsync!: (...a: Parameters<Exports["dosql_exec"]>) => Promise<number>;
 
   private constructor(
-    private readonly pages: AsyncPageSource | SyncPageSource,
+    private pages: AsyncPageSource | SyncPageSource,
     /** Whether this instance runs without JSPI (createSync). */
     readonly sync: boolean,
-  ) {}
+    maxMemoryBytes: number,
+  ) {
+    const maximum = Math.max(WASM_INITIAL_PAGES, Math.floor(maxMemoryBytes / WASM_PAGE_BYTES));
+    this.memory = new WebAssembly.Memory({ initial: WASM_INITIAL_PAGES, maximum });
+  }
+
+  /** Bytes of linear memory the instance holds now (it never shrinks). */
+  memoryBytes(): number {
+    return this.memory.buffer.byteLength;
+  }
 
   /** Instantiates `module` and opens the database at the head `pages.meta` holds (JSPI). */
   static async create(module: WebAssembly.Module, pages: AsyncPageSource, opts: OpenOptions): Promise<DosqlInstance> {
-    const self = new DosqlInstance(pages, false);
+    const self = new DosqlInstance(pages, false, opts.maxMemoryBytes);
     const instance = await WebAssembly.instantiate(module, self.imports(
       module,
       // Typed as a plain import value: workers-types does not know Suspending.
@@ -99,7 +117,7 @@ export class DosqlInstance {
    * database at the head `pages.meta` holds. Use `execSync` (or `exec`) afterwards.
    */
   static createSync(module: WebAssembly.Module, pages: SyncPageSource, opts: OpenOptions): DosqlInstance {
-    const self = new DosqlInstance(pages, true);
+    const self = new DosqlInstance(pages, true, opts.maxMemoryBytes);
     const instance = new WebAssembly.Instance(module, self.imports(module, self.readPagesSync.bind(self)));
     self.exports = instance.exports as unknown as Exports;
     self.exports._initialize?.();
@@ -108,9 +126,22 @@ export class DosqlInstance {
     return self;
   }
 
+  /**
+   * Makes this instance serve another database: `pages` (of the same bridge: a sync source
+   * for a createSync instance) at the head its `meta` holds. The previous database's session
+   * and Hrana streams are closed inside the wasm; its memory is reused.
+   */
+  async reopen(pages: AsyncPageSource | SyncPageSource, opts: OpenOptions): Promise<void> {
+    this.pages = pages;
+    const m = pages.meta;
+    const args = [m.page_size, m.page_count, m.txid, opts.cachePages, opts.readAhead] as const;
+    this.checkOpen(this.sync ? this.exports.dosql_open(...args) : await this.open(...args));
+  }
+
   private imports(module: WebAssembly.Module, readPages: WebAssembly.ImportValue): WebAssembly.Imports {
     return {
-      wasi_snapshot_preview1: wasiImports(module, () => this.exports.memory),
+      env: { memory: this.memory },
+      wasi_snapshot_preview1: wasiImports(module, () => this.memory),
       dosql: {
         read_pages: readPages,
         commit: this.commit.bind(this),
@@ -149,7 +180,7 @@ export class DosqlInstance {
     if (ptr === 0) throw new Error(`dosql_alloc(${cap}) failed`);
     let result: R;
     try {
-      new Uint8Array(e.memory.buffer, ptr >>> 0, body.byteLength).set(body);
+      new Uint8Array(this.memory.buffer, ptr >>> 0, body.byteLength).set(body);
       result = run(ptr, body.byteLength);
     } catch (err) {
       e.dosql_free(ptr, cap);
@@ -170,7 +201,7 @@ export class DosqlInstance {
   private result(): Uint8Array {
     const e = this.exports;
     const ptr = e.dosql_result_ptr() >>> 0;
-    return new Uint8Array(e.memory.buffer.slice(ptr, ptr + (e.dosql_result_len() >>> 0)));
+    return new Uint8Array(this.memory.buffer.slice(ptr, ptr + (e.dosql_result_len() >>> 0)));
   }
 
   // ---- imports, module "dosql" ----
@@ -178,11 +209,11 @@ export class DosqlInstance {
   /** read_pages(nos_ptr, n, out_ptr, lens_ptr) -> 0 | -1. Async: runs under JSPI. */
   private async readPages(nosPtr: number, n: number, outPtr: number, lensPtr: number): Promise<number> {
     try {
-      const nos = pageNumbers(this.exports.memory, nosPtr, n);
+      const nos = pageNumbers(this.memory, nosPtr, n);
       const pages = await (this.pages as AsyncPageSource).readPages(nos);
       // writePages takes memory.buffer again after the await: if the memory grew, any buffer
       // taken before it is detached.
-      writePages(this.exports.memory, pages, this.pages.meta.page_size, outPtr, lensPtr);
+      writePages(this.memory, pages, this.pages.meta.page_size, outPtr, lensPtr);
       return 0;
     } catch (err) {
       return this.fail("read_pages", err);
@@ -192,9 +223,9 @@ export class DosqlInstance {
   /** read_pages for createSync: the same contract, answered without suspending. */
   private readPagesSync(nosPtr: number, n: number, outPtr: number, lensPtr: number): number {
     try {
-      const nos = pageNumbers(this.exports.memory, nosPtr, n);
+      const nos = pageNumbers(this.memory, nosPtr, n);
       const pages = (this.pages as SyncPageSource).readPagesSync(nos);
-      writePages(this.exports.memory, pages, this.pages.meta.page_size, outPtr, lensPtr);
+      writePages(this.memory, pages, this.pages.meta.page_size, outPtr, lensPtr);
       return 0;
     } catch (err) {
       return this.fail("read_pages", err);
@@ -204,7 +235,7 @@ export class DosqlInstance {
   /** commit(page_count, nos_ptr, n, data_ptr, lens_ptr) -> 0 | -1. Synchronous: see PageStorage.commit. */
   private commit(pageCount: number, nosPtr: number, n: number, dataPtr: number, lensPtr: number): number {
     try {
-      const pages = committedPages(this.exports.memory, nosPtr, n, dataPtr, lensPtr, this.pages.meta.page_size);
+      const pages = committedPages(this.memory, nosPtr, n, dataPtr, lensPtr, this.pages.meta.page_size);
       this.pages.commit(pageCount >>> 0, pages);
       return 0;
     } catch (err) {
@@ -214,7 +245,7 @@ export class DosqlInstance {
 
   /** error_message(buf_ptr, cap) -> full length of the last host error, UTF-8. */
   private errorMessage(bufPtr: number, cap: number): number {
-    return copyMessage(this.exports.memory, this.lastError, bufPtr, cap);
+    return copyMessage(this.memory, this.lastError, bufPtr, cap);
   }
 
   private fail(what: string, err: unknown): number {

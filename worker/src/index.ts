@@ -14,7 +14,8 @@
 // Auth: with the secret DOSQL_TOKEN set, every route needs `Authorization: Bearer <token>`.
 
 import wasmModule from "./dosql.wasm";
-import { DosqlInstance, OP_BATCH, OP_QUERY, OP_STATS, type OpenOptions, type WasmResponse } from "./dosql";
+import { DosqlInstance, OP_BATCH, OP_LIMITS, OP_QUERY, OP_STATS, type OpenOptions, WASM_INITIAL_PAGES, type WasmResponse } from "./dosql";
+import { budgetSetting, DEFAULT_BUDGET_BYTES, isolateBudget, limitsFor, type MemoryBudget, type Tenant } from "./budget";
 import { PageStorage } from "./storage";
 import { type DbContext, JSON_HEADERS, jsonError } from "./http";
 import { handleHrana } from "./hrana";
@@ -36,6 +37,9 @@ export interface Env {
   CACHE_BYTES?: string;
   /** Pages read ahead on a cache miss; default 0. */
   READ_AHEAD?: string;
+  /** Bytes of wasm memory every dosql instance of the isolate may hold in all (budget.ts);
+   *  default 64 MiB, at least 32 MiB. */
+  DOSQL_MEMORY_BUDGET?: string | null;
   /** When set (a secret), every request must carry `Authorization: Bearer <DOSQL_TOKEN>`. */
   DOSQL_TOKEN?: string;
 }
@@ -100,11 +104,12 @@ function namespace(env: Env): DurableObjectNamespace | Response {
   return jsonError(500, "BAD_CONFIG", `DOSQL_STORAGE: ${why} (use "classic" or "sqlite")`);
 }
 
-/** Pages the wasm may cache: CACHE_PAGES, else a byte budget (so 64 KiB pages do not take
- *  16 times the memory of 4 KiB ones; a Durable Object has 128 MB in all). */
-function cachePages(env: Env, pageSize: number): number {
-  if (env.CACHE_PAGES) return intVar(env.CACHE_PAGES, 0);
-  return Math.max(16, Math.floor(intVar(env.CACHE_BYTES, 32 * 1024 * 1024) / pageSize));
+/** The most bytes the wasm's page cache may hold: CACHE_PAGES pages, else CACHE_BYTES (so 64
+ *  KiB pages do not take 16 times the memory of 4 KiB ones). The instance's share of the
+ *  memory budget caps it further (budget.ts). */
+function cacheBytes(env: Env, pageSize: number): number {
+  if (env.CACHE_PAGES) return intVar(env.CACHE_PAGES, 0) * pageSize;
+  return intVar(env.CACHE_BYTES, 32 * 1024 * 1024);
 }
 
 /** Whether the request carries `Authorization: Bearer <token>`, compared in constant time. */
@@ -117,6 +122,11 @@ async function authorized(request: Request, token: string): Promise<boolean> {
   let diff = 0;
   for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
   return diff === 0 && given.length > 0;
+}
+
+/** Throws unless the wasm took its limits (a bug: the instance is then dropped). */
+function checkLimits(res: WasmResponse): void {
+  if (res.status !== 200) throw new Error(`setting the instance's memory limits failed: ${new TextDecoder().decode(res.body)}`);
 }
 
 /** The wasm's answer as an HTTP response (a status outside 200..599 would not be one). */
@@ -185,9 +195,15 @@ async function readBody(request: Request, limit: number): Promise<Uint8Array | n
  * A database on classic (KV-backed) storage: the wasm's page reads await `storage.get`, so it
  * runs under JSPI (DosqlInstance.create).
  */
-export class DosqlDatabase implements DurableObject {
+export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
   protected readonly pages: PageStorage;
   private db: DosqlInstance | null = null;
+  /** The isolate's memory budget, shared by every database object in it. */
+  private readonly budget: MemoryBudget<DosqlInstance>;
+  /** A setting that cannot be used (every request answers 500 BAD_CONFIG with it). */
+  private readonly configError: string | null = null;
+  /** The share the instance's limits were last set from (0: never set). */
+  private limitsShare = 0;
   /** Tail of the promise-chain mutex: one call at a time into the wasm instance. */
   private tail: Promise<unknown> = Promise.resolve();
   /** Calls queued on `tail` that have not settled yet. */
@@ -197,6 +213,13 @@ export class DosqlDatabase implements DurableObject {
     ctx: DurableObjectState,
     protected readonly env: Env,
   ) {
+    let bytes = DEFAULT_BUDGET_BYTES;
+    try {
+      bytes = budgetSetting(env.DOSQL_MEMORY_BUDGET);
+    } catch (err) {
+      this.configError = err instanceof Error ? err.message : String(err);
+    }
+    this.budget = isolateBudget(bytes);
     this.pages = new PageStorage(ctx.storage, { sync: this.sqliteBacked() });
     // Open before the first request is delivered. A failure is kept out of
     // blockConcurrencyWhile (which would reset the object) and retried by the next request.
@@ -204,6 +227,7 @@ export class DosqlDatabase implements DurableObject {
   }
 
   async fetch(request: Request): Promise<Response> {
+    if (this.configError !== null) return jsonError(500, "BAD_CONFIG", this.configError);
     const pathname = pathOf(request.url);
     // The path after /db/<name>/ (the Worker checked the name).
     const rest = pathname.replace(/^\/db\/[^/]+\/?/, "");
@@ -224,7 +248,7 @@ export class DosqlDatabase implements DurableObject {
       case "stats":
         if (rest !== first) break;
         if (request.method !== "GET") return jsonError(405, "METHOD_NOT_ALLOWED", "stats takes GET", { allow: "GET" });
-        return this.locked(() => this.exec(OP_STATS, new Uint8Array(0)));
+        return this.locked(() => this.stats());
       case "_storage_stats":
         if (rest !== first) break;
         if (request.method !== "GET") return jsonError(405, "METHOD_NOT_ALLOWED", "_storage_stats takes GET", { allow: "GET" });
@@ -247,10 +271,65 @@ export class DosqlDatabase implements DurableObject {
       locked: (fn) => this.locked(fn),
       exec: (op, body) => this.exec(op, body),
       body: (request) => this.body(request),
-      reset: () => {
-        this.db = null;
-      },
+      reset: () => this.dropInstance(),
     };
+  }
+
+  // ---- the isolate's memory budget (budget.ts) ----
+
+  get kind(): string {
+    return this.sqliteBacked() ? "sync" : "jspi";
+  }
+
+  memoryBytes(): number {
+    return this.db?.memoryBytes() ?? 0;
+  }
+
+  busy(): boolean {
+    return this.queued > 0;
+  }
+
+  surrender(): DosqlInstance | null {
+    const db = this.db;
+    this.db = null;
+    this.limitsShare = 0;
+    return db;
+  }
+
+  /** Drops the instance for good (it trapped, or holds a state that must not be reused). */
+  private dropInstance(): void {
+    this.db = null;
+    this.limitsShare = 0;
+    this.budget.forget(this);
+  }
+
+  /**
+   * Makes room in the isolate's budget for a request to this instance and returns the limits
+   * to give it when its share moved by more than an eighth since they were last set (null:
+   * keep them; a wasm call per request would cost more than the precision is worth).
+   */
+  private share(pageSize: number): Uint8Array | null {
+    const share = this.budget.use(this);
+    if (this.limitsShare !== 0 && Math.abs(share - this.limitsShare) * 8 < this.limitsShare) return null;
+    this.limitsShare = share;
+    return new TextEncoder().encode(JSON.stringify(limitsFor(share, pageSize, cacheBytes(this.env, pageSize))));
+  }
+
+  /** /stats: the wasm's statistics, and the memory this instance and the isolate hold. */
+  private async stats(): Promise<Response> {
+    const res = await this.exec(OP_STATS, new Uint8Array(0));
+    if (!res.ok) return res;
+    const stats = (await res.json()) as Record<string, unknown>;
+    stats.memory = {
+      instance_bytes: this.memoryBytes(),
+      isolate_bytes: this.budget.total(),
+      budget_bytes: this.budget.budgetBytes,
+      instances: this.budget.instances,
+      dropped_instances: this.budget.dropped,
+      reused_instances: this.budget.reused,
+      share_bytes: this.limitsShare,
+    };
+    return new Response(JSON.stringify(stats), { headers: JSON_HEADERS });
   }
 
   /** The request body, or the 413 answer when it is over the limit. */
@@ -278,10 +357,22 @@ export class DosqlDatabase implements DurableObject {
   private async instance(): Promise<DosqlInstance> {
     if (this.db === null) {
       await this.pages.loadMeta(intVar(this.env.PAGE_SIZE, 4096));
-      this.db = await this.createInstance({
-        cachePages: cachePages(this.env, this.pages.meta.page_size),
+      const opts: OpenOptions = {
+        cachePages: 16,
         readAhead: intVar(this.env.READ_AHEAD, 0),
-      });
+        maxMemoryBytes: this.budget.budgetBytes,
+      };
+      // An idle database's instance when the isolate has no room for another; its limits
+      // (the cache's size among them) are set from this database's share before its request.
+      const reused = this.budget.adopt(this, WASM_INITIAL_PAGES * 65536);
+      if (reused !== null) {
+        await reused.reopen(this.pages, opts);
+        this.db = reused;
+      } else {
+        this.db = await this.createInstance(opts);
+      }
+      this.limitsShare = 0;
+      this.budget.use(this);
     }
     return this.db;
   }
@@ -305,25 +396,33 @@ export class DosqlDatabase implements DurableObject {
     }
     if (db.sync) return this.respond(db, op, body);
     try {
+      const limits = this.share(this.pages.meta.page_size);
+      if (limits !== null) checkLimits(await db.exec(OP_LIMITS, limits));
       return answer(await db.exec(op, body));
     } catch (err) {
       return this.trapped(err);
+    } finally {
+      this.budget.settle(this);
     }
   }
 
   /** Runs `op` on a createSync instance, which runs to completion without yielding. */
   private respond(db: DosqlInstance, op: number, body: Uint8Array): Response {
     try {
+      const limits = this.share(this.pages.meta.page_size);
+      if (limits !== null) checkLimits(db.execSync(OP_LIMITS, limits));
       return answer(db.execSync(op, body));
     } catch (err) {
       return this.trapped(err);
+    } finally {
+      this.budget.settle(this);
     }
   }
 
   /** A trap (or a throw out of an import) leaves the instance in an unknown state. Drop it:
    *  the next request re-creates it from storage, which holds only committed transactions. */
   private trapped(err: unknown): Response {
-    this.db = null;
+    this.dropInstance();
     console.error("dosql.wasm trapped:", err);
     return jsonError(500, "WASM_TRAP", err instanceof Error ? err.message : String(err));
   }

@@ -44,12 +44,38 @@ impl ApiError {
     /// From a rusqlite error; `store_message` is the VFS's account of a storage failure.
     pub fn from_sqlite(err: &rusqlite::Error, store_message: Option<String>) -> ApiError {
         use rusqlite::Error as E;
+        // The SQL policy (dosql_vfs::guard) refused part of the statement while it was
+        // prepared: SQLite says SQLITE_AUTH "not authorized" (or, for a function, a plain
+        // error); say what was refused and why instead.
+        if matches!(err, E::SqliteFailure(..) | E::SqlInputError { .. })
+            && let Some(refusal) = dosql_vfs::take_refusal()
+        {
+            return ApiError::new(403, "SQLITE_AUTH", refusal.to_string());
+        }
         match err {
             E::SqliteFailure(e, msg) => {
                 let code = code_name(e.extended_code);
                 let mut message = msg.clone().unwrap_or_else(|| e.to_string());
                 let status = status_of(e.extended_code);
-                if status >= 500
+                match e.extended_code & 0xff {
+                    ffi::SQLITE_NOMEM => {
+                        message = format!(
+                            "{message}: the statement needs more memory than this database may \
+                             use (its share of the isolate's memory budget; see the README's \
+                             limits)"
+                        );
+                    }
+                    ffi::SQLITE_TOOBIG => {
+                        message = format!(
+                            "{message}: a string, blob or row is at most {} bytes (see the \
+                             README's limits)",
+                            dosql_vfs::guard::max_length()
+                        );
+                    }
+                    _ => {}
+                }
+                // A storage failure, or the VFS's account of a transaction over its size.
+                if (status >= 500 || e.extended_code & 0xff == ffi::SQLITE_FULL)
                     && let Some(store) = store_message
                 {
                     message = format!("{message}: {store}");
@@ -80,18 +106,23 @@ impl ApiError {
     }
 }
 
-/// HTTP status for a SQLite (extended) result code.
+/// HTTP status for a SQLite (extended) result code: 5xx for what the server failed at, 4xx
+/// for what the request asked that cannot be done.
 fn status_of(code: i32) -> u16 {
     match code & 0xff {
         ffi::SQLITE_IOERR
         | ffi::SQLITE_CORRUPT
         | ffi::SQLITE_NOTADB
-        | ffi::SQLITE_FULL
         | ffi::SQLITE_CANTOPEN
-        | ffi::SQLITE_NOMEM
         | ffi::SQLITE_INTERNAL
         | ffi::SQLITE_PROTOCOL => 500,
         ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED => 503,
+        // The SQL policy refused part of the statement (dosql_vfs::guard).
+        ffi::SQLITE_AUTH => 403,
+        // A transaction over its size (the VFS refuses to buffer more changed pages than its
+        // share of memory) or over `max_page_count`.
+        ffi::SQLITE_FULL => 413,
+        // The statement needs more memory than the database's share (SQLite's heap limit).
         _ => 400,
     }
 }

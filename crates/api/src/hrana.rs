@@ -40,6 +40,7 @@
 //! Object writes the line: the endpoint and the configured timeout travel with every call,
 //! because the wasm instance can be re-created at any time.
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -54,8 +55,8 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use crate::Response;
 use crate::error::{ApiError, code_name};
+use crate::{Limits, Response};
 
 /// How long a stream may go without a request before it is expired.
 pub const DEFAULT_STREAM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -96,6 +97,7 @@ pub struct Hrana {
     /// Batons of expired streams, oldest first, with when they expired.
     expired: VecDeque<(String, Instant)>,
     timeout: Duration,
+    limits: Limits,
 }
 
 impl Default for Hrana {
@@ -127,7 +129,14 @@ impl Hrana {
             streams: HashMap::new(),
             expired: VecDeque::new(),
             timeout: DEFAULT_STREAM_TIMEOUT,
+            limits: Limits::default(),
         }
+    }
+
+    /// Sets the limits requests run under (the answer size: rows past it fail the statement
+    /// with `RESULT_TOO_LARGE`).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
     /// How long a stream may go without a request.
@@ -238,6 +247,7 @@ impl Hrana {
             Ok(s) => s,
             Err(resp) => return resp,
         };
+        stream.budget(self.limits.max_answer_bytes);
         let mut results = Vec::with_capacity(req.requests.len());
         for raw in req.requests {
             let result = if stream.closed {
@@ -289,6 +299,7 @@ impl Hrana {
             Ok(s) => s,
             Err(resp) => return resp,
         };
+        stream.budget(self.limits.max_answer_bytes);
         let outcome = stream.batch(db, Version::V3, &req.batch);
         let baton = match self.put_back(stream, now) {
             Ok(b) => b,
@@ -401,6 +412,10 @@ struct Stream {
     readonly_txn: bool,
     /// A `close` request ran; the connection closes after the pipeline.
     closed: bool,
+    /// Bytes of rows the answer to the current HTTP request may carry in all, and may still
+    /// carry (about: each value counts what it costs as JSON; see `json_cost`).
+    answer_limit: usize,
+    answer_left: Cell<usize>,
 }
 
 impl std::fmt::Debug for Stream {
@@ -428,6 +443,8 @@ impl Stream {
             last_used: Instant::now(),
             readonly_txn: false,
             closed: false,
+            answer_limit: Limits::DEFAULT_MAX_ANSWER_BYTES,
+            answer_left: Cell::new(Limits::DEFAULT_MAX_ANSWER_BYTES),
         })
     }
 
@@ -551,7 +568,19 @@ impl Stream {
                 last_insert_rowid: Some(self.conn.last_insert_rowid().to_string()),
             });
         }
-        run(&self.conn, db, sql, stmt)
+        run(
+            &self.conn,
+            db,
+            sql,
+            stmt,
+            (self.answer_limit, &self.answer_left),
+        )
+    }
+
+    /// Starts the answer to an HTTP request: its rows may take `limit` bytes.
+    fn budget(&mut self, limit: usize) {
+        self.answer_limit = limit;
+        self.answer_left.set(limit);
     }
 
     /// Runs a batch: each step whose condition holds, in order.
@@ -630,8 +659,14 @@ fn need_v3(version: Version, what: &str) -> Result<(), ProtoError> {
     Ok(())
 }
 
-/// Prepares, binds and runs one statement.
-fn run(conn: &Connection, db: &Database, sql: &str, stmt: &Stmt) -> Result<StmtResult, ProtoError> {
+/// Prepares, binds and runs one statement. Its rows count against `answer_left`.
+fn run(
+    conn: &Connection,
+    db: &Database,
+    sql: &str,
+    stmt: &Stmt,
+    (answer_limit, answer_left): (usize, &Cell<usize>),
+) -> Result<StmtResult, ProtoError> {
     let mut prepared = conn.prepare(sql).map_err(|e| sql_error(&e, db))?;
     bind(&mut prepared, stmt)?;
     let cols: Vec<Col> = prepared
@@ -650,9 +685,14 @@ fn run(conn: &Connection, db: &Database, sql: &str, stmt: &Stmt) -> Result<StmtR
             if want_rows {
                 let mut values = Vec::with_capacity(cols.len());
                 for i in 0..cols.len() {
-                    values.push(OutValue::from(
-                        row.get_ref(i).map_err(|e| sql_error(&e, db))?,
-                    ));
+                    let value = row.get_ref(i).map_err(|e| sql_error(&e, db))?;
+                    let cost = json_cost(value);
+                    let Some(left) = answer_left.get().checked_sub(cost) else {
+                        let e = crate::too_large(answer_limit, false);
+                        return Err(proto_error(&e.code, e.message));
+                    };
+                    answer_left.set(left);
+                    values.push(OutValue::from(value));
                 }
                 rows.push(values);
             }
@@ -1093,6 +1133,25 @@ mod erased {
             let _ = serde_json::to_writer(out, self);
         }
     }
+}
+
+/// About how many bytes `v` takes in an answer (`{"type":"text","value":"..."}`): what the
+/// answer size limit counts.
+fn json_cost(v: ValueRef<'_>) -> usize {
+    const FRAME: usize = 32;
+    FRAME
+        + match v {
+            ValueRef::Null | ValueRef::Integer(_) | ValueRef::Real(_) => 24,
+            // Characters JSON escapes take up to six bytes.
+            ValueRef::Text(t) => {
+                t.len()
+                    + 5 * t
+                        .iter()
+                        .filter(|&&b| b < 0x20 || b == b'"' || b == b'\\')
+                        .count()
+            }
+            ValueRef::Blob(b) => b.len().div_ceil(3) * 4,
+        }
 }
 
 /// A value in an answer.

@@ -110,6 +110,39 @@ struct Statement<'a> {
     sql: Cow<'a, str>,
     #[serde(default)]
     params: Option<Params>,
+    /// Paging (query only): rows of each statement to skip before answering.
+    #[serde(default)]
+    row_offset: Option<u64>,
+    /// Paging (query only): at most this many rows in the answer; fewer when the answer would
+    /// pass the answer size limit. `next_offset` says where the next page starts.
+    #[serde(default)]
+    max_rows: Option<u64>,
+    /// Paging: answer only if the database is still at this txid (409 TXID_CHANGED if not),
+    /// so that the pages of one result come from one state of the database.
+    #[serde(default)]
+    at_txid: Option<u64>,
+}
+
+impl Statement<'_> {
+    fn paged(&self) -> bool {
+        self.row_offset.is_some() || self.max_rows.is_some() || self.at_txid.is_some()
+    }
+}
+
+/// How many bytes of rows an answer may hold ([`Limits::max_answer_bytes`]), and how many it
+/// holds so far: checked while rows are stepped, so that a huge result is refused (or cut
+/// into pages) before its memory is spent.
+#[derive(Debug, Clone, Copy)]
+struct AnswerBudget {
+    limit: usize,
+    used: usize,
+}
+
+/// Where one statement's rows start and stop (paging).
+#[derive(Debug, Clone, Copy, Default)]
+struct RowWindow {
+    offset: u64,
+    max: Option<u64>,
 }
 
 /// The outcome of one statement (or the last of several). Rows are written as JSON while
@@ -123,33 +156,83 @@ struct Outcome {
     rows: Vec<u8>,
     rows_affected: u64,
     last_insert_rowid: i64,
+    /// Paging: where the next page starts, when rows remain.
+    next_offset: Option<u64>,
 }
 
 impl Outcome {
-    /// Writes the outcome as a JSON object with `extra` (a key and its JSON) among its
-    /// fields. Keys in sorted order, as serde_json writes a map, so answers keep one shape.
-    fn write_json(&self, out: &mut Vec<u8>, extra: Option<(&str, &[u8])>) {
+    /// Writes the outcome as a JSON object with `meta` (its JSON) and, for a paged answer,
+    /// `next_offset` and `txid` among its fields. Keys in sorted order, as serde_json writes
+    /// a map, so answers keep one shape.
+    fn write_json(&self, out: &mut Vec<u8>, meta: Option<&[u8]>, page_txid: Option<u64>) {
         out.extend_from_slice(b"{\"columns\":[");
         out.extend_from_slice(&self.columns);
         out.extend_from_slice(b"],\"last_insert_rowid\":");
         value::write_i64(out, self.last_insert_rowid);
-        if let Some((key, json)) = extra {
-            out.push(b',');
-            value::write_str(out, key);
-            out.push(b':');
+        if let Some(json) = meta {
+            out.extend_from_slice(b",\"meta\":");
             out.extend_from_slice(json);
+        }
+        if page_txid.is_some() {
+            out.extend_from_slice(b",\"next_offset\":");
+            match self.next_offset {
+                Some(n) => write_u64(out, n),
+                None => out.extend_from_slice(b"null"),
+            }
         }
         out.extend_from_slice(b",\"rows\":[");
         out.extend_from_slice(&self.rows);
         out.extend_from_slice(b"],\"rows_affected\":");
         value::write_i64(out, i64::try_from(self.rows_affected).unwrap_or(i64::MAX));
+        if let Some(txid) = page_txid {
+            out.extend_from_slice(b",\"txid\":");
+            write_u64(out, txid);
+        }
         out.push(b'}');
     }
 }
 
+/// Limits on what one request may make the database answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of rows one answer may carry (JSON as written). Over it, a query answers 400
+    /// `RESULT_TOO_LARGE` while its rows are stepped; a paged query stops its page there.
+    pub max_answer_bytes: usize,
+}
+
+impl Limits {
+    /// 8 MiB: an answer is built whole in the wasm's memory and copied once more to the
+    /// Worker, and a Durable Object's isolate has 128 MB for every object it hosts.
+    pub const DEFAULT_MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_answer_bytes: Limits::DEFAULT_MAX_ANSWER_BYTES,
+        }
+    }
+}
+
+/// The error for an answer over `limit` bytes.
+pub(crate) fn too_large(limit: usize, paging_hint: bool) -> ApiError {
+    let hint = if paging_hint {
+        "; read it in pages (\"max_rows\", \"row_offset\" and \"at_txid\"; see the README) or \
+         select less"
+    } else {
+        "; select less, or read it in pages through /query"
+    };
+    ApiError::new(
+        400,
+        "RESULT_TOO_LARGE",
+        format!("the answer would be over {limit} bytes{hint}"),
+    )
+}
+
 /// What a query or a batch answers, before `meta` joins it.
 enum Answer {
-    Query(Outcome),
+    /// The outcome, and the txid it was read at when the query was paged.
+    Query(Outcome, Option<u64>),
     /// The outcomes as the elements of a JSON array, written as each statement finished.
     Batch(Vec<u8>),
 }
@@ -175,6 +258,7 @@ pub struct Session {
     db: Database,
     conn: Connection,
     clock: ClockMs,
+    limits: Limits,
 }
 
 impl Session {
@@ -189,7 +273,18 @@ impl Session {
             db,
             conn,
             clock: monotonic_ms,
+            limits: Limits::default(),
         })
+    }
+
+    /// The limits requests run under.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Sets the limits requests run under.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
     /// Measures `meta.duration_ms` with `clock` instead of [`monotonic_ms`]. In wasm, `Instant`
@@ -213,7 +308,27 @@ impl Session {
     pub fn query(&mut self, body: &[u8]) -> Response {
         self.timed(|s| {
             let stmt: Statement<'_> = parse(body)?;
-            let outcome = s.run(&stmt, &mut None);
+            let page_txid = if stmt.paged() {
+                let txid = s.db.head().txid;
+                if let Some(at) = stmt.at_txid.filter(|&at| at != txid) {
+                    return Err(ApiError::new(
+                        409,
+                        "TXID_CHANGED",
+                        format!(
+                            "the database is at txid {txid}, not {at}: it changed since the \
+                             first page; start again from row_offset 0"
+                        ),
+                    ));
+                }
+                Some(txid)
+            } else {
+                None
+            };
+            let mut budget = AnswerBudget {
+                limit: s.limits.max_answer_bytes,
+                used: 0,
+            };
+            let outcome = s.run(&stmt, &mut None, &mut budget);
             if !s.conn.is_autocommit() {
                 // Each request stands alone: a transaction it leaves open would capture the
                 // next request's statements. Roll it back and say so.
@@ -224,7 +339,7 @@ impl Session {
                      or BEGIN ... COMMIT within one request)",
                 ));
             }
-            Ok(Answer::Query(outcome?))
+            Ok(Answer::Query(outcome?, page_txid))
         })
     }
 
@@ -239,16 +354,28 @@ impl Session {
                     "a transaction is already open",
                 ));
             }
+            if let Some(i) = stmts.iter().position(Statement::paged) {
+                let mut e = ApiError::bad_request(
+                    "paging (\"max_rows\", \"row_offset\", \"at_txid\") is for /query, not \
+                     /batch",
+                );
+                e.statement = Some(i);
+                return Err(e);
+            }
             s.conn.execute_batch("BEGIN").map_err(|e| s.sql_error(&e))?;
             let mut results = Vec::with_capacity(stmts.len() * 80);
             let mut held = None;
+            let mut budget = AnswerBudget {
+                limit: s.limits.max_answer_bytes,
+                used: 0,
+            };
             for (i, stmt) in stmts.iter().enumerate() {
-                match s.run(stmt, &mut held) {
+                match s.run(stmt, &mut held, &mut budget) {
                     Ok(outcome) => {
                         if i > 0 {
                             results.push(b',');
                         }
-                        outcome.write_json(&mut results, None);
+                        outcome.write_json(&mut results, None, None);
                     }
                     Err(mut e) => {
                         drop(held);
@@ -281,6 +408,7 @@ impl Session {
             "page_count": head.page_count,
             "txid": head.txid,
             "vfs": stats_json(&s),
+            "sqlite_heap_bytes": dosql_vfs::heap_used(),
         }))
     }
 
@@ -298,9 +426,9 @@ impl Session {
         write_meta(&mut meta, duration_ms, &before, &after);
         let mut out = Vec::new();
         match answer {
-            Answer::Query(outcome) => {
+            Answer::Query(outcome, page_txid) => {
                 out.reserve(outcome.rows.len() + 256);
-                outcome.write_json(&mut out, Some(("meta", &meta)));
+                outcome.write_json(&mut out, Some(&meta), page_txid);
             }
             Answer::Batch(results) => {
                 out.reserve(results.len() + 256);
@@ -323,7 +451,12 @@ impl Session {
         &'c self,
         stmt: &'s Statement<'_>,
         held: &mut Held<'s, 'c>,
+        budget: &mut AnswerBudget,
     ) -> Result<Outcome, ApiError> {
+        let window = stmt.paged().then(|| RowWindow {
+            offset: stmt.row_offset.unwrap_or(0),
+            max: stmt.max_rows,
+        });
         let mut last = Outcome::default();
         let mut bound = false;
         let mut any = false;
@@ -350,13 +483,15 @@ impl Session {
             }
             if let Some((_, prepared)) = held {
                 any = true;
-                self.step(prepared, stmt.params.as_ref(), &mut bound, &mut last)?;
+                let params = stmt.params.as_ref();
+                self.step(prepared, params, &mut bound, &mut last, budget, window)?;
             }
         } else {
             let mut batch = rusqlite::Batch::new(&self.conn, &stmt.sql);
             while let Some(mut prepared) = batch.next().map_err(|e| self.sql_error(&e))? {
                 any = true;
-                self.step(&mut prepared, stmt.params.as_ref(), &mut bound, &mut last)?;
+                let params = stmt.params.as_ref();
+                self.step(&mut prepared, params, &mut bound, &mut last, budget, window)?;
             }
         }
         if !any {
@@ -372,15 +507,24 @@ impl Session {
         Ok(last)
     }
 
-    /// Binds (if the statement takes parameters), runs one statement to completion and folds
-    /// its outcome into `last`.
+    /// Binds (if the statement takes parameters), runs one statement to completion (or, when
+    /// paged, to the end of its page) and folds its outcome into `last`. Its rows count
+    /// against `budget` as they are written.
     fn step(
         &self,
         prepared: &mut rusqlite::Statement<'_>,
         params: Option<&Params>,
         bound: &mut bool,
         last: &mut Outcome,
+        budget: &mut AnswerBudget,
+        window: Option<RowWindow>,
     ) -> Result<(), ApiError> {
+        if window.is_some() && !prepared.readonly() {
+            return Err(ApiError::bad_request(
+                "paging (\"max_rows\", \"row_offset\", \"at_txid\") needs read-only \
+                 statements: each page runs the query again",
+            ));
+        }
         if prepared.parameter_count() > 0 {
             if *bound {
                 return Err(ApiError::bad_request(
@@ -403,20 +547,34 @@ impl Session {
             );
         }
         let mut rows = Vec::new();
+        let mut next_offset = None;
         {
             let mut cursor = prepared.raw_query();
+            let mut seen = 0u64;
+            let mut taken = 0u64;
             while let Some(row) = cursor.next().map_err(|e| self.sql_error(&e))? {
-                if !rows.is_empty() {
-                    rows.push(b',');
+                seen += 1;
+                let Some(w) = window else {
+                    self.write_row(&mut rows, row, n, budget)?;
+                    continue;
+                };
+                if seen <= w.offset {
+                    continue;
                 }
-                rows.push(b'[');
-                for i in 0..n {
-                    if i > 0 {
-                        rows.push(b',');
+                if w.max.is_some_and(|max| taken >= max) {
+                    next_offset = Some(seen - 1);
+                    break;
+                }
+                match self.write_row(&mut rows, row, n, budget) {
+                    Ok(()) => taken += 1,
+                    // The page is full: it ends before this row (write_row left the rows as
+                    // they were), unless this row alone is too large for any page.
+                    Err(e) if e.code == "RESULT_TOO_LARGE" && taken > 0 => {
+                        next_offset = Some(seen - 1);
+                        break;
                     }
-                    value::write_json(&mut rows, row.get_ref(i).map_err(|e| self.sql_error(&e))?);
+                    Err(e) => return Err(e),
                 }
-                rows.push(b']');
             }
         }
         let changed = self.conn.total_changes() > changes_before;
@@ -425,6 +583,7 @@ impl Session {
             rows,
             rows_affected: if changed { self.conn.changes() } else { 0 },
             last_insert_rowid: self.conn.last_insert_rowid(),
+            next_offset,
         };
         // A statement without result columns does not replace a previous result set.
         if n > 0 || last.columns.is_empty() {
@@ -433,6 +592,37 @@ impl Session {
             last.rows_affected = outcome.rows_affected;
             last.last_insert_rowid = outcome.last_insert_rowid;
         }
+        Ok(())
+    }
+}
+
+impl Session {
+    /// Writes one row (after a comma unless it is the first) as a JSON array, counting its
+    /// bytes against `budget` value by value, so that no answer grows past the limit.
+    fn write_row(
+        &self,
+        rows: &mut Vec<u8>,
+        row: &rusqlite::Row<'_>,
+        n: usize,
+        budget: &mut AnswerBudget,
+    ) -> Result<(), ApiError> {
+        let start = rows.len();
+        if start > 0 {
+            rows.push(b',');
+        }
+        rows.push(b'[');
+        for i in 0..n {
+            if i > 0 {
+                rows.push(b',');
+            }
+            value::write_json(rows, row.get_ref(i).map_err(|e| self.sql_error(&e))?);
+            if budget.used + (rows.len() - start) > budget.limit {
+                rows.truncate(start);
+                return Err(too_large(budget.limit, true));
+            }
+        }
+        rows.push(b']');
+        budget.used += rows.len() - start;
         Ok(())
     }
 }

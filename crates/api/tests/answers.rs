@@ -38,6 +38,15 @@ fn answers_are_the_recorded_bytes() {
         ("q", r#"{"sql": "SELECT * FROM t ORDER BY a"}"#),
         (
             "q",
+            r#"{"sql": "SELECT a FROM t ORDER BY a", "max_rows": 2, "row_offset": 1}"#,
+        ),
+        (
+            "q",
+            r#"{"sql": "SELECT a FROM t ORDER BY a", "max_rows": 9, "row_offset": 3}"#,
+        ),
+        ("q", r#"{"sql": "PRAGMA writable_schema = 1"}"#),
+        (
+            "q",
             r#"{"sql": "SELECT 1e300, -1e-300, 3.0, 1.5, 123456789012, -9223372036854775808, x'00ff', 'a' || char(0) || 'b' AS z"}"#,
         ),
         (

@@ -261,3 +261,114 @@ fn a_batch_repeating_a_statement_binds_each_one_afresh() {
     let e = err(s.batch(short.to_string().as_bytes()), 400, "SQLITE_RANGE");
     assert_eq!(e["error"]["statement"], 1);
 }
+
+#[test]
+fn refused_sql_is_403_naming_what_and_changes_nothing() {
+    let mut s = session("api-refused");
+    ok(q(
+        &mut s,
+        json!({"sql": "CREATE TABLE t(x); INSERT INTO t VALUES (1)"}),
+    ));
+    for (sql, what) in [
+        (
+            "PRAGMA writable_schema=1; UPDATE sqlite_master SET sql='garbage' WHERE name='t'",
+            "writable_schema",
+        ),
+        ("ATTACH 'other.db' AS o", "ATTACH 'other.db'"),
+        ("PRAGMA journal_mode = OFF", "journal_mode"),
+        ("SELECT load_extension('x')", "load_extension"),
+    ] {
+        let body = err(q(&mut s, json!({ "sql": sql })), 403, "SQLITE_AUTH");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(what), "{sql}: {message}");
+    }
+    let r = ok(q(&mut s, json!({"sql": "SELECT x FROM t"})));
+    assert_eq!(r["rows"], json!([[1]]));
+}
+
+#[test]
+fn an_answer_over_the_limit_is_refused_while_its_rows_are_stepped() {
+    let mut s = session("api-too-large");
+    s.set_limits(dosql_api::Limits {
+        max_answer_bytes: 10_000,
+    });
+    ok(q(
+        &mut s,
+        json!({"sql": "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+                      WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<1000)
+                      INSERT INTO t SELECT i, printf('%050d', i) FROM n"}),
+    ));
+    err(
+        q(&mut s, json!({"sql": "SELECT * FROM t"})),
+        400,
+        "RESULT_TOO_LARGE",
+    );
+    err(
+        q(&mut s, json!({"sql": "SELECT zeroblob(20000)"})),
+        400,
+        "RESULT_TOO_LARGE",
+    );
+    // A batch counts every statement's rows.
+    let r = s.batch(
+        json!([{"sql": "SELECT * FROM t LIMIT 100"}, {"sql": "SELECT * FROM t LIMIT 100"}])
+            .to_string()
+            .as_bytes(),
+    );
+    err(r, 400, "RESULT_TOO_LARGE");
+    let r = ok(q(&mut s, json!({"sql": "SELECT count(*) FROM t"})));
+    assert_eq!(r["rows"], json!([[1000]]));
+}
+
+#[test]
+fn pages_read_a_large_result_whole_and_in_order() {
+    let mut s = session("api-pages");
+    s.set_limits(dosql_api::Limits {
+        max_answer_bytes: 5_000,
+    });
+    ok(q(
+        &mut s,
+        json!({"sql": "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+                      WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<1000)
+                      INSERT INTO t SELECT i, printf('%050d', i) FROM n"}),
+    ));
+    let mut ids = Vec::new();
+    let mut offset = 0u64;
+    let mut txid = None;
+    let mut pages = 0;
+    loop {
+        let mut body = json!({"sql": "SELECT id, v FROM t ORDER BY id", "row_offset": offset, "max_rows": 300});
+        if let Some(t) = txid {
+            body["at_txid"] = json!(t);
+        }
+        let r = ok(q(&mut s, body));
+        txid = Some(r["txid"].as_u64().unwrap());
+        pages += 1;
+        let rows = r["rows"].as_array().unwrap();
+        assert!(!rows.is_empty() && rows.len() <= 300);
+        ids.extend(rows.iter().map(|row| row[0].as_i64().unwrap()));
+        match r["next_offset"].as_u64() {
+            Some(next) => offset = next,
+            None => break,
+        }
+    }
+    assert_eq!(ids, (1..=1000).collect::<Vec<_>>());
+    assert!(
+        pages > 1000 / 300,
+        "the size limit cut pages short: {pages}"
+    );
+    // A write between pages is seen, and the pages refuse to mix states.
+    ok(q(&mut s, json!({"sql": "INSERT INTO t(v) VALUES ('new')"})));
+    let body = json!({"sql": "SELECT id FROM t", "row_offset": 10, "max_rows": 5, "at_txid": txid});
+    err(q(&mut s, body), 409, "TXID_CHANGED");
+    // Paging runs a query again: only read-only statements.
+    let body = json!({"sql": "DELETE FROM t RETURNING id", "max_rows": 5});
+    err(q(&mut s, body), 400, "BAD_REQUEST");
+    let r = ok(q(&mut s, json!({"sql": "SELECT count(*) FROM t"})));
+    assert_eq!(r["rows"], json!([[1001]]));
+    let batch = s.batch(
+        json!([{"sql": "SELECT 1", "max_rows": 1}])
+            .to_string()
+            .as_bytes(),
+    );
+    err(batch, 400, "BAD_REQUEST");
+}

@@ -837,3 +837,36 @@ fn streams_are_limited() {
     assert_eq!(s, 200);
     assert_eq!(h.open_streams(), 1);
 }
+
+#[test]
+fn refusals_and_oversized_answers_are_statement_errors() {
+    let db = database("hrana-guard");
+    let mut h = Hrana::new();
+    h.set_limits(dosql_api::Limits {
+        max_answer_bytes: 20_000,
+    });
+    let mut c = Client::new();
+    let results = c.send(
+        &mut h,
+        &db,
+        json!([
+            {"type": "execute", "stmt": {"sql": "PRAGMA writable_schema = 1"}},
+            {"type": "execute", "stmt": {"sql": "SELECT zeroblob(30000)"}},
+            {"type": "execute", "stmt": {"sql": "SELECT zeroblob(3000)"}},
+            {"type": "close"},
+        ]),
+    );
+    assert_eq!(results[0]["error"]["code"], "SQLITE_AUTH", "{}", results[0]);
+    assert!(
+        results[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("writable_schema")
+    );
+    assert_eq!(
+        results[1]["error"]["code"], "RESULT_TOO_LARGE",
+        "{}",
+        results[1]
+    );
+    assert_eq!(results[2]["type"], "ok", "{}", results[2]);
+}

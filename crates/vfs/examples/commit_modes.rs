@@ -32,7 +32,7 @@ fn run(
             },
         )
         .expect("attach");
-        let conn = db.connect().expect("connect");
+        let conn = db.connect_trusted().expect("connect");
         conn.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, n INTEGER)")
             .expect("schema");
         let started = Instant::now();

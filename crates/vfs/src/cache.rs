@@ -99,6 +99,25 @@ impl PageCache {
         self.reindex();
     }
 
+    /// Holds at most `capacity` pages from now on, dropping pages not recently used (by the
+    /// clock's order) when it holds more.
+    pub(crate) fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity;
+        if self.slots.len() <= capacity {
+            return;
+        }
+        // Keep recently used pages first, then the others, in clock order from the hand.
+        let hand = self.hand % self.slots.len().max(1);
+        let mut slots = std::mem::take(&mut self.slots);
+        slots.rotate_left(hand);
+        slots.sort_by_key(|s| !s.referenced);
+        slots.truncate(capacity);
+        slots.shrink_to_fit();
+        self.slots = slots;
+        self.reindex();
+        self.index.shrink_to_fit();
+    }
+
     pub(crate) fn clear(&mut self) {
         self.slots.clear();
         self.index.clear();
@@ -161,6 +180,26 @@ mod tests {
         assert!(cache.get(no(3)).is_some());
         cache.insert(no(7), Page::zeroed(PageSize::MIN));
         assert!(cache.contains(no(7)));
+    }
+
+    #[test]
+    fn shrinking_keeps_recently_used_pages() {
+        let mut cache = PageCache::new(8);
+        for n in 1..=8 {
+            cache.insert(no(n), Page::zeroed(PageSize::MIN));
+        }
+        // A sweep clears every bit; then pages 3 and 6 are used again.
+        cache.insert(no(9), Page::zeroed(PageSize::MIN));
+        cache.get(no(3));
+        cache.get(no(6));
+        cache.set_capacity(3);
+        assert_eq!(cache.len(), 3);
+        assert!(cache.contains(no(3)) && cache.contains(no(6)) && cache.contains(no(9)));
+        cache.insert(no(10), Page::zeroed(PageSize::MIN));
+        assert_eq!(cache.len(), 3);
+        cache.set_capacity(5);
+        cache.insert(no(11), Page::zeroed(PageSize::MIN));
+        assert_eq!(cache.len(), 4);
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub(crate) struct DbState {
     cache: PageCache,
     read_ahead: u32,
     pub(crate) batch_atomic: bool,
+    /// Most bytes of dirty pages a transaction may hold (VfsConfig::max_txn_bytes).
+    max_txn_bytes: usize,
     locks: Locks,
     stats: Stats,
     last_error: Option<String>,
@@ -98,6 +100,7 @@ impl DbState {
             cache: PageCache::new(config.cache_pages),
             read_ahead: config.read_ahead,
             batch_atomic: config.batch_atomic,
+            max_txn_bytes: config.max_txn_bytes,
             locks: Locks::default(),
             stats: Stats::default(),
             last_error: None,
@@ -117,6 +120,11 @@ impl DbState {
             cached_pages: self.cache.len() as u64,
             ..self.stats
         }
+    }
+
+    pub(crate) fn set_memory_limits(&mut self, cache_pages: usize, max_txn_bytes: usize) {
+        self.cache.set_capacity(cache_pages);
+        self.max_txn_bytes = max_txn_bytes;
     }
 
     pub(crate) fn reset_stats(&mut self) {
@@ -245,6 +253,15 @@ impl DbState {
                      page size is {size}, fixed when it was created"
                 )));
             }
+        }
+        if !self.dirty.contains_key(&no)
+            && (self.dirty.len() + 1).saturating_mul(size.bytes()) > self.max_txn_bytes
+        {
+            return Err(VfsError::TooLarge(format!(
+                "the transaction changes more than {} KiB of pages, this database's limit \
+                 (its share of the isolate's memory budget); split it into smaller transactions",
+                self.max_txn_bytes / 1024
+            )));
         }
         self.dirty.insert(no, Page::copy_from(data));
         self.file_pages = self.file_pages.max(no.get());

@@ -26,6 +26,9 @@ pub enum VfsError {
     UnknownDatabase(String),
     /// The file kind is not supported (a WAL file).
     Unsupported(String),
+    /// The transaction changes more pages than the database may hold in memory until its
+    /// commit ([`crate::VfsConfig::max_txn_bytes`]); SQLite rolls it back.
+    TooLarge(String),
     /// Another connection holds a conflicting lock.
     Busy,
     /// A Rust panic was caught at the FFI boundary: a bug in dosql.
@@ -44,6 +47,9 @@ impl VfsError {
             VfsError::BadWrite(_) => ffi::SQLITE_IOERR_WRITE,
             VfsError::BadTruncate(_) => ffi::SQLITE_IOERR_TRUNCATE,
             VfsError::UnknownDatabase(_) | VfsError::Unsupported(_) => ffi::SQLITE_CANTOPEN,
+            // "Database or disk is full": SQLite rolls the statement (and, outside an explicit
+            // transaction, the transaction) back, and the API answers 413 with this message.
+            VfsError::TooLarge(_) => ffi::SQLITE_FULL,
             VfsError::Busy => ffi::SQLITE_BUSY,
             VfsError::Internal(_) => ffi::SQLITE_IOERR,
         }
@@ -61,7 +67,10 @@ impl fmt::Display for VfsError {
         match self {
             VfsError::ShortRead => write!(f, "short read"),
             VfsError::Read(e) | VfsError::Commit(e) | VfsError::AtomicCommit(e) => write!(f, "{e}"),
-            VfsError::BadWrite(m) | VfsError::BadTruncate(m) | VfsError::Unsupported(m) => {
+            VfsError::BadWrite(m)
+            | VfsError::BadTruncate(m)
+            | VfsError::Unsupported(m)
+            | VfsError::TooLarge(m) => {
                 write!(f, "{m}")
             }
             VfsError::UnknownDatabase(name) => {

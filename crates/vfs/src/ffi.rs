@@ -13,6 +13,7 @@ use rusqlite::ffi;
 
 use crate::engine::{Lock, MemFile};
 use crate::error::{VfsError, to_code};
+use crate::guard::{self, Action};
 use crate::{Shared, find, lock_state};
 
 /// What SQLite's `sqlite3_file` points at: SQLite allocates `szOsFile` bytes and we keep the
@@ -498,11 +499,86 @@ pub fn sql_is_complete(sql: &str) -> bool {
     unsafe { ffi::sqlite3_complete(c.as_ptr()) != 0 }
 }
 
+/// SQLite's authorizer callback: asks [`guard::decide`] about pragmas, `ATTACH` and function
+/// calls while a statement is prepared. A refusal is noted for [`guard::take_refusal`] and
+/// fails the prepare with `SQLITE_AUTH`.
+unsafe extern "C" fn x_authorize(
+    _data: *mut c_void,
+    action: c_int,
+    arg1: *const c_char,
+    arg2: *const c_char,
+    _db: *const c_char,
+    _trigger: *const c_char,
+) -> c_int {
+    // SAFETY: SQLite passes NUL-terminated strings or null, valid for the call.
+    let (arg1, arg2) = unsafe { (name_of(arg1), name_of(arg2)) };
+    guard(ffi::SQLITE_DENY, || {
+        let action = match action {
+            ffi::SQLITE_PRAGMA => Action::Pragma {
+                name: arg1.unwrap_or(""),
+                arg: arg2,
+            },
+            ffi::SQLITE_ATTACH => Action::Attach { file: arg1 },
+            ffi::SQLITE_FUNCTION => Action::Function {
+                name: arg2.unwrap_or(""),
+            },
+            _ => Action::Other,
+        };
+        match guard::decide(action) {
+            Ok(()) => ffi::SQLITE_OK,
+            Err(refusal) => {
+                guard::note_refusal(refusal);
+                ffi::SQLITE_DENY
+            }
+        }
+    })
+}
+
+/// Puts `conn` under the policy of [`guard`]: every statement it prepares is checked.
+pub(crate) fn install_authorizer(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    // SAFETY: `handle` is the live connection `conn` owns; the callback is a plain function
+    // with no user data, so it stays valid for as long as the connection lives.
+    let rc =
+        unsafe { ffi::sqlite3_set_authorizer(conn.handle(), Some(x_authorize), ptr::null_mut()) };
+    match rc {
+        ffi::SQLITE_OK => Ok(()),
+        rc => Err(rusqlite::Error::SqliteFailure(ffi::Error::new(rc), None)),
+    }
+}
+
+/// Caps the memory SQLite may allocate (in this process: one wasm instance is one database),
+/// in bytes; 0 removes the cap. Past the soft limit SQLite frees cache pages before it asks
+/// for more; past the hard limit an allocation fails with `SQLITE_NOMEM`, so a statement that
+/// needs more memory than the database's share fails cleanly instead of growing the isolate.
+/// Returns the previous hard limit.
+pub fn set_heap_limit(bytes: i64) -> i64 {
+    // SAFETY: both calls only store a number in SQLite's memory accounting; they are safe to
+    // make at any time, from the one thread that uses SQLite in a wasm instance.
+    unsafe {
+        ffi::sqlite3_soft_heap_limit64(bytes / 4 * 3);
+        ffi::sqlite3_hard_heap_limit64(bytes.max(0))
+    }
+}
+
+/// Bytes SQLite has allocated now (0 unless memory statistics are on, as they are in wasm).
+pub fn heap_used() -> i64 {
+    // SAFETY: reads SQLite's memory counter; safe at any time.
+    unsafe { ffi::sqlite3_memory_used() }
+}
+
 static REGISTER: Mutex<()> = Mutex::new(());
 
 /// Registers the `dosql` VFS with SQLite (not as the default), once.
 pub(crate) fn register() -> Result<(), c_int> {
     let _once = REGISTER.lock().unwrap_or_else(|p| p.into_inner());
+    // The wasm build compiles SQLite with SQLITE_DEFAULT_MEMSTATUS=0 (fewer instructions per
+    // malloc), but heap limits (set_heap_limit) need the counters: turn them on before SQLite
+    // initializes. Afterwards the call fails harmlessly (SQLITE_MISUSE) and changes nothing.
+    #[cfg(feature = "os-other")]
+    // SAFETY: SQLITE_CONFIG_MEMSTATUS takes one int; allowed before sqlite3_initialize.
+    unsafe {
+        ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 1 as c_int);
+    }
     // SAFETY: sqlite3_initialize is safe to call any number of times; under SQLITE_OS_OTHER it
     // runs our sqlite3_os_init, which registers the VFS itself.
     let rc = unsafe { ffi::sqlite3_initialize() };

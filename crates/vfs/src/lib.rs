@@ -23,15 +23,18 @@ mod cache;
 pub mod engine;
 mod error;
 mod ffi;
+pub mod guard;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use dosql_pagestore::{Head, PageSize, PageStore};
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
 pub use error::{VfsError, VfsResult};
-pub use ffi::sql_is_complete;
+pub use ffi::{heap_used, set_heap_limit, sql_is_complete};
+pub use guard::{Refusal, take_refusal};
 
 /// The name the VFS is registered under with SQLite.
 pub const VFS_NAME: &str = "dosql";
@@ -47,6 +50,11 @@ pub struct VfsConfig {
     /// Advertise `SQLITE_IOCAP_BATCH_ATOMIC`, so a transaction that fits in SQLite's page
     /// cache commits without writing a rollback journal at all.
     pub batch_atomic: bool,
+    /// Bytes of changed pages a transaction may buffer until its commit. A write past it
+    /// fails with `SQLITE_FULL` ("the transaction changes more than ..."), SQLite rolls the
+    /// transaction back, and the store never sees it: a transaction cannot take more memory
+    /// than its database's share.
+    pub max_txn_bytes: usize,
 }
 
 impl Default for VfsConfig {
@@ -55,6 +63,7 @@ impl Default for VfsConfig {
             cache_pages: 4096,
             read_ahead: 0,
             batch_atomic: true,
+            max_txn_bytes: 1 << 30,
         }
     }
 }
@@ -166,14 +175,35 @@ impl Database {
         &self.name
     }
 
-    /// Opens a SQLite connection to this database. On an empty store it first sets SQLite's
-    /// page size to the store's, since SQLite fixes it when it writes page 1.
+    /// Opens a SQLite connection to this database for client SQL: [`connect_trusted`]'s
+    /// connection under the policy of [`guard`] (SQLite's limits set to [`guard::LIMITS`],
+    /// and an authorizer that refuses what could corrupt the database or break the VFS's
+    /// assumptions; [`take_refusal`] says why a statement was refused).
+    ///
+    /// [`connect_trusted`]: Database::connect_trusted
     pub fn connect(&self) -> rusqlite::Result<Connection> {
+        let conn = self.connect_trusted()?;
+        for &(limit, value, _) in guard::LIMITS {
+            conn.set_limit(limit, value)?;
+        }
+        ffi::install_authorizer(&conn)?;
+        Ok(conn)
+    }
+
+    /// Opens a SQLite connection to this database with SQLite's defensive mode on but no
+    /// authorizer or limits: for dosql's own statements, and for tests of how the VFS meets
+    /// SQLite's journaling and locking modes. Never hand it client SQL. On an empty store it
+    /// first sets SQLite's page size to the store's, since SQLite fixes it when it writes
+    /// page 1.
+    pub fn connect_trusted(&self) -> rusqlite::Result<Connection> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_EXRESCODE;
         let conn = Connection::open_with_flags_and_vfs(&self.name, flags, VFS_NAME)?;
+        // No writable_schema edits of sqlite_schema, no journal_mode=OFF, no writes to
+        // shadow tables: SQL cannot corrupt the database file through SQLite itself.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
         // Deleted cells are zeroed inside their B-tree page (at no extra I/O, unlike "ON"):
         // deleted rows do not linger in stored pages, and zeros compress to nearly nothing
         // in the Durable Object's stored values (dosql_pagestore::codec).
@@ -196,6 +226,12 @@ impl Database {
     /// The last committed state.
     pub fn head(&self) -> Head {
         lock_state(&self.state).head()
+    }
+
+    /// Changes the page cache's size (dropping pages not recently used when it shrinks) and
+    /// the transaction limit ([`VfsConfig::max_txn_bytes`]), for the next transaction on.
+    pub fn set_memory_limits(&self, cache_pages: usize, max_txn_bytes: usize) {
+        lock_state(&self.state).set_memory_limits(cache_pages, max_txn_bytes);
     }
 
     /// Counters since attach or the last reset.

@@ -55,7 +55,7 @@ fn every_page_size_works_and_is_fixed() {
             VfsConfig::default(),
         )
         .unwrap();
-        let conn = db.connect().unwrap();
+        let conn = db.connect_trusted().unwrap();
         conn.execute_batch(
             "CREATE TABLE t(x);
              WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<2000)
@@ -95,7 +95,7 @@ fn wal_mode_is_refused_and_the_database_stays_intact() {
         VfsConfig::default(),
     )
     .unwrap();
-    let conn = db.connect().unwrap();
+    let conn = db.connect_trusted().unwrap();
     conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
         .unwrap();
     for setup in ["", "PRAGMA locking_mode=EXCLUSIVE;"] {
@@ -156,7 +156,7 @@ fn spilled_transactions_commit_and_roll_back_whole() {
             },
         )
         .unwrap();
-        let conn = db.connect().unwrap();
+        let conn = db.connect_trusted().unwrap();
         conn.execute_batch("PRAGMA cache_size=10; CREATE TABLE t(x);")
             .unwrap();
         let commits = db.stats().commits;
@@ -228,7 +228,7 @@ fn a_bounded_cache_reads_through_to_the_store() {
         },
     )
     .unwrap();
-    let conn = db.connect().unwrap();
+    let conn = db.connect_trusted().unwrap();
     conn.execute_batch(
         "PRAGMA cache_size=5;
          CREATE TABLE t(id INTEGER PRIMARY KEY, v);

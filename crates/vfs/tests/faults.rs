@@ -140,7 +140,7 @@ fn failed_reads_surface_as_errors_and_the_next_query_works() {
         },
     )
     .unwrap();
-    let conn = db.connect().unwrap();
+    let conn = db.connect_trusted().unwrap();
     conn.execute_batch(
         "PRAGMA cache_size=2; CREATE TABLE t(x);
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<500)

@@ -77,6 +77,7 @@ fn run(seed: u64) {
         cache_pages: [4, 64, 4096][rng.below(3) as usize],
         read_ahead: rng.below(4) as u32,
         batch_atomic: rng.chance(50),
+        ..VfsConfig::default()
     };
     let name = format!("random-{seed}");
     let db = Database::attach(
@@ -85,7 +86,7 @@ fn run(seed: u64) {
         config.clone(),
     )
     .unwrap();
-    let conn = db.connect().unwrap();
+    let conn = db.connect_trusted().unwrap();
     let reference = Connection::open_in_memory().unwrap();
     let setup = format!(
         "PRAGMA cache_size={}; CREATE TABLE t(id INTEGER PRIMARY KEY, a INTEGER, b TEXT, c BLOB);

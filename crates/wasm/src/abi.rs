@@ -227,6 +227,7 @@ pub unsafe extern "C" fn dosql_exec(op: u32, body: *const u8, len: usize) -> u32
                 crate::op::BATCH => session.batch(body),
                 crate::op::STATS => session.stats(),
                 crate::op::HRANA => hrana.handle(session.database(), body, Instant::now()),
+                crate::op::LIMITS => set_limits(session, hrana, body),
                 _ => Response {
                     status: 404,
                     body: ApiError::new(404, "NOT_FOUND", format!("unknown operation {op}"))
@@ -238,6 +239,35 @@ pub unsafe extern "C" fn dosql_exec(op: u32, body: *const u8, len: usize) -> u32
         })
     });
     set_result(response)
+}
+
+/// Applies [`crate::MemoryLimits`] to the open database, its SQLite and its Hrana streams.
+fn set_limits(session: &mut Session, hrana: &mut Hrana, body: &[u8]) -> Response {
+    let limits: crate::MemoryLimits = match serde_json::from_slice(body) {
+        Ok(l) => l,
+        Err(e) => {
+            return Response {
+                status: 400,
+                body: ApiError::bad_request(format!("invalid limits: {e}"))
+                    .body()
+                    .to_string()
+                    .into_bytes(),
+            };
+        }
+    };
+    session
+        .database()
+        .set_memory_limits(limits.cache_pages, limits.max_txn_bytes);
+    dosql_vfs::set_heap_limit(limits.heap_bytes);
+    let api = dosql_api::Limits {
+        max_answer_bytes: limits.max_answer_bytes,
+    };
+    session.set_limits(api);
+    hrana.set_limits(api);
+    Response {
+        status: 200,
+        body: b"{}".to_vec(),
+    }
 }
 
 /// Where the last answer is.

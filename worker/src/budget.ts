@@ -1,0 +1,170 @@
+// One memory budget for every dosql instance in an isolate.
+//
+// Cloudflare runs many Durable Objects of one class in one isolate, and an isolate has 128 MB
+// in all. Each database's wasm instance has a linear memory that only grows, so the budget
+// is kept by dropping instances: every instance's memory counts (its current size, which is
+// its high-water mark), and when the sum would pass the budget, idle instances are dropped,
+// least recently used first. A dropped instance's memory is garbage for V8 to collect; its
+// database is rebuilt from storage on its next request (storage holds only committed
+// transactions, so nothing is lost; its Hrana streams end).
+//
+// A database that needs an instance takes the one of the least recently used idle database
+// when starting a new one would take the others past half the budget: its memory is reused,
+// not left for V8's collector (which may take its time: garbage instances held workerd's
+// resident memory up by ~100 MB in the 100-database test). The instance serving a request
+// gets a share: the budget minus what the others hold, made at least half the budget by
+// dropping idle instances. Its limits (page cache, transaction
+// size, SQLite heap, answer size) are set from the share so that it stays within it; its
+// memory's maximum is the whole budget, so that even a bug cannot grow one instance past it.
+
+/** What the budget needs of a database object that holds an instance of type `I`. */
+export interface Tenant<I> {
+  /** Which instances it can use: only instances of its own kind are handed to it. */
+  readonly kind: string;
+  /** Bytes of wasm memory its instance holds now (0 when it has none). */
+  memoryBytes(): number;
+  /** Whether a call is in progress or queued (such an instance is never taken). */
+  busy(): boolean;
+  /** Gives up its instance (its database is rebuilt from storage on its next request) and
+   *  returns it for another database, or null when it has none or it cannot be reused. */
+  surrender(): I | null;
+}
+
+/** The default budget: the sum of every instance's wasm memory in the isolate. Leaves half of
+ *  the 128 MB isolate to V8's heap, request and response buffers, and workerd. */
+export const DEFAULT_BUDGET_BYTES = 64 * 1024 * 1024;
+/** The smallest budget accepted: one instance's fixed costs (data, stack, request body and
+ *  answer buffers, about 4 MB) must stay a small part of it. */
+export const MIN_BUDGET_BYTES = 32 * 1024 * 1024;
+
+/** What an instance may use of its share (see limitsFor). */
+export interface MemoryLimits {
+  cache_pages: number;
+  max_txn_bytes: number;
+  heap_bytes: number;
+  max_answer_bytes: number;
+}
+
+/** The largest answer, whatever the share (crates/api: Limits::DEFAULT_MAX_ANSWER_BYTES). */
+const MAX_ANSWER_BYTES = 8 * 1024 * 1024;
+
+/**
+ * The limits for an instance with `share` bytes: a fifth each for the page cache, the
+ * transaction's changed pages (which the commit briefly holds twice: pages and their stored
+ * values), and SQLite's heap; a tenth (at most 8 MiB) for an answer. With the fixed costs
+ * that is about 0.9 of the share, so that the instance stays within it even at every limit
+ * at once. `cacheBytes` (CACHE_BYTES) caps the cache further.
+ */
+export function limitsFor(share: number, pageSize: number, cacheBytes: number): MemoryLimits {
+  const fifth = Math.floor(share / 5);
+  return {
+    cache_pages: Math.max(16, Math.floor(Math.min(fifth, cacheBytes) / pageSize)),
+    max_txn_bytes: fifth,
+    heap_bytes: fifth,
+    max_answer_bytes: Math.min(MAX_ANSWER_BYTES, Math.floor(share / 10)),
+  };
+}
+
+export class MemoryBudget<I = unknown> {
+  /** Tenants with an instance, least recently used first (a Map keeps insertion order). */
+  private readonly tenants = new Map<Tenant<I>, true>();
+  /** Instances given up to keep the budget (their memory left for V8 to collect). */
+  dropped = 0;
+  /** Instances handed from an idle database to another one. */
+  reused = 0;
+
+  constructor(readonly budgetBytes: number) {}
+
+  /** Bytes of wasm memory every live instance holds. */
+  total(): number {
+    let n = 0;
+    for (const t of this.tenants.keys()) n += t.memoryBytes();
+    return n;
+  }
+
+  /** Live instances. */
+  get instances(): number {
+    return this.tenants.size;
+  }
+
+  /**
+   * `t` is about to run a request: it becomes the most recently used, and idle instances are
+   * given up (least recently used first) until the others hold at most half the budget.
+   * Returns `t`'s share: the budget minus what the others hold.
+   */
+  use(t: Tenant<I>): number {
+    this.tenants.delete(t);
+    this.tenants.set(t, true);
+    let others = this.total() - t.memoryBytes();
+    for (const other of this.tenants.keys()) {
+      if (others <= this.budgetBytes / 2) break;
+      if (other === t || other.busy()) continue;
+      others -= other.memoryBytes();
+      this.drop(other);
+    }
+    return Math.max(this.budgetBytes - others, 0);
+  }
+
+  /**
+   * An instance for `t`, which has none and needs `initialBytes` to start one: the instance of
+   * the least recently used idle database of its kind when a new one would take the others
+   * past half the budget (reusing memory that exists already is cheaper than leaving it to
+   * V8's collector and growing another), else null (start a new one).
+   */
+  adopt(t: Tenant<I>, initialBytes: number): I | null {
+    if (this.total() - t.memoryBytes() + initialBytes <= this.budgetBytes / 2) return null;
+    for (const other of this.tenants.keys()) {
+      if (other === t || other.kind !== t.kind || other.busy()) continue;
+      this.tenants.delete(other);
+      const instance = other.surrender();
+      if (instance !== null) {
+        this.reused++;
+        return instance;
+      }
+    }
+    return null;
+  }
+
+  /** After `t`'s request: gives up idle instances (not `t`'s) while the total is over budget. */
+  settle(t: Tenant<I>): void {
+    let total = this.total();
+    for (const other of this.tenants.keys()) {
+      if (total <= this.budgetBytes) break;
+      if (other === t || other.busy()) continue;
+      total -= other.memoryBytes();
+      this.drop(other);
+    }
+  }
+
+  /** `t` no longer has an instance (a trap, an import's switch): it no longer counts. */
+  forget(t: Tenant<I>): void {
+    this.tenants.delete(t);
+  }
+
+  private drop(t: Tenant<I>): void {
+    this.tenants.delete(t);
+    t.surrender();
+    this.dropped++;
+  }
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+let shared: MemoryBudget<any> | null = null;
+
+/** DOSQL_MEMORY_BUDGET's value in bytes (unset, null or empty: DEFAULT_BUDGET_BYTES); throws
+ *  for anything that is not an integer of at least MIN_BUDGET_BYTES. */
+export function budgetSetting(setting: string | null | undefined): number {
+  // workerd's fromEnvironment binding is null when the variable is unset.
+  const n = setting === undefined || setting === null || setting === "" ? DEFAULT_BUDGET_BYTES : Number(setting);
+  if (!Number.isInteger(n) || n < MIN_BUDGET_BYTES) {
+    throw new Error(`DOSQL_MEMORY_BUDGET must be an integer of at least ${MIN_BUDGET_BYTES} bytes, not ${JSON.stringify(setting)}`);
+  }
+  return n;
+}
+
+/** The isolate's budget (module scope: every object of every class in the isolate shares it),
+ *  made on first use with `bytes` (see budgetSetting). */
+export function isolateBudget<I>(bytes: number): MemoryBudget<I> {
+  shared ??= new MemoryBudget<I>(bytes);
+  return shared as MemoryBudget<I>;
+}

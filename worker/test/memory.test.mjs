@@ -1,0 +1,123 @@
+// dosql.wasm under memory pressure, in Node: an instance's memory has the maximum its host
+// gives it (the isolate's budget), and a statement that needs more fails with SQLITE_NOMEM,
+// never a trap: the instance keeps answering. Also the budget's bookkeeping (src/budget.ts):
+// idle instances are handed on or given up, least recently used first.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createRequire } from "node:module";
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const { build } = createRequire(import.meta.url)("esbuild");
+
+async function load(entry) {
+  const bundle = await build({ entryPoints: [join(here, "..", "src", entry)], bundle: true, format: "esm", platform: "neutral", write: false });
+  return import(`data:text/javascript;base64,${Buffer.from(bundle.outputFiles[0].text).toString("base64")}`);
+}
+const { DosqlInstance, OP_QUERY, OP_LIMITS } = await load("dosql.ts");
+const { MemoryBudget, limitsFor } = await load("budget.ts");
+const module = new WebAssembly.Module(readFileSync(join(here, "..", "dist", "dosql.wasm")));
+
+/** A synchronous page source in memory (stored values by page number). */
+function memoryPages() {
+  const values = new Map();
+  return {
+    meta: { format: 4, page_size: 4096, page_count: 0, txid: 0 },
+    readPagesSync: (nos) => nos.map((no) => values.get(no) ?? null),
+    commit(pageCount, pages) {
+      for (const [no, v] of pages) values.set(no, new Uint8Array(v));
+      for (const no of [...values.keys()]) if (no > pageCount) values.delete(no);
+      this.meta = { ...this.meta, page_count: pageCount, txid: this.meta.txid + 1 };
+    },
+  };
+}
+
+const enc = (v) => new TextEncoder().encode(JSON.stringify(v));
+const run = (db, op, body) => {
+  const r = db.execSync(op, enc(body));
+  return { status: r.status, body: JSON.parse(new TextDecoder().decode(r.body)) };
+};
+
+test("a statement that needs more memory than the instance may grow to fails with SQLITE_NOMEM, not a trap", () => {
+  const max = 24 * 1024 * 1024;
+  const db = DosqlInstance.createSync(module, memoryPages(), { cachePages: 64, readAhead: 0, maxMemoryBytes: max });
+  // No SQLite heap limit: the memory's maximum is what stops the statement (a failed
+  // memory.grow is a failed malloc inside SQLite).
+  assert.equal(run(db, OP_LIMITS, { cache_pages: 64, max_txn_bytes: 8 << 20, heap_bytes: 0, max_answer_bytes: 1 << 20 }).status, 200);
+  assert.equal(run(db, OP_QUERY, { sql: "CREATE TABLE t(x); INSERT INTO t VALUES (42)" }).status, 200);
+  const sort = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<100000) "
+    + "SELECT count(*), max(b) FROM (SELECT x, randomblob(1000) AS b FROM c ORDER BY b LIMIT 99999)";
+  const r = run(db, OP_QUERY, { sql: sort });
+  assert.equal(r.status, 400, JSON.stringify(r.body));
+  assert.equal(r.body.error.code, "SQLITE_NOMEM");
+  assert.ok(db.memoryBytes() <= max, `${db.memoryBytes()} bytes`);
+  // The instance still works, and so does a statement within its means.
+  assert.deepEqual(run(db, OP_QUERY, { sql: "SELECT x FROM t" }).body.rows, [[42]]);
+  assert.equal(run(db, OP_QUERY, { sql: "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<1000) SELECT count(*) FROM (SELECT randomblob(1000) b FROM c ORDER BY b)" }).status, 200);
+});
+
+test("with its limits from a share, the heap limit answers before memory runs out", () => {
+  const max = 32 * 1024 * 1024;
+  const db = DosqlInstance.createSync(module, memoryPages(), { cachePages: 64, readAhead: 0, maxMemoryBytes: max });
+  assert.equal(run(db, OP_LIMITS, limitsFor(max, 4096, 32 << 20)).status, 200);
+  const r = run(db, OP_QUERY, { sql: "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<100000) SELECT count(*) FROM (SELECT randomblob(1000) b FROM c ORDER BY b LIMIT 99999)" });
+  assert.equal(r.body.error?.code, "SQLITE_NOMEM", JSON.stringify(r.body));
+  assert.ok(db.memoryBytes() < max * 0.6, `${db.memoryBytes()} bytes: the heap limit stopped it well before the maximum`);
+});
+
+/** A tenant for MemoryBudget: `bytes` of memory, `busy`, an instance id. */
+function tenant(name, bytes, kind = "sync") {
+  return {
+    name, kind, bytes, isBusy: false, instance: { of: name },
+    memoryBytes() { return this.instance === null ? 0 : this.bytes; },
+    busy() { return this.isBusy; },
+    surrender() { const i = this.instance; this.instance = null; return i; },
+  };
+}
+
+test("the budget keeps the others under half, least recently used first, never a busy one", () => {
+  const mib = 1 << 20;
+  const budget = new MemoryBudget(64 * mib);
+  const [a, b, c, d] = ["a", "b", "c", "d"].map((n) => tenant(n, 10 * mib));
+  for (const t of [a, b, c, d]) budget.use(t);
+  assert.equal(budget.total(), 40 * mib);
+  assert.equal(budget.dropped, 0);
+  a.isBusy = true;
+  b.bytes = 15 * mib;
+  // c runs again: the others hold 35 MiB, over half; a is the least recently used but busy,
+  // so b goes, and then they hold 20 MiB.
+  const share = budget.use(c);
+  assert.notEqual(a.instance, null);
+  assert.equal(b.instance, null);
+  assert.notEqual(d.instance, null);
+  assert.equal(share, 64 * mib - 20 * mib);
+  assert.equal(budget.dropped, 1);
+  // After a request that grew c past the budget, idle others go until the total fits.
+  c.bytes = 50 * mib;
+  budget.settle(c);
+  assert.equal(d.instance, null, "d, idle, went");
+  assert.notEqual(a.instance, null, "a is busy");
+  assert.equal(budget.total(), 60 * mib);
+});
+
+test("a database without an instance adopts an idle one of its kind when there is no room", () => {
+  const mib = 1 << 20;
+  const budget = new MemoryBudget(64 * mib);
+  const a = tenant("a", 20 * mib);
+  const b = tenant("b", 20 * mib, "jspi");
+  budget.use(a);
+  budget.use(b);
+  const c = tenant("c", 0);
+  c.instance = null;
+  // 40 MiB + 2 MiB > 32 MiB: a's instance (the only idle one of c's kind) is handed on.
+  assert.deepEqual(budget.adopt(c, 2 * mib), { of: "a" });
+  assert.equal(a.instance, null);
+  assert.equal(budget.reused, 1);
+  // With room, a new instance is made instead.
+  const small = new MemoryBudget(64 * mib);
+  small.use(tenant("e", 4 * mib));
+  assert.equal(small.adopt(tenant("f", 0), 2 * mib), null);
+});
