@@ -116,7 +116,9 @@ fn status_of(code: i32) -> u16 {
         | ffi::SQLITE_CANTOPEN
         | ffi::SQLITE_INTERNAL
         | ffi::SQLITE_PROTOCOL => 500,
-        ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED => 503,
+        // Another connection of the same database (a Hrana stream's open transaction) holds
+        // the lock: a conflict with what a client did, to retry once it ended.
+        ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED => 409,
         // The SQL policy refused part of the statement (dosql_vfs::guard).
         ffi::SQLITE_AUTH => 403,
         // A transaction over its size (the VFS refuses to buffer more changed pages than its

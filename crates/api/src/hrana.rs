@@ -11,7 +11,7 @@
 //! the committed state. The database runs in rollback-journal mode (no WAL), so a stream that
 //! holds a read lock inside an open transaction also makes other streams' commits fail with
 //! `SQLITE_BUSY` until it ends. dosql's own `query` and `batch` requests ([`crate::Session`])
-//! meet the same locks: they answer 503 `SQLITE_BUSY` instead of writing under a stream's
+//! meet the same locks: they answer 409 `SQLITE_BUSY` instead of writing under a stream's
 //! open write transaction.
 //!
 //! Streams are named by batons: 192 random bits (the operating system's, WASI `random_get` in
@@ -348,7 +348,7 @@ impl Hrana {
         let Some(baton) = baton else {
             if self.streams.len() >= MAX_STREAMS {
                 return Err(http_error(
-                    503,
+                    429,
                     "TOO_MANY_STREAMS",
                     format!(
                         "{MAX_STREAMS} Hrana streams are open; close some (or let them expire) \
@@ -356,7 +356,7 @@ impl Hrana {
                     ),
                 ));
             }
-            return Stream::open(db).map_err(|e| http_error(500, &e.code, e.message));
+            return Stream::open(db).map_err(|e| http_error(e.status, &e.code, e.message));
         };
         if let Some(stream) = self.streams.remove(baton) {
             return Ok(stream);

@@ -328,7 +328,24 @@ impl Session {
                 limit: s.limits.max_answer_bytes,
                 used: 0,
             };
-            let outcome = s.run(&stmt, &mut None, &mut budget);
+            // Several statements run as one transaction, all or nothing, unless they manage
+            // transactions themselves or cannot run inside one (see `one_transaction`).
+            let wrap = s.conn.is_autocommit() && one_transaction(&stmt.sql);
+            if wrap {
+                s.conn.execute_batch("BEGIN").map_err(|e| s.sql_error(&e))?;
+            }
+            let mut outcome = s.run(&stmt, &mut None, &mut budget);
+            if wrap && !s.conn.is_autocommit() {
+                let end = if outcome.is_ok() {
+                    "COMMIT"
+                } else {
+                    "ROLLBACK"
+                };
+                if let Err(e) = s.conn.execute_batch(end) {
+                    let _ = s.conn.execute_batch("ROLLBACK");
+                    outcome = Err(s.sql_error(&e));
+                }
+            }
             if !s.conn.is_autocommit() {
                 // Each request stands alone: a transaction it leaves open would capture the
                 // next request's statements. Roll it back and say so.
@@ -362,6 +379,21 @@ impl Session {
                 e.statement = Some(i);
                 return Err(e);
             }
+            // A statement that ended the batch's transaction would commit (or drop) what ran
+            // before it, and the rest would run outside it: all or nothing would not hold.
+            for (i, stmt) in stmts.iter().enumerate() {
+                if statement_heads(&stmt.sql)
+                    .iter()
+                    .any(|h| ends_transaction(h))
+                {
+                    let mut e = ApiError::bad_request(
+                        "a batch is one transaction: its statements may not end it (COMMIT, \
+                         END, ROLLBACK; ROLLBACK TO a savepoint is fine)",
+                    );
+                    e.statement = Some(i);
+                    return Err(e);
+                }
+            }
             s.conn.execute_batch("BEGIN").map_err(|e| s.sql_error(&e))?;
             let mut results = Vec::with_capacity(stmts.len() * 80);
             let mut held = None;
@@ -370,7 +402,19 @@ impl Session {
                 used: 0,
             };
             for (i, stmt) in stmts.iter().enumerate() {
-                match s.run(stmt, &mut held, &mut budget) {
+                let outcome = s.run(stmt, &mut held, &mut budget).and_then(|o| {
+                    if s.conn.is_autocommit() {
+                        // Ended in a way the check above does not know (SQLite rolls a
+                        // transaction back by itself after some errors): nothing after it
+                        // may run outside the transaction.
+                        return Err(ApiError::bad_request(
+                            "the batch's transaction ended at this statement; the statements \
+                             after it did not run",
+                        ));
+                    }
+                    Ok(o)
+                });
+                match outcome {
                     Ok(outcome) => {
                         if i > 0 {
                             results.push(b',');
@@ -484,6 +528,11 @@ impl Session {
             if let Some((_, prepared)) = held {
                 any = true;
                 let params = stmt.params.as_ref();
+                // Refused before it runs: a rejected request changes nothing. (Several
+                // statements are checked after they ran, inside the request's transaction.)
+                if prepared.parameter_count() == 0 && params.is_some_and(|p| !p.is_empty()) {
+                    return Err(no_parameters());
+                }
                 self.step(prepared, params, &mut bound, &mut last, budget, window)?;
             }
         } else {
@@ -498,11 +547,7 @@ impl Session {
             return Err(ApiError::bad_request("no SQL statement in \"sql\""));
         }
         if !bound && stmt.params.as_ref().is_some_and(|p| !p.is_empty()) {
-            return Err(ApiError::new(
-                400,
-                "SQLITE_RANGE",
-                "parameters given, but no statement takes any",
-            ));
+            return Err(no_parameters());
         }
         Ok(last)
     }
@@ -636,9 +681,115 @@ impl Params {
     }
 }
 
+/// The first words (up to four, upper-cased) of each statement of `sql`: `sql` split at the
+/// semicolons outside string literals, quoted names and comments. (A trigger's body splits
+/// too: its inner statements show as statements, and its `END` makes the callers say no,
+/// which is the safe answer.)
+fn statement_heads(sql: &str) -> Vec<Vec<String>> {
+    const WORDS: usize = 4;
+    let b = sql.as_bytes();
+    let mut heads = Vec::new();
+    let mut words: Vec<String> = Vec::new();
+    // Something that is not a word (a literal, an operator) was seen in this statement: the
+    // words after it are not at its head.
+    let mut past_head = false;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'\'' | b'"' | b'`' | b'[' => {
+                let close = if c == b'[' { b']' } else { c };
+                i += 1;
+                while i < b.len() && b[i] != close {
+                    i += 1;
+                }
+                past_head = true;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b';' => {
+                if !words.is_empty() || past_head {
+                    heads.push(std::mem::take(&mut words));
+                }
+                past_head = false;
+            }
+            c if c.is_ascii_whitespace() => {}
+            c if c.is_ascii_alphanumeric() || c == b'_' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+                if !past_head && words.len() < WORDS {
+                    words.push(sql[start..i].to_ascii_uppercase());
+                }
+                continue;
+            }
+            _ => past_head = true,
+        }
+        i += 1;
+    }
+    if !words.is_empty() || past_head {
+        heads.push(words);
+    }
+    heads
+}
+
+/// Whether a statement with these first words ends the transaction it runs in: `COMMIT`,
+/// `END`, and `ROLLBACK` without `TO` (which only rolls back to a savepoint).
+fn ends_transaction(head: &[String]) -> bool {
+    match head.first().map(String::as_str) {
+        Some("COMMIT" | "END") => true,
+        Some("ROLLBACK") => !head.iter().any(|w| w == "TO"),
+        _ => false,
+    }
+}
+
+/// Whether the statements of a /query with several of them run as one transaction: yes,
+/// unless one of them manages transactions itself (`BEGIN`, `COMMIT`, `END`, `ROLLBACK`,
+/// `SAVEPOINT`, `RELEASE`) or does not work inside one (`VACUUM`, `ATTACH`, `DETACH`, and
+/// `PRAGMA`, some of which are silently ignored inside a transaction). Those requests run
+/// statement by statement, as SQLite runs them.
+fn one_transaction(sql: &str) -> bool {
+    const OWN: &[&str] = &[
+        "BEGIN",
+        "COMMIT",
+        "END",
+        "ROLLBACK",
+        "SAVEPOINT",
+        "RELEASE",
+        "VACUUM",
+        "ATTACH",
+        "DETACH",
+        "PRAGMA",
+    ];
+    let heads = statement_heads(sql);
+    heads.len() > 1
+        && !heads
+            .iter()
+            .any(|h| h.first().is_some_and(|w| OWN.contains(&w.as_str())))
+}
+
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+}
+
+fn no_parameters() -> ApiError {
+    ApiError::new(
+        400,
+        "SQLITE_RANGE",
+        "parameters given, but no statement takes any",
+    )
 }
 
 fn param_error(msg: String) -> ApiError {
@@ -804,6 +955,32 @@ mod tests {
             .to_string();
             assert_eq!(String::from_utf8(out).unwrap(), expected);
         }
+    }
+
+    #[test]
+    fn statements_split_outside_literals_and_comments() {
+        assert_eq!(
+            statement_heads("insert into t values ('a;b'); -- x;\n select \"c;\" /* ; */ ;; "),
+            vec![vec!["INSERT", "INTO", "T", "VALUES"], vec!["SELECT"]]
+        );
+        assert_eq!(statement_heads("  ;  "), Vec::<Vec<String>>::new());
+        let ends = |sql: &str| statement_heads(sql).iter().any(|h| ends_transaction(h));
+        assert!(ends("insert into t values (1); commit"));
+        assert!(ends("rollback transaction"));
+        assert!(!ends("rollback transaction to savepoint s"));
+        assert!(!ends("ROLLBACK TO s; RELEASE s"));
+        assert!(!ends("select 'commit'"));
+        assert!(one_transaction(
+            "CREATE TABLE t(x); INSERT INTO t VALUES (1)"
+        ));
+        assert!(!one_transaction("INSERT INTO t VALUES (1)"));
+        assert!(!one_transaction("BEGIN; INSERT INTO t VALUES (1); COMMIT"));
+        assert!(!one_transaction(
+            "INSERT INTO t VALUES (1); pragma foreign_keys = 1"
+        ));
+        assert!(!one_transaction(
+            "CREATE TRIGGER r AFTER INSERT ON t BEGIN SELECT 1; END; INSERT INTO t VALUES (1)"
+        ));
     }
 
     #[test]

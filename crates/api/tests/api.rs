@@ -372,3 +372,50 @@ fn pages_read_a_large_result_whole_and_in_order() {
     );
     err(batch, 400, "BAD_REQUEST");
 }
+
+#[test]
+fn a_rejected_request_commits_nothing() {
+    let mut s = session("api-rejected");
+    ok(q(&mut s, json!({"sql": "CREATE TABLE t(x UNIQUE)"})));
+    let head = |s: &Session| s.database().head();
+    let before = head(&s);
+    // Several statements are one transaction: the first insert does not stay.
+    err(
+        q(
+            &mut s,
+            json!({"sql": "INSERT INTO t VALUES (1); INSERT INTO nope VALUES (2)"}),
+        ),
+        400,
+        "SQLITE_ERROR",
+    );
+    // Parameters no statement takes are refused before anything runs.
+    err(
+        q(
+            &mut s,
+            json!({"sql": "INSERT INTO t VALUES (3)", "params": [1]}),
+        ),
+        400,
+        "SQLITE_RANGE",
+    );
+    // A batch may not end its own transaction.
+    for stmts in [
+        json!([{"sql": "INSERT INTO t VALUES (4)"}, {"sql": "COMMIT"}, {"sql": "INSERT INTO nope VALUES (5)"}]),
+        json!([{"sql": "ROLLBACK"}, {"sql": "INSERT INTO t VALUES (6)"}]),
+        json!([{"sql": "INSERT INTO t VALUES (7); END"}]),
+    ] {
+        let body = err(s.batch(stmts.to_string().as_bytes()), 400, "BAD_REQUEST");
+        assert!(body["error"]["statement"].is_number(), "{body}");
+    }
+    assert_eq!(head(&s), before);
+    let r = ok(q(&mut s, json!({"sql": "SELECT count(*) FROM t"})));
+    assert_eq!(r["rows"], json!([[0]]));
+    // A savepoint inside a batch is fine.
+    let r = s.batch(
+        json!([{"sql": "INSERT INTO t VALUES (8)"}, {"sql": "SAVEPOINT a"}, {"sql": "INSERT INTO t VALUES (9)"}, {"sql": "ROLLBACK TO a"}])
+            .to_string()
+            .as_bytes(),
+    );
+    ok(r);
+    let r = ok(q(&mut s, json!({"sql": "SELECT x FROM t"})));
+    assert_eq!(r["rows"], json!([[8]]));
+}

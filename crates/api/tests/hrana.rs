@@ -830,7 +830,7 @@ fn streams_are_limited() {
         assert_eq!(s, 200);
     }
     let (s, e) = pipe(&mut h, &db, Version::V2, None, json!([]), now);
-    assert_eq!((s, e["code"].as_str()), (503, Some("TOO_MANY_STREAMS")));
+    assert_eq!((s, e["code"].as_str()), (429, Some("TOO_MANY_STREAMS")));
     // Idle streams expire and make room.
     let later = now + h.stream_timeout();
     let (s, _) = pipe(&mut h, &db, Version::V2, None, json!([]), later);

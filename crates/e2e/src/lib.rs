@@ -327,15 +327,16 @@ impl Db {
         };
         let mut resp = result.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
-        let text = resp
+        // Bytes, not text: some answers are binary (GET /pages).
+        let bytes = resp
             .body_mut()
             .with_config()
             .limit(256 << 20)
-            .read_to_string()
+            .read_to_vec()
             .map_err(|e| e.to_string())?;
         Ok(Answer {
             status,
-            body: serde_json::from_str(&text).unwrap_or(Json::Null),
+            body: serde_json::from_slice(&bytes).unwrap_or(Json::Null),
         })
     }
 

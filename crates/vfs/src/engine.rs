@@ -44,6 +44,18 @@ impl Lock {
     }
 }
 
+/// Where SQLite asks the VFS to commit.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum CommitPoint {
+    /// `SQLITE_FCNTL_COMMIT_ATOMIC_WRITE`: a batch-atomic transaction, written with no journal.
+    AtomicWrite,
+    /// `SQLITE_FCNTL_SYNC` / `xSync` on the database: the end of a rollback-journal commit's
+    /// phase one, or of a rollback (see [`DbState::is_rollback`]).
+    Sync,
+    /// `SQLITE_FCNTL_COMMIT_PHASETWO`: a truncation SQLite makes after its commit.
+    PhaseTwo,
+}
+
 /// Lock state of one database shared by all its connections in this process, following
 /// SQLite's rollback-journal locking protocol.
 #[derive(Debug, Default)]
@@ -293,14 +305,42 @@ impl DbState {
             || self.low_water < self.head.page_count.min(self.file_pages)
     }
 
+    /// Whether the dirty pages at a [`CommitPoint::Sync`] are a rollback putting committed
+    /// pages back rather than a transaction's commit. A rollback of a transaction that
+    /// spilled pages to the file plays the journal back into the file and syncs it, exactly
+    /// like a commit; but every commit in rollback-journal mode rewrites page 1 with SQLite's
+    /// file change counter (bytes 24..28) advanced, while a rollback leaves page 1 alone or
+    /// puts its committed bytes back. The store still holds the state before the transaction,
+    /// so a rollback commits nothing: otherwise it would be a commit that changes no content
+    /// (and, for pages the cache no longer holds, rewrites them as they were).
+    fn is_rollback(&mut self) -> bool {
+        if self.head.page_count == 0 {
+            return false;
+        }
+        let Some(page1) = self.dirty.get(&PageNo::FIRST).cloned() else {
+            return true;
+        };
+        let committed = match self.cache.peek(PageNo::FIRST) {
+            Some(p) => Some(p.clone()),
+            // Not knowing errs on the side of committing, which is always safe.
+            None => self.store.read_page(PageNo::FIRST).ok().flatten(),
+        };
+        committed.is_some_and(|c| c.get(24..28) == page1.get(24..28))
+    }
+
     /// Sends the dirty pages and the file size to the store as one commit. On failure the
     /// transaction's pages are dropped and the state re-read from the store, so the database
     /// is exactly what the store holds (the state before the transaction, or after it if the
     /// store lost only the acknowledgement).
-    pub(crate) fn commit(&mut self, atomic: bool) -> VfsResult<()> {
+    pub(crate) fn commit(&mut self, point: CommitPoint) -> VfsResult<()> {
         if !self.has_changes() {
             return Ok(());
         }
+        if point == CommitPoint::Sync && self.is_rollback() {
+            self.discard();
+            return Ok(());
+        }
+        let atomic = point == CommitPoint::AtomicWrite;
         let dirty = std::mem::take(&mut self.dirty);
         // Leave out pages identical to their committed, cached content: a rollback of a
         // transaction that spilled to the file writes the original pages back and syncs, and
@@ -522,7 +562,7 @@ mod tests {
         for n in 1..=4u8 {
             s.write(u64::from(n - 1) * 512, &[n; 512]).unwrap();
         }
-        s.commit(false).unwrap();
+        s.commit(CommitPoint::PhaseTwo).unwrap();
         s.truncate(2 * 512).unwrap();
         s.truncate(4 * 512).unwrap();
         assert_eq!(
@@ -532,7 +572,7 @@ mod tests {
         );
         assert_eq!(page_of(&mut s, 2), vec![2; 512]);
         assert!(s.has_changes());
-        s.commit(false).unwrap();
+        s.commit(CommitPoint::PhaseTwo).unwrap();
         assert_eq!(s.head().page_count, 4);
         s.cache.clear();
         assert_eq!(

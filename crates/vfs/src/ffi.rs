@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use rusqlite::ffi;
 
-use crate::engine::{Lock, MemFile};
+use crate::engine::{CommitPoint, Lock, MemFile};
 use crate::error::{VfsError, to_code};
 use crate::guard::{self, Action};
 use crate::{Shared, find, lock_state};
@@ -144,7 +144,7 @@ unsafe extern "C" fn x_sync(file: *mut ffi::sqlite3_file, _flags: c_int) -> c_in
     // SAFETY: `file` is an open file (SQLite's xSync contract).
     unsafe {
         with_file(file, |open| match open {
-            OpenFile::Db { state, .. } => on_db(state, |s| s.commit(false)),
+            OpenFile::Db { state, .. } => on_db(state, |s| s.commit(CommitPoint::Sync)),
             OpenFile::Mem(_) => ffi::SQLITE_OK,
         })
     }
@@ -213,12 +213,16 @@ unsafe extern "C" fn x_file_control(
             match op {
                 // The commit point of a rollback-journal transaction: sent right before xSync,
                 // and also when synchronous=OFF skips xSync.
-                ffi::SQLITE_FCNTL_SYNC => on_db(state, |s| s.commit(false)),
+                ffi::SQLITE_FCNTL_SYNC => on_db(state, |s| s.commit(CommitPoint::Sync)),
                 // In rollback-journal mode SQLite shrinks the file only after the commit
                 // (the header already holds the new size); store that truncation now.
-                ffi::SQLITE_FCNTL_COMMIT_PHASETWO => on_db(state, |s| s.commit(false)),
+                ffi::SQLITE_FCNTL_COMMIT_PHASETWO => {
+                    on_db(state, |s| s.commit(CommitPoint::PhaseTwo))
+                }
                 ffi::SQLITE_FCNTL_BEGIN_ATOMIC_WRITE => ffi::SQLITE_OK,
-                ffi::SQLITE_FCNTL_COMMIT_ATOMIC_WRITE => on_db(state, |s| s.commit(true)),
+                ffi::SQLITE_FCNTL_COMMIT_ATOMIC_WRITE => {
+                    on_db(state, |s| s.commit(CommitPoint::AtomicWrite))
+                }
                 ffi::SQLITE_FCNTL_ROLLBACK_ATOMIC_WRITE => {
                     lock_state(state).discard();
                     ffi::SQLITE_OK

@@ -358,3 +358,66 @@ fn deleted_rows_leave_no_bytes_in_the_stored_pages() {
         "a deleted row's text is still in a stored page"
     );
 }
+
+/// A rollback of a transaction that spilled pages into the file plays the journal back and
+/// syncs the file like a commit; it must not reach the store, even for pages the cache no
+/// longer holds (it would be a commit that changes nothing but the commit counter). A savepoint
+/// rolled back inside a transaction that then commits must still commit everything else.
+#[test]
+fn rolled_back_spills_commit_nothing() {
+    let db = Database::attach(
+        "rollback-spill",
+        MemStore::new(PageSize::new(1024).unwrap()),
+        VfsConfig {
+            cache_pages: 8,
+            batch_atomic: false,
+            ..VfsConfig::default()
+        },
+    )
+    .unwrap();
+    let conn = db.connect_trusted().unwrap();
+    conn.execute_batch(
+        "PRAGMA cache_size=10; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<400)
+         INSERT INTO t SELECT i, randomblob(600) FROM n;",
+    )
+    .unwrap();
+    let head = db.head();
+    let commits = db.stats().commits;
+    let sum = |c: &Connection| -> String {
+        c.query_row("SELECT group_concat(hex(v)) FROM t", [], |r| r.get(0))
+            .unwrap()
+    };
+    let before = sum(&conn);
+    conn.execute_batch("BEGIN; UPDATE t SET v = randomblob(600); ROLLBACK;")
+        .unwrap();
+    conn.execute_batch("BEGIN; UPDATE t SET v = randomblob(600);")
+        .unwrap();
+    assert!(
+        conn.execute_batch("UPDATE t SET id = 1 WHERE id = 2")
+            .is_err()
+    );
+    conn.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(db.head(), head, "a rollback reached the store");
+    assert_eq!(db.stats().commits, commits);
+    assert_eq!(sum(&conn), before);
+    // A savepoint rolled back inside a transaction that commits.
+    conn.execute_batch(
+        "BEGIN; UPDATE t SET v = x'01' WHERE id <= 100;
+         SAVEPOINT s; UPDATE t SET v = randomblob(600); ROLLBACK TO s; RELEASE s;
+         UPDATE t SET v = x'02' WHERE id > 390; COMMIT;",
+    )
+    .unwrap();
+    assert_eq!(db.head().txid, head.txid + 1);
+    drop(conn);
+    let conn = db.connect_trusted().unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM t WHERE v = x'01'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 100);
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM t WHERE v = x'02'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 10);
+    assert_eq!(integrity(&conn), "ok");
+}
