@@ -46,6 +46,7 @@ lint: setup
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cd worker && npx tsc --noEmit -p .
+	worker/node_modules/.bin/tsc --noEmit -p bench
 
 test-rust: setup
 	cargo test --workspace --locked --exclude dosql-e2e

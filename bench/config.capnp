@@ -36,6 +36,12 @@ const benchWorker :Workerd.Worker = (
     # dosql's production settings (worker/config.capnp); PAGE_SIZE is set per class.
     (name = "CACHE_BYTES", text = "33554432"),
     (name = "READ_AHEAD", text = "0"),
+    # Every contender runs in this one isolate, where in production each class has isolates
+    # of its own: a budget that never binds, so that no contender's warm instance is given up
+    # for another's (the budget's bookkeeping still runs on every request).
+    (name = "DOSQL_MEMORY_BUDGET", text = "1073741824"),
+    # W4 runs with dosql's warm-up on and off (bench/run.mjs sets it per restart).
+    (name = "DOSQL_WARMUP", fromEnvironment = "DOSQL_WARMUP"),
   ],
   # Objects stay in memory between requests (workerd would evict one idle for 10 s, which would
   # turn a contender's warm cache cold while the others run); W4 restarts workerd for cold.

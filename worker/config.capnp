@@ -37,6 +37,8 @@ const dosqlWorker :Workerd.Worker = (
     # Bytes of wasm memory all dosql instances of the isolate may hold together; unset or
     # empty = 64 MiB (worker/src/budget.ts). Idle instances are dropped to keep it.
     (name = "DOSQL_MEMORY_BUDGET", fromEnvironment = "DOSQL_MEMORY_BUDGET"),
+    # "off": no warm-up of the wasm when the isolate starts (worker/src/warmup.ts).
+    (name = "DOSQL_WARMUP", fromEnvironment = "DOSQL_WARMUP"),
     # The bearer token every request must carry; unset or empty = open (local development).
     (name = "DOSQL_TOKEN", fromEnvironment = "DOSQL_TOKEN"),
     # Hrana (libSQL client) streams idle this long are rolled back and closed; unset = 10000.

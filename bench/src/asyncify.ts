@@ -8,7 +8,7 @@
 // read_pages, so they never unwind, but every instrumented function pays for its checks.
 
 import {
-  type AsyncPageSource, committedPages, type Exports as DosqlExports, copyMessage, type OpenOptions, pageNumbers, type WasmResponse, writePages,
+  type AsyncPageSource, committedPages, type Exports as DosqlExports, copyMessage, type OpenOptions, pageNumbers, WASM_INITIAL_PAGES, type WasmResponse, writePages,
 } from "../../worker/src/dosql";
 import { wasiImports } from "../../worker/src/wasi";
 
@@ -37,16 +37,22 @@ export class AsyncifyInstance {
   /** Suspensions so far (page reads that waited for storage). */
   suspensions = 0;
 
-  private constructor(private readonly pages: AsyncPageSource) {}
+  /** The instance's memory (the module imports it, as dosql.ts provides it). */
+  private readonly memory: WebAssembly.Memory;
+
+  private constructor(private readonly pages: AsyncPageSource, maxMemoryBytes: number) {
+    this.memory = new WebAssembly.Memory({ initial: WASM_INITIAL_PAGES, maximum: Math.max(WASM_INITIAL_PAGES, Math.floor(maxMemoryBytes / 65536)) });
+  }
 
   static async create(module: WebAssembly.Module, pages: AsyncPageSource, opts: OpenOptions): Promise<AsyncifyInstance> {
-    const self = new AsyncifyInstance(pages);
+    const self = new AsyncifyInstance(pages, opts.maxMemoryBytes);
     const instance = await WebAssembly.instantiate(module, {
-      wasi_snapshot_preview1: wasiImports(module, () => self.exports.memory),
+      env: { memory: self.memory },
+      wasi_snapshot_preview1: wasiImports(module, () => self.memory),
       dosql: {
         read_pages: self.readPages.bind(self),
         commit: self.commit.bind(self),
-        error_message: (ptr: number, cap: number) => copyMessage(self.exports.memory, self.lastError, ptr, cap),
+        error_message: (ptr: number, cap: number) => copyMessage(self.memory, self.lastError, ptr, cap),
         now_ms: Date.now,
       },
     });
@@ -65,7 +71,7 @@ export class AsyncifyInstance {
     const ptr = e.dosql_alloc(cap);
     if (ptr === 0) throw new Error(`dosql_alloc(${cap}) failed`);
     try {
-      new Uint8Array(e.memory.buffer, ptr >>> 0, body.byteLength).set(body);
+      new Uint8Array(this.memory.buffer, ptr >>> 0, body.byteLength).set(body);
       const status = await this.call(() => e.dosql_exec(op, ptr, body.byteLength));
       return { status, body: this.result() };
     } finally {
@@ -95,7 +101,7 @@ export class AsyncifyInstance {
       this.state = NORMAL;
       return this.value;
     }
-    const memory = this.exports.memory;
+    const memory = this.memory;
     let nos: number[];
     try {
       nos = pageNumbers(memory, nosPtr, n);
@@ -120,7 +126,7 @@ export class AsyncifyInstance {
 
   private commit(pageCount: number, nosPtr: number, n: number, dataPtr: number, lensPtr: number): number {
     try {
-      this.pages.commit(pageCount >>> 0, committedPages(this.exports.memory, nosPtr, n, dataPtr, lensPtr, this.pages.meta.page_size));
+      this.pages.commit(pageCount >>> 0, committedPages(this.memory, nosPtr, n, dataPtr, lensPtr, this.pages.meta.page_size));
       return 0;
     } catch (err) {
       return this.fail(err);
@@ -136,6 +142,6 @@ export class AsyncifyInstance {
   private result(): Uint8Array {
     const e = this.exports;
     const ptr = e.dosql_result_ptr() >>> 0;
-    return new Uint8Array(e.memory.buffer.slice(ptr, ptr + (e.dosql_result_len() >>> 0)));
+    return new Uint8Array(this.memory.buffer.slice(ptr, ptr + (e.dosql_result_len() >>> 0)));
   }
 }

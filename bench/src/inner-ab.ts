@@ -57,7 +57,7 @@ const dec = new TextDecoder();
 const file = (n: string) => readFileSync(join(bodiesDir, n));
 const list = (n: string) => (JSON.parse(readFileSync(join(bodiesDir, n), "utf8")) as unknown[]).map((b) => enc.encode(JSON.stringify(b)));
 const bodies = { w1: file("w1.json"), w2: file("w2.json"), w3Setup: list("w3-setup.json"), w3: list("w3.json"), w5Setup: list("w5-setup.json"), w5: file("w5.json") };
-const opts = { cachePages: 4096, readAhead: 0 };
+const opts = { cachePages: 4096, readAhead: 0, maxMemoryBytes: 1 << 30 };
 const open = (m: WebAssembly.Module) => DosqlInstance.createSync(m, new MemPages(4096), opts);
 const digests: Record<string, Record<string, string>> = {};
 function run(label: string, w: string, db: DosqlInstance, op: number, body: Uint8Array): void {
@@ -88,7 +88,7 @@ for (let n = 0; n <= reps; n++) {
     if (only.includes("W1") || only.includes("W2")) {
     t0 = performance.now(); run(b.label, "W1", db, OP_BATCH, bodies.w1); t.W1 = performance.now() - t0;
     t0 = performance.now(); run(b.label, "W2", db, OP_BATCH, bodies.w2); t.W2 = performance.now() - t0;
-    mem[b.label] = (db as unknown as { exports: { memory: WebAssembly.Memory } }).exports.memory.buffer.byteLength / 65536;
+    mem[b.label] = db.memoryBytes() / 65536;
     if (warm) {
       // W1 again on the same instance: its memory is already grown and touched.
       run(b.label, "", db, OP_QUERY, enc.encode(JSON.stringify({ sql: "DROP TABLE w1" })));

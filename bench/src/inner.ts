@@ -69,7 +69,7 @@ const bodies = {
   w5Setup: list("w5-setup.json"), w5: file("w5.json"),
 };
 
-const opts = { cachePages: 4096, readAhead: 0 };
+const opts = { cachePages: 4096, readAhead: 0, maxMemoryBytes: 1 << 30 };
 const variants: Variant[] = [];
 for (const size of [4096, 16384, 65536]) {
   variants.push({

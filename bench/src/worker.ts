@@ -244,6 +244,7 @@ export class DosqlAsyncify4k implements DurableObject {
       this.db = await AsyncifyInstance.create(asyncifyModule, this.pages, {
         cachePages: cachePages(this.env, 4096),
         readAhead: intVar(this.env.READ_AHEAD, 0),
+        maxMemoryBytes: 1 << 30,
       });
     }
     return this.db;

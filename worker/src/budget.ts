@@ -65,9 +65,16 @@ export function limitsFor(share: number, pageSize: number, cacheBytes: number): 
   };
 }
 
-export class MemoryBudget<I = unknown> {
+/** What the budget needs of an instance it holds for later (a spare). */
+export interface Sized {
+  memoryBytes(): number;
+}
+
+export class MemoryBudget<I extends Sized = Sized> {
   /** Tenants with an instance, least recently used first (a Map keeps insertion order). */
   private readonly tenants = new Map<Tenant<I>, true>();
+  /** Instances no database holds, ready to be adopted (by kind): the one made at start-up. */
+  private readonly spares: Array<{ kind: string; instance: I }> = [];
   /** Instances given up to keep the budget (their memory left for V8 to collect). */
   dropped = 0;
   /** Instances handed from an idle database to another one. */
@@ -75,11 +82,17 @@ export class MemoryBudget<I = unknown> {
 
   constructor(readonly budgetBytes: number) {}
 
-  /** Bytes of wasm memory every live instance holds. */
+  /** Bytes of wasm memory every live instance holds (spares included). */
   total(): number {
     let n = 0;
     for (const t of this.tenants.keys()) n += t.memoryBytes();
+    for (const s of this.spares) n += s.instance.memoryBytes();
     return n;
+  }
+
+  /** Keeps `instance`, which serves no database, for the first database of its `kind`. */
+  offer(kind: string, instance: I): void {
+    this.spares.push({ kind, instance });
   }
 
   /** Live instances. */
@@ -95,6 +108,8 @@ export class MemoryBudget<I = unknown> {
   use(t: Tenant<I>): number {
     this.tenants.delete(t);
     this.tenants.set(t, true);
+    // A spare nobody took by the time memory is short is the first to go.
+    if (this.spares.length > 0 && this.total() > this.budgetBytes / 2) this.spares.length = 0;
     let others = this.total() - t.memoryBytes();
     for (const other of this.tenants.keys()) {
       if (others <= this.budgetBytes / 2) break;
@@ -112,6 +127,8 @@ export class MemoryBudget<I = unknown> {
    * V8's collector and growing another), else null (start a new one).
    */
   adopt(t: Tenant<I>, initialBytes: number): I | null {
+    const spare = this.spares.findIndex((s) => s.kind === t.kind);
+    if (spare >= 0) return this.spares.splice(spare, 1)[0].instance;
     if (this.total() - t.memoryBytes() + initialBytes <= this.budgetBytes / 2) return null;
     for (const other of this.tenants.keys()) {
       if (other === t || other.kind !== t.kind || other.busy()) continue;
@@ -164,7 +181,7 @@ export function budgetSetting(setting: string | null | undefined): number {
 
 /** The isolate's budget (module scope: every object of every class in the isolate shares it),
  *  made on first use with `bytes` (see budgetSetting). */
-export function isolateBudget<I>(bytes: number): MemoryBudget<I> {
+export function isolateBudget<I extends Sized>(bytes: number): MemoryBudget<I> {
   shared ??= new MemoryBudget<I>(bytes);
   return shared as MemoryBudget<I>;
 }

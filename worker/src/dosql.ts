@@ -7,6 +7,7 @@ import { wasiImports } from "./wasi";
 export const OP_QUERY = 1;
 export const OP_BATCH = 2;
 export const OP_STATS = 3;
+export const OP_HRANA = 4;
 export const OP_LIMITS = 5;
 
 /** The memory the module asks for at instantiation (crates/wasm: INITIAL_MEMORY_BYTES, in
@@ -58,6 +59,17 @@ export interface SyncPageSource {
   readPagesSync(nos: readonly number[]): (Uint8Array | null)[];
   commit(pageCount: number, pages: CommittedPages): void;
 }
+
+/** The page source of an instance that serves no database yet (never read: it is not open). */
+const NO_PAGES: SyncPageSource = {
+  meta: { format: 4, page_size: 4096, page_count: 0, txid: 0 },
+  readPagesSync: () => {
+    throw new Error("this instance serves no database");
+  },
+  commit: () => {
+    throw new Error("this instance serves no database");
+  },
+};
 
 /**
  * One dosql.wasm instance. Two bridges between the wasm's synchronous page reads and storage:
@@ -116,13 +128,33 @@ export class DosqlInstance {
    * Instantiates `module` synchronously over a synchronous store (no JSPI) and opens the
    * database at the head `pages.meta` holds. Use `execSync` (or `exec`) afterwards.
    */
-  static createSync(module: WebAssembly.Module, pages: SyncPageSource, opts: OpenOptions): DosqlInstance {
-    const self = new DosqlInstance(pages, true, opts.maxMemoryBytes);
-    const instance = new WebAssembly.Instance(module, self.imports(module, self.readPagesSync.bind(self)));
-    self.exports = instance.exports as unknown as Exports;
-    self.exports._initialize?.();
+  static createSync(
+    module: WebAssembly.Module,
+    pages: SyncPageSource,
+    opts: OpenOptions,
+    { fixedRandomness = false }: { fixedRandomness?: boolean } = {},
+  ): DosqlInstance {
+    const self = DosqlInstance.instantiateSync(module, opts, { fixedRandomness }, pages);
     const m = pages.meta;
     self.checkOpen(self.exports.dosql_open(m.page_size, m.page_count, m.txid, opts.cachePages, opts.readAhead));
+    return self;
+  }
+
+  /**
+   * Instantiates `module` for the synchronous bridge without opening a database: a spare
+   * instance, which `reopen` gives a database later. Makes no call into the wasm, so it
+   * consumes no randomness (and may be made at module scope).
+   */
+  static instantiateSync(
+    module: WebAssembly.Module,
+    opts: Pick<OpenOptions, "maxMemoryBytes">,
+    { fixedRandomness = false }: { fixedRandomness?: boolean } = {},
+    pages: SyncPageSource = NO_PAGES,
+  ): DosqlInstance {
+    const self = new DosqlInstance(pages, true, opts.maxMemoryBytes);
+    const instance = new WebAssembly.Instance(module, self.imports(module, self.readPagesSync.bind(self), fixedRandomness));
+    self.exports = instance.exports as unknown as Exports;
+    self.exports._initialize?.();
     return self;
   }
 
@@ -138,10 +170,10 @@ export class DosqlInstance {
     this.checkOpen(this.sync ? this.exports.dosql_open(...args) : await this.open(...args));
   }
 
-  private imports(module: WebAssembly.Module, readPages: WebAssembly.ImportValue): WebAssembly.Imports {
+  private imports(module: WebAssembly.Module, readPages: WebAssembly.ImportValue, fixedRandomness = false): WebAssembly.Imports {
     return {
       env: { memory: this.memory },
-      wasi_snapshot_preview1: wasiImports(module, () => this.memory),
+      wasi_snapshot_preview1: wasiImports(module, () => this.memory, { fixedRandomness }),
       dosql: {
         read_pages: readPages,
         commit: this.commit.bind(this),

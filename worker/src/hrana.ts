@@ -12,10 +12,8 @@
 // for HRANA_STREAM_TIMEOUT_MS (default 10000) is rolled back and closed.
 
 import { env } from "cloudflare:workers";
+import { OP_HRANA } from "./dosql";
 import { type DbContext, JSON_HEADERS } from "./http";
-
-/** The wasm operation (crates/wasm/src/lib.rs, `op::HRANA`). */
-export const OP_HRANA = 4;
 
 /** How long a stream may go without a request before it is rolled back and closed. */
 export const DEFAULT_STREAM_TIMEOUT_MS = 10_000;

@@ -13,6 +13,7 @@
 // Database names: 1-64 characters of [A-Za-z0-9_.-]. Request bodies: at most 1 MiB (413).
 // Auth: with the secret DOSQL_TOKEN set, every route needs `Authorization: Bearer <token>`.
 
+import { env as moduleEnv } from "cloudflare:workers";
 import wasmModule from "./dosql.wasm";
 import { DosqlInstance, OP_BATCH, OP_LIMITS, OP_QUERY, OP_STATS, type OpenOptions, WASM_INITIAL_PAGES, type WasmResponse } from "./dosql";
 import { budgetSetting, DEFAULT_BUDGET_BYTES, isolateBudget, limitsFor, type MemoryBudget, type Tenant } from "./budget";
@@ -20,6 +21,7 @@ import { PageStorage } from "./storage";
 import { type DbContext, JSON_HEADERS, jsonError } from "./http";
 import { handleHrana } from "./hrana";
 import { handleTransfer } from "./transfer";
+import { warmUp } from "./warmup";
 
 export interface Env {
   /** Classic (KV-backed) storage: DosqlDatabase, the wasm under JSPI. */
@@ -40,8 +42,29 @@ export interface Env {
   /** Bytes of wasm memory every dosql instance of the isolate may hold in all (budget.ts);
    *  default 64 MiB, at least 32 MiB. */
   DOSQL_MEMORY_BUDGET?: string | null;
+  /** "off": no warm-up when the isolate starts (warmup.ts); anything else: warm up. */
+  DOSQL_WARMUP?: string | null;
   /** When set (a secret), every request must carry `Authorization: Bearer <DOSQL_TOKEN>`. */
   DOSQL_TOKEN?: string;
+}
+
+/** The warm-up (warmup.ts) runs once per isolate, here at module scope: V8 compiles the
+ *  wasm's request paths now instead of during the isolate's first request. */
+export const WARMUP = warmUp(wasmModule, (moduleEnv as Partial<Env>).DOSQL_WARMUP);
+// And one instance instantiated ahead (no call into it yet, so no randomness consumed): the
+// isolate's first SQLite-backed database adopts it instead of instantiating one then.
+if (WARMUP.ran) {
+  try {
+    let bytes = DEFAULT_BUDGET_BYTES;
+    try {
+      bytes = budgetSetting((moduleEnv as Partial<Env>).DOSQL_MEMORY_BUDGET);
+    } catch {
+      // The objects answer BAD_CONFIG for it (see DosqlDatabase's constructor).
+    }
+    isolateBudget<DosqlInstance>(bytes).offer("sync", DosqlInstance.instantiateSync(wasmModule, { maxMemoryBytes: bytes }));
+  } catch (err) {
+    console.error("dosql: no spare instance:", err);
+  }
 }
 
 /** Largest request body passed to the wasm. */
@@ -329,6 +352,7 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
       reused_instances: this.budget.reused,
       share_bytes: this.limitsShare,
     };
+    stats.warmup = WARMUP;
     return new Response(JSON.stringify(stats), { headers: JSON_HEADERS });
   }
 

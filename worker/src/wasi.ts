@@ -20,7 +20,14 @@ type WasiFn = (...args: never[]) => number | void;
  * real or ENOSYS. `memory` is called on each use because the instance (and so its memory)
  * exists only after instantiation, and the memory's buffer changes when it grows.
  */
-export function wasiImports(module: WebAssembly.Module, memory: () => WebAssembly.Memory): Record<string, WasiFn> {
+export function wasiImports(
+  module: WebAssembly.Module,
+  memory: () => WebAssembly.Memory,
+  { fixedRandomness = false }: { fixedRandomness?: boolean } = {},
+): Record<string, WasiFn> {
+  // A fixed xorshift stream instead of crypto.getRandomValues, for the warm-up's instance
+  // (warmup.ts): Workers forbid generating random values at module scope.
+  let fixed = 0x9e3779b9;
   // One DataView per memory buffer (a new one only after the memory grew).
   let dataView: DataView | null = null;
   const view = (): DataView => {
@@ -44,6 +51,16 @@ export function wasiImports(module: WebAssembly.Module, memory: () => WebAssembl
       return ESUCCESS;
     },
     random_get(ptr: number, len: number): number {
+      if (fixedRandomness) {
+        const bytes = new Uint8Array(memory().buffer, ptr, len);
+        for (let i = 0; i < len; i++) {
+          fixed ^= fixed << 13;
+          fixed ^= fixed >>> 17;
+          fixed ^= fixed << 5;
+          bytes[i] = fixed & 0xff;
+        }
+        return ESUCCESS;
+      }
       // getRandomValues fills at most 65536 bytes per call.
       for (let off = 0; off < len; off += 65536) {
         crypto.getRandomValues(new Uint8Array(memory().buffer, ptr + off, Math.min(65536, len - off)));
