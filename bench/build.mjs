@@ -61,7 +61,7 @@ if (!existsSync(out) || !existsSync(stamp) || readFileSync(stamp, "utf8") !== ha
   console.log(`bench/build.mjs: ${wasmOpt} --asyncify (40-100 s) ...`);
   execFileSync(wasmOpt, [
     wasm, "--enable-bulk-memory", "--enable-sign-ext", "--enable-mutable-globals", "--enable-nontrapping-float-to-int",
-    "--asyncify", "--pass-arg=asyncify-imports@dosql.read_pages", "-O2", "-o", out,
+    "--asyncify", "--pass-arg=asyncify-imports@dosql.kv_get", "-O2", "-o", out,
   ], { stdio: "inherit" });
   writeFileSync(stamp, hash);
   writeFileSync(join(dist, "asyncify-build-seconds"), String((Date.now() - started) / 1000));

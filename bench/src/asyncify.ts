@@ -1,15 +1,14 @@
 // dosql.wasm through Binaryen's asyncify instead of JSPI: the module is transformed with
-//   wasm-opt --asyncify --pass-arg=asyncify-imports@dosql.read_pages -O2
-// and this file is the runtime half of the transform. When the wasm calls read_pages, the
-// import starts the storage read, asks the wasm to unwind its stack into a buffer
+//   wasm-opt --asyncify --pass-arg=asyncify-imports@dosql.kv_get -O2
+// and this file is the runtime half of the transform. When the wasm calls kv_get, the import
+// starts the storage read, asks the wasm to unwind its stack into a buffer
 // (asyncify_start_unwind) and returns; the export call then returns early, the caller awaits
 // the read, asks for a rewind (asyncify_start_rewind) and calls the same export again, which
-// replays its stack down to read_pages, which now returns the result. Warm reads never reach
-// read_pages, so they never unwind, but every instrumented function pays for its checks.
+// replays its stack down to kv_get, which now returns the result. Warm reads never reach
+// kv_get, so they never unwind, but every instrumented function pays for its checks.
 
-import {
-  type AsyncPageSource, committedPages, type Exports as DosqlExports, copyMessage, type OpenOptions, pageNumbers, WASM_INITIAL_PAGES, type WasmResponse, writePages,
-} from "../../worker/src/dosql";
+import { type Exports as DosqlExports, type OpenOptions, type Opened, WASM_INITIAL_PAGES, type WasmResponse } from "../../worker/src/dosql";
+import type { KvBridge } from "../../worker/src/kv";
 import { wasiImports } from "../../worker/src/wasi";
 
 interface Exports extends DosqlExports {
@@ -40,28 +39,50 @@ export class AsyncifyInstance {
   /** The instance's memory (the module imports it, as dosql.ts provides it). */
   private readonly memory: WebAssembly.Memory;
 
-  private constructor(private readonly pages: AsyncPageSource, maxMemoryBytes: number) {
+  /** The answer kv_get kept for kv_take. */
+  private answer: Uint8Array | null = null;
+  opened: Opened | null = null;
+
+  private constructor(private readonly storage: KvBridge, maxMemoryBytes: number) {
     this.memory = new WebAssembly.Memory({ initial: WASM_INITIAL_PAGES, maximum: Math.max(WASM_INITIAL_PAGES, Math.floor(maxMemoryBytes / 65536)) });
   }
 
-  static async create(module: WebAssembly.Module, pages: AsyncPageSource, opts: OpenOptions): Promise<AsyncifyInstance> {
-    const self = new AsyncifyInstance(pages, opts.maxMemoryBytes);
+  static async create(module: WebAssembly.Module, storage: KvBridge, opts: OpenOptions): Promise<AsyncifyInstance> {
+    const self = new AsyncifyInstance(storage, opts.maxMemoryBytes);
     const instance = await WebAssembly.instantiate(module, {
       env: { memory: self.memory },
       wasi_snapshot_preview1: wasiImports(module, () => self.memory),
       dosql: {
-        read_pages: self.readPages.bind(self),
-        commit: self.commit.bind(self),
-        error_message: (ptr: number, cap: number) => copyMessage(self.memory, self.lastError, ptr, cap),
+        kv_get: self.kvGet.bind(self),
+        kv_take: (out: number) => {
+          const a = self.answer ?? new Uint8Array(0);
+          self.answer = null;
+          new Uint8Array(self.memory.buffer, out >>> 0, a.byteLength).set(a);
+        },
+        kv_apply: (ptr: number, len: number) => {
+          try {
+            self.storage.apply(new Uint8Array(self.memory.buffer, ptr >>> 0, len));
+            return 0;
+          } catch (err) {
+            return self.fail(err);
+          }
+        },
+        error_message: (ptr: number, cap: number) => {
+          const bytes = new TextEncoder().encode(self.lastError);
+          const n = Math.min(cap, bytes.byteLength);
+          new Uint8Array(self.memory.buffer, ptr >>> 0, n).set(bytes.subarray(0, n));
+          return bytes.byteLength;
+        },
         now_ms: Date.now,
       },
     });
     self.exports = instance.exports as unknown as Exports;
     self.exports._initialize?.();
     self.dataPtr = self.exports.dosql_alloc(8 + UNWIND_STACK_BYTES);
-    const m = pages.meta;
-    const status = await self.call(() => self.exports.dosql_open(m.page_size, m.page_count, m.txid, opts.cachePages, opts.readAhead));
-    if (status !== 200) throw new Error(`dosql_open returned ${status}: ${new TextDecoder().decode(self.result())}`);
+    const status = await self.call(() => self.exports.dosql_open(storage.kind, opts.newPageSize, opts.cachePages, opts.readAhead));
+    const body = new TextDecoder().decode(self.result());
+    if (status !== 200) throw new Error(`dosql_open returned ${status}: ${body}`);
+    self.opened = JSON.parse(body) as Opened;
     return self;
   }
 
@@ -94,25 +115,21 @@ export class AsyncifyInstance {
     return r;
   }
 
-  /** read_pages: first call starts the read and unwinds; the replayed call returns its result. */
-  private readPages(nosPtr: number, n: number, outPtr: number, lensPtr: number): number {
+  /** kv_get: first call starts the read and unwinds; the replayed call returns its result. */
+  private kvGet(reqPtr: number, len: number): number {
     if (this.state === REWINDING) {
       this.exports.asyncify_stop_rewind();
       this.state = NORMAL;
       return this.value;
     }
     const memory = this.memory;
-    let nos: number[];
-    try {
-      nos = pageNumbers(memory, nosPtr, n);
-    } catch (err) {
-      return this.fail(err);
-    }
+    // A copy: the request must survive the unwinding unchanged.
+    const req = new Uint8Array(memory.buffer.slice(reqPtr >>> 0, (reqPtr >>> 0) + len));
     this.suspensions++;
-    this.pending = this.pages.readPages(nos).then(
-      (pages) => {
-        writePages(memory, pages, this.pages.meta.page_size, outPtr, lensPtr);
-        return 0;
+    this.pending = this.storage.read(req).then(
+      (answer) => {
+        this.answer = answer;
+        return answer.byteLength;
       },
       (err) => this.fail(err),
     );
@@ -122,15 +139,6 @@ export class AsyncifyInstance {
     this.exports.asyncify_start_unwind(this.dataPtr);
     this.state = UNWINDING;
     return 0;
-  }
-
-  private commit(pageCount: number, nosPtr: number, n: number, dataPtr: number, lensPtr: number): number {
-    try {
-      this.pages.commit(pageCount >>> 0, committedPages(this.memory, nosPtr, n, dataPtr, lensPtr, this.pages.meta.page_size));
-      return 0;
-    } catch (err) {
-      return this.fail(err);
-    }
   }
 
   private fail(err: unknown): number {

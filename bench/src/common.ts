@@ -22,9 +22,6 @@ export function json(value: unknown, status = 200): Response {
   return new Response(JSON.stringify(value), { status, headers: JSON_HEADERS });
 }
 
-export function jsonError(status: number, code: string, err: unknown): Response {
-  return json({ error: { code, message: err instanceof Error ? err.message : String(err) } }, status);
-}
 
 /** Storage counters, the subset of dosql's StorageStats every contender can report. */
 export interface Counters {
@@ -46,16 +43,6 @@ export function newCounters(): Counters {
   };
 }
 
-/** One call at a time (a promise chain), for contenders whose calls yield mid-way. */
-export class Lock {
-  private tail: Promise<unknown> = Promise.resolve();
-
-  run<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.tail.then(fn);
-    this.tail = run.catch(() => undefined);
-    return run;
-  }
-}
 
 /** The bytes of the binary values in `v` (a page, or meta with the pages it carries). */
 export function byteLength(v: unknown): number {

@@ -15,20 +15,10 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createHash } from "node:crypto";
-import type { Meta } from "../../worker/src/storage";
-import { type CommittedPages, DosqlInstance, OP_BATCH, OP_QUERY, type SyncPageSource } from "../../worker/src/dosql";
+import { DosqlInstance, OP_BATCH, OP_QUERY } from "../../worker/src/dosql";
+import { KvBridge } from "../../worker/src/kv";
+import { MemoryStorage } from "../../worker/src/warmup";
 
-class MemPages implements SyncPageSource {
-  meta: Meta;
-  private readonly pages = new Map<number, Uint8Array>();
-  constructor(pageSize: number) { this.meta = { format: 1, page_size: pageSize, page_count: 0, txid: 0 }; }
-  readPagesSync(nos: readonly number[]): (Uint8Array | null)[] { return nos.map((no) => this.pages.get(no) ?? null); }
-  commit(pageCount: number, pages: CommittedPages): void {
-    for (const [no, bytes] of pages) this.pages.set(no, new Uint8Array(bytes));
-    for (let no = pageCount + 1; no <= this.meta.page_count; no++) this.pages.delete(no);
-    this.meta = { ...this.meta, page_count: pageCount, txid: this.meta.txid + 1 };
-  }
-}
 const args = process.argv.slice(2);
 const arg = (name: string, fb?: string): string => { const i = args.indexOf(name); if (i >= 0) return args[i + 1]; if (fb === undefined) throw new Error(name); return fb; };
 const writeTo = arg("--write-bodies", "");
@@ -57,8 +47,8 @@ const dec = new TextDecoder();
 const file = (n: string) => readFileSync(join(bodiesDir, n));
 const list = (n: string) => (JSON.parse(readFileSync(join(bodiesDir, n), "utf8")) as unknown[]).map((b) => enc.encode(JSON.stringify(b)));
 const bodies = { w1: file("w1.json"), w2: file("w2.json"), w3Setup: list("w3-setup.json"), w3: list("w3.json"), w5Setup: list("w5-setup.json"), w5: file("w5.json") };
-const opts = { cachePages: 4096, readAhead: 0, maxMemoryBytes: 1 << 30 };
-const open = (m: WebAssembly.Module) => DosqlInstance.createSync(m, new MemPages(4096), opts);
+const opts = { newPageSize: 4096, cachePages: 4096, readAhead: 0, maxMemoryBytes: 1 << 30 };
+const open = (m: WebAssembly.Module) => DosqlInstance.createSync(m, new KvBridge(new MemoryStorage(), true), opts);
 const digests: Record<string, Record<string, string>> = {};
 function run(label: string, w: string, db: DosqlInstance, op: number, body: Uint8Array): void {
   const r = db.execSync(op, body);

@@ -9,32 +9,15 @@
 
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import type { Meta } from "../../worker/src/storage";
-import { type AsyncPageSource, type CommittedPages, DosqlInstance, OP_BATCH, OP_QUERY, type SyncPageSource } from "../../worker/src/dosql";
+import { DosqlInstance, OP_BATCH, OP_QUERY } from "../../worker/src/dosql";
+import { KvBridge } from "../../worker/src/kv";
+import { MemoryStorage } from "../../worker/src/warmup";
 import { AsyncifyInstance } from "./asyncify";
 
-class MemPages implements SyncPageSource, AsyncPageSource {
-  meta: Meta;
-  private readonly pages = new Map<number, Uint8Array>();
-
-  constructor(pageSize: number) {
-    this.meta = { format: 1, page_size: pageSize, page_count: 0, txid: 0 };
-  }
-
-  readPagesSync(nos: readonly number[]): (Uint8Array | null)[] {
-    return nos.map((no) => this.pages.get(no) ?? null);
-  }
-
-  async readPages(nos: readonly number[]): Promise<(Uint8Array | null)[]> {
-    return this.readPagesSync(nos);
-  }
-
-  commit(pageCount: number, pages: CommittedPages): void {
-    for (const [no, bytes] of pages) this.pages.set(no, new Uint8Array(bytes));
-    for (let no = pageCount + 1; no <= this.meta.page_count; no++) this.pages.delete(no);
-    this.meta = { ...this.meta, page_count: pageCount, txid: this.meta.txid + 1 };
-  }
-}
+/** SQLite-backed storage in memory, as the wasm reaches it (reads answer at once). */
+const memoryStorage = (): KvBridge => new KvBridge(new MemoryStorage(), true);
+/** Classic storage in memory: its reads go through the awaited path (asyncify suspends). */
+const memoryClassic = (): KvBridge => new KvBridge(new MemoryStorage(), false);
 
 interface Db {
   exec(op: number, body: Uint8Array): Promise<{ status: number; body: Uint8Array }>;
@@ -69,12 +52,12 @@ const bodies = {
   w5Setup: list("w5-setup.json"), w5: file("w5.json"),
 };
 
-const opts = { cachePages: 4096, readAhead: 0, maxMemoryBytes: 1 << 30 };
+const optsOf = (size: number) => ({ newPageSize: size, cachePages: 4096, readAhead: 0, maxMemoryBytes: 1 << 30 });
 const variants: Variant[] = [];
 for (const size of [4096, 16384, 65536]) {
   variants.push({
     label: `wasm-sync-${size / 1024}k`,
-    open: async () => DosqlInstance.createSync(dosqlModule, new MemPages(size), opts),
+    open: async () => DosqlInstance.createSync(dosqlModule, memoryStorage(), optsOf(size)),
   });
 }
 const asyncifies: AsyncifyInstance[] = [];
@@ -82,7 +65,7 @@ if (asyncifyModule !== null) {
   variants.push({
     label: "wasm-asyncify-4k",
     open: async () => {
-      const db = await AsyncifyInstance.create(asyncifyModule, new MemPages(4096), opts);
+      const db = await AsyncifyInstance.create(asyncifyModule, memoryClassic(), optsOf(4096));
       asyncifies.push(db);
       return db;
     },

@@ -16,12 +16,20 @@
 
 import { DosqlDatabase, DosqlSqlDatabase, type Env as DosqlEnv } from "../../worker/src/index";
 import { OP_BATCH, OP_QUERY } from "../../worker/src/dosql";
-import { PageStorage, pageKey } from "../../worker/src/storage";
+import { cacheBytes, intVar, jsonError as dosqlJsonError, Lock } from "../../worker/src/http";
+import { KvBridge } from "../../worker/src/kv";
 import asyncifyModule from "./dosql-asyncify.wasm";
 import { Sqlite, type Connection } from "@rkusa/wasm-sqlite";
 import { AsyncifyInstance } from "./asyncify";
 import { countingStorage, withStorage } from "./counting";
-import { byteLength, type Counters, json, jsonError, JSON_HEADERS, Lock, newCounters, route, type Statement } from "./common";
+import { byteLength, type Counters, json, JSON_HEADERS, newCounters, route, type Statement } from "./common";
+
+/** An error answer in dosql's shape (worker/src/http.ts). */
+const jsonError = (status: number, code: string, err: unknown): Response =>
+  dosqlJsonError(status, code, err instanceof Error ? err.message : String(err));
+/** The key of page `no` as dosql's layout names it (crates/layout/src/keys.rs), for the
+ *  storage probes, which store what a commit stores without running the layout. */
+const pageKey = (no: number): string => `p:${String(no).padStart(10, "0")}`;
 
 interface Env extends DosqlEnv {
   [binding: string]: unknown;
@@ -53,10 +61,8 @@ export default {
   },
 } satisfies ExportedHandler<Env>;
 
-const intVar = (v: string | undefined, fallback: number): number => (v === undefined || v === "" ? fallback : Number(v));
-/** The page cache as worker/src/index.ts sizes it: CACHE_PAGES, else CACHE_BYTES (32 MiB) / page size. */
-const cachePages = (env: Env, pageSize: number): number =>
-  env.CACHE_PAGES ? intVar(env.CACHE_PAGES, 0) : Math.max(16, Math.floor(intVar(env.CACHE_BYTES, 32 * 1024 * 1024) / pageSize));
+/** The page cache as worker/src/index.ts sizes it when memory is plentiful. */
+const cachePages = (env: Env, pageSize: number): number => Math.max(16, Math.floor(cacheBytes(env, pageSize) / pageSize));
 
 /** `Base` as a Durable Object class (workerd constructs it with ctx and env) of one page size. */
 function withPageSize(
@@ -204,12 +210,12 @@ export const DosqlSync64k = withPageSize(DosqlSync, 65536);
 
 export class DosqlAsyncify4k implements DurableObject {
   private readonly counters = newCounters();
-  private readonly pages: PageStorage;
+  private readonly storage: KvBridge;
   private db: AsyncifyInstance | null = null;
   private readonly lock = new Lock();
 
   constructor(ctx: DurableObjectState, private readonly env: Env) {
-    this.pages = new PageStorage(countingStorage(ctx.storage, this.counters));
+    this.storage = new KvBridge(countingStorage(ctx.storage, this.counters), false);
     void ctx.blockConcurrencyWhile(() => this.lock.run(() => this.instance().then(() => undefined, () => undefined)));
   }
 
@@ -219,7 +225,7 @@ export class DosqlAsyncify4k implements DurableObject {
       case "ping":
         return new Response("ok");
       case "_storage_stats":
-        return json({ ...this.counters, commits: this.pages.stats.commits, meta_pages: this.pages.stats.meta_pages, evicted_pages: this.pages.stats.evicted_pages, suspensions: this.db?.suspensions ?? 0 });
+        return json({ ...this.counters, commits: this.storage.stats.commits, meta_pages: this.storage.stats.meta_pages, evicted_pages: this.storage.stats.evicted_pages, suspensions: this.db?.suspensions ?? 0 });
       case "query":
       case "batch": {
         const body = new Uint8Array(await request.arrayBuffer());
@@ -240,8 +246,8 @@ export class DosqlAsyncify4k implements DurableObject {
 
   private async instance(): Promise<AsyncifyInstance> {
     if (this.db === null) {
-      await this.pages.loadMeta(4096);
-      this.db = await AsyncifyInstance.create(asyncifyModule, this.pages, {
+      this.db = await AsyncifyInstance.create(asyncifyModule, this.storage, {
+        newPageSize: 4096,
         cachePages: cachePages(this.env, 4096),
         readAhead: intVar(this.env.READ_AHEAD, 0),
         maxMemoryBytes: 1 << 30,

@@ -7,20 +7,20 @@
 // Durable Object:  POST /db/<name>/query       → {"sql","params"}       (wasm op 1)
 //                  POST /db/<name>/batch       → [{"sql","params"},...] (wasm op 2)
 //                  GET  /db/<name>/stats       → wasm statistics        (wasm op 3)
-//                  GET  /db/<name>/_storage_stats → storage call counters (PageStorage.stats)
+//                  GET  /db/<name>/_storage_stats → storage call counters (kv.ts) and the head
 //                  /db/<name>/v2..., /v3...    → libSQL's Hrana over HTTP (hrana.ts)
-//                  /db/<name>/pages..., /import... → page transfer for dosql import/export (transfer.ts)
+//                  /db/<name>/pages..., /import... → page transfer for dosql import/export
+//                                                (wasm op 6: crates/api/src/transfer.rs)
 // Database names: 1-64 characters of [A-Za-z0-9_.-]. Request bodies: at most 1 MiB (413).
 // Auth: with the secret DOSQL_TOKEN set, every route needs `Authorization: Bearer <token>`.
 
 import { env as moduleEnv } from "cloudflare:workers";
 import wasmModule from "./dosql.wasm";
-import { DosqlInstance, OP_BATCH, OP_LIMITS, OP_QUERY, OP_STATS, type OpenOptions, WASM_INITIAL_PAGES, type WasmResponse } from "./dosql";
+import { DosqlInstance, OP_BATCH, OP_HEAD, OP_LIMITS, OP_QUERY, OP_STATS, OP_TRANSFER, type OpenOptions, WASM_INITIAL_PAGES, type WasmResponse } from "./dosql";
 import { budgetSetting, DEFAULT_BUDGET_BYTES, isolateBudget, limitsFor, type MemoryBudget, type Tenant } from "./budget";
-import { PageStorage } from "./storage";
-import { type DbContext, JSON_HEADERS, jsonError } from "./http";
+import { KvBridge } from "./kv";
+import { cacheBytes, type DbContext, intVar, JSON_HEADERS, jsonError, Lock } from "./http";
 import { handleHrana } from "./hrana";
-import { handleTransfer } from "./transfer";
 import { warmUp } from "./warmup";
 
 export interface Env {
@@ -50,7 +50,7 @@ export interface Env {
 
 /** The warm-up (warmup.ts) runs once per isolate, here at module scope: V8 compiles the
  *  wasm's request paths now instead of during the isolate's first request. */
-export const WARMUP = warmUp(wasmModule, (moduleEnv as Partial<Env>).DOSQL_WARMUP);
+const WARMUP = warmUp(wasmModule, (moduleEnv as Partial<Env>).DOSQL_WARMUP);
 // And one instance instantiated ahead (no call into it yet, so no randomness consumed): the
 // isolate's first SQLite-backed database adopts it instead of instantiating one then.
 if (WARMUP.ran) {
@@ -67,17 +67,11 @@ if (WARMUP.ran) {
   }
 }
 
-/** Largest request body passed to the wasm. */
+/** Largest request body passed to the wasm (crates/api: transfer::MAX_BODY_BYTES; a Rust
+ *  test keeps them equal). */
 const MAX_BODY_BYTES = 1024 * 1024;
 
 const NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
-
-
-function intVar(value: string | undefined, fallback: number): number {
-  const n = value === undefined || value === "" ? fallback : Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new Error(`not a non-negative integer: ${value}`);
-  return n;
-}
 
 export default {
   async fetch(request: Request, env: Env): Promise<Response> {
@@ -125,14 +119,6 @@ function namespace(env: Env): DurableObjectNamespace | Response {
   if (storage === "sqlite" && env.DB_SQL !== undefined) return env.DB_SQL;
   const why = storage === "sqlite" ? "the DB_SQL binding is missing" : `unknown value ${JSON.stringify(storage)}`;
   return jsonError(500, "BAD_CONFIG", `DOSQL_STORAGE: ${why} (use "classic" or "sqlite")`);
-}
-
-/** The most bytes the wasm's page cache may hold: CACHE_PAGES pages, else CACHE_BYTES (so 64
- *  KiB pages do not take 16 times the memory of 4 KiB ones). The instance's share of the
- *  memory budget caps it further (budget.ts). */
-function cacheBytes(env: Env, pageSize: number): number {
-  if (env.CACHE_PAGES) return intVar(env.CACHE_PAGES, 0) * pageSize;
-  return intVar(env.CACHE_BYTES, 32 * 1024 * 1024);
 }
 
 /** Whether the request carries `Authorization: Bearer <token>`, compared in constant time. */
@@ -219,7 +205,7 @@ async function readBody(request: Request, limit: number): Promise<Uint8Array | n
  * runs under JSPI (DosqlInstance.create).
  */
 export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
-  protected readonly pages: PageStorage;
+  protected readonly storage: KvBridge;
   private db: DosqlInstance | null = null;
   /** The isolate's memory budget, shared by every database object in it. */
   private readonly budget: MemoryBudget<DosqlInstance>;
@@ -227,10 +213,8 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
   private readonly configError: string | null = null;
   /** The share the instance's limits were last set from (0: never set). */
   private limitsShare = 0;
-  /** Tail of the promise-chain mutex: one call at a time into the wasm instance. */
-  private tail: Promise<unknown> = Promise.resolve();
-  /** Calls queued on `tail` that have not settled yet. */
-  private queued = 0;
+  /** One call at a time into the wasm instance. */
+  private readonly lock = new Lock();
 
   constructor(
     ctx: DurableObjectState,
@@ -243,7 +227,7 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
       this.configError = err instanceof Error ? err.message : String(err);
     }
     this.budget = isolateBudget(bytes);
-    this.pages = new PageStorage(ctx.storage, { sync: this.sqliteBacked() });
+    this.storage = new KvBridge(ctx.storage, this.sqliteBacked());
     // Open before the first request is delivered. A failure is kept out of
     // blockConcurrencyWhile (which would reset the object) and retried by the next request.
     void ctx.blockConcurrencyWhile(() => this.locked(() => this.instance().then(() => undefined, () => undefined)));
@@ -265,7 +249,7 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
         const op = first === "query" ? OP_QUERY : OP_BATCH;
         // The common case: an open synchronous instance and nothing queued for it. Its call
         // runs to completion without yielding, so nothing can interleave: skip the queue.
-        if (this.queued === 0 && this.db !== null && this.db.sync) return this.respond(this.db, op, body);
+        if (this.lock.queued === 0 && this.db !== null && this.db.sync) return this.respond(this.db, op, body);
         return this.locked(() => this.exec(op, body));
       }
       case "stats":
@@ -275,27 +259,57 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
       case "_storage_stats":
         if (rest !== first) break;
         if (request.method !== "GET") return jsonError(405, "METHOD_NOT_ALLOWED", "_storage_stats takes GET", { allow: "GET" });
-        // Page values inside meta show as their lengths.
-        return new Response(JSON.stringify({ ...this.pages.stats, meta: this.pages.meta }, (_k, v: unknown) => (v instanceof ArrayBuffer ? v.byteLength : v)), { headers: JSON_HEADERS });
+        return this.locked(() => this.storageStats());
       case "v2":
       case "v3":
         return handleHrana(request, rest, this.context());
       case "pages":
       case "import":
-        return handleTransfer(request, rest, this.context());
+        return this.transfer(request, rest);
     }
     return jsonError(404, "NOT_FOUND", `no route for ${pathname}`);
   }
 
-  /** What route modules (hrana.ts, transfer.ts) may use of this object. */
+  /** What hrana.ts may use of this object. */
   private context(): DbContext {
     return {
-      pages: this.pages,
       locked: (fn) => this.locked(fn),
       exec: (op, body) => this.exec(op, body),
       body: (request) => this.body(request),
-      reset: () => this.dropInstance(),
     };
+  }
+
+  /** /pages and /import (crates/api/src/transfer.rs): the request goes to the wasm as a header
+   *  line and the body; the answer comes back as a header line and the body. */
+  private async transfer(request: Request, rest: string): Promise<Response> {
+    const body = request.method === "GET" || request.method === "HEAD" ? new Uint8Array(0) : await this.body(request);
+    if (body instanceof Response) return body;
+    const q = request.url.indexOf("?");
+    const header = new TextEncoder().encode(JSON.stringify({ method: request.method, path: rest, query: q < 0 ? "" : request.url.slice(q + 1) }) + "\n");
+    const input = new Uint8Array(header.byteLength + body.byteLength);
+    input.set(header);
+    input.set(body, header.byteLength);
+    return this.locked(async () => {
+      const res = await this.exec(OP_TRANSFER, input);
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      const split = bytes.indexOf(10);
+      // Not a transfer answer: an error from before the wasm's route (open failed, a trap).
+      if (split < 0 || bytes[0] !== 123) return new Response(bytes, { status: res.status, headers: JSON_HEADERS });
+      const headers = { ...JSON_HEADERS, ...(JSON.parse(new TextDecoder().decode(bytes.subarray(0, split))) as Record<string, string>) };
+      return new Response(bytes.subarray(split + 1), { status: res.status, headers });
+    });
+  }
+
+  /** /_storage_stats: the storage calls counted since the object started, and the head as
+   *  storage holds it. */
+  private async storageStats(): Promise<Response> {
+    // This request's own read of the head is not counted, so that two snapshots differ by
+    // exactly the calls the requests between them made.
+    const stats = { ...this.storage.stats };
+    const res = await this.exec(OP_HEAD, new Uint8Array(0));
+    Object.assign(this.storage.stats, stats);
+    const meta = res.ok ? ((await res.json()) as unknown) : null;
+    return new Response(JSON.stringify({ ...stats, meta }), { headers: JSON_HEADERS });
   }
 
   // ---- the isolate's memory budget (budget.ts) ----
@@ -309,7 +323,7 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
   }
 
   busy(): boolean {
-    return this.queued > 0;
+    return this.lock.queued > 0;
   }
 
   surrender(): DosqlInstance | null {
@@ -363,25 +377,15 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     return body ?? jsonError(413, "PAYLOAD_TOO_LARGE", `request body over ${MAX_BODY_BYTES} bytes`);
   }
 
-  /**
-   * Runs `fn` after every call queued before it has settled. A JSPI-suspended wasm call yields
-   * to the event loop, and another request must never enter the instance meanwhile.
-   */
   private locked<T>(fn: () => Promise<T>): Promise<T> {
-    this.queued++;
-    const run = this.tail.then(fn);
-    const settled = () => {
-      this.queued--;
-    };
-    this.tail = run.then(settled, settled);
-    return run;
+    return this.lock.run(fn);
   }
 
   /** The open instance, created from storage's committed head if there is none. */
   private async instance(): Promise<DosqlInstance> {
     if (this.db === null) {
-      await this.pages.loadMeta(intVar(this.env.PAGE_SIZE, 4096));
       const opts: OpenOptions = {
+        newPageSize: intVar(this.env.PAGE_SIZE, 4096),
         cachePages: 16,
         readAhead: intVar(this.env.READ_AHEAD, 0),
         maxMemoryBytes: this.budget.budgetBytes,
@@ -390,7 +394,7 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
       // (the cache's size among them) are set from this database's share before its request.
       const reused = this.budget.adopt(this, WASM_INITIAL_PAGES * 65536);
       if (reused !== null) {
-        await reused.reopen(this.pages, opts);
+        await reused.reopen(this.storage, opts);
         this.db = reused;
       } else {
         this.db = await this.createInstance(opts);
@@ -406,9 +410,9 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     return false;
   }
 
-  /** Instantiates the wasm over `this.pages` (meta loaded). */
+  /** Instantiates the wasm over `this.storage`. */
   protected createInstance(opts: OpenOptions): Promise<DosqlInstance> {
-    return DosqlInstance.create(wasmModule, this.pages, opts);
+    return DosqlInstance.create(wasmModule, this.storage, opts);
   }
 
   private async exec(op: number, body: Uint8Array): Promise<Response> {
@@ -420,7 +424,7 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     }
     if (db.sync) return this.respond(db, op, body);
     try {
-      const limits = this.share(this.pages.meta.page_size);
+      const limits = this.share(db.opened?.page_size ?? 4096);
       if (limits !== null) checkLimits(await db.exec(OP_LIMITS, limits));
       return answer(await db.exec(op, body));
     } catch (err) {
@@ -433,7 +437,7 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
   /** Runs `op` on a createSync instance, which runs to completion without yielding. */
   private respond(db: DosqlInstance, op: number, body: Uint8Array): Response {
     try {
-      const limits = this.share(this.pages.meta.page_size);
+      const limits = this.share(db.opened?.page_size ?? 4096);
       if (limits !== null) checkLimits(db.execSync(OP_LIMITS, limits));
       return answer(db.execSync(op, body));
     } catch (err) {
@@ -454,10 +458,8 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
 
 /**
  * A database on SQLite-backed storage (enableSql / new_sqlite_classes): everything as in
- * DosqlDatabase, except that the wasm reads pages synchronously through `storage.kv`
- * (PageStorage.readPagesSync) and so runs without JSPI (DosqlInstance.createSync), and
- * PageStorage writes through `storage.kv` too: puts issued with no await between them are
- * applied atomically there as on classic storage.
+ * DosqlDatabase, except that the wasm reads synchronously through `storage.kv` and
+ * `storage.sql` (KvBridge.readSync) and so runs without JSPI (DosqlInstance.createSync).
  */
 export class DosqlSqlDatabase extends DosqlDatabase {
   protected override sqliteBacked(): boolean {
@@ -465,6 +467,6 @@ export class DosqlSqlDatabase extends DosqlDatabase {
   }
 
   protected override async createInstance(opts: OpenOptions): Promise<DosqlInstance> {
-    return DosqlInstance.createSync(wasmModule, this.pages, opts);
+    return DosqlInstance.createSync(wasmModule, this.storage, opts);
   }
 }

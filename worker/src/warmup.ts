@@ -13,32 +13,57 @@
 //
 // DOSQL_WARMUP=off turns it off (workerd config and wrangler.toml).
 
-import { type CommittedPages, DosqlInstance, OP_BATCH, OP_HRANA, OP_LIMITS, OP_QUERY, OP_STATS, type SyncPageSource } from "./dosql";
-import type { Meta } from "./storage";
+import { DosqlInstance, OP_BATCH, OP_HRANA, OP_LIMITS, OP_QUERY, OP_STATS } from "./dosql";
+import { HEAD_TABLE, KvBridge, type Storage } from "./kv";
 
-/** Pages in a Map: a SyncPageSource that never leaves the isolate. */
-export class MemoryPages implements SyncPageSource {
-  meta: Meta;
-  private readonly values = new Map<number, Uint8Array>();
-  /** Page reads and commits it served (the warm-up must exercise both). */
+/**
+ * SQLite-backed Durable Object storage in memory: what KvBridge uses of it (the synchronous
+ * kv API and the head table's three statements), for the warm-up and for tests. It never
+ * leaves the isolate.
+ */
+export class MemoryStorage implements Storage {
+  readonly data = new Map<string, unknown>();
+  row: { head: string; inline: ArrayBuffer | null } | null = null;
+  private table = false;
+  /** Reads and writes it served (the warm-up must exercise both). */
   reads = 0;
-  commits = 0;
+  writes = 0;
 
-  constructor(pageSize: number) {
-    this.meta = { format: 4, page_size: pageSize, page_count: 0, txid: 0 };
-  }
+  readonly kv = {
+    get: (k: string): unknown => {
+      this.reads++;
+      return this.data.get(k);
+    },
+    put: (k: string, v: unknown): void => {
+      this.writes++;
+      this.data.set(k, v);
+    },
+    delete: (k: string): boolean => this.data.delete(k),
+  };
 
-  readPagesSync(nos: readonly number[]): (Uint8Array | null)[] {
-    this.reads++;
-    return nos.map((no) => this.values.get(no) ?? null);
-  }
+  readonly sql = {
+    exec: (query: string, ...params: unknown[]) => {
+      const cursor = (rows: unknown[]) => ({ toArray: () => rows });
+      if (query.startsWith("CREATE TABLE IF NOT EXISTS")) {
+        this.table = true;
+        return cursor([]);
+      }
+      if (!this.table) throw new Error(`no such table: ${HEAD_TABLE}`);
+      if (query.startsWith("SELECT")) {
+        this.reads++;
+        return cursor(this.row === null ? [] : [this.row]);
+      }
+      this.writes++;
+      this.row = { head: params[0] as string, inline: params[1] as ArrayBuffer | null };
+      return cursor([]);
+    },
+  } as unknown as NonNullable<Storage["sql"]>;
 
-  commit(pageCount: number, pages: CommittedPages): void {
-    for (const [no, value] of pages) this.values.set(no, new Uint8Array(value));
-    for (const no of [...this.values.keys()]) if (no > pageCount) this.values.delete(no);
-    this.meta = { ...this.meta, page_count: pageCount, txid: this.meta.txid + 1 };
-    this.commits++;
-  }
+  get = async (keys: string[]): Promise<Map<string, unknown>> => new Map(keys.filter((k) => this.data.has(k)).map((k) => [k, this.data.get(k)]));
+  put = async (entries: Record<string, unknown>): Promise<void> => {
+    for (const [k, v] of Object.entries(entries)) this.data.set(k, v);
+  };
+  delete = async (keys: string[]): Promise<number> => keys.filter((k) => this.data.delete(k)).length;
 }
 
 export interface WarmupReport {
@@ -60,9 +85,10 @@ export function warmUp(module: WebAssembly.Module, setting: string | null | unde
   if (setting === "off" || setting === "0" || setting === "false") return { ran: false, note: "DOSQL_WARMUP is off", calls: 0 };
   let calls = 0;
   try {
-    const pages = new MemoryPages(4096);
-    const opts = { cachePages: 64, readAhead: 0, maxMemoryBytes: 32 * 1024 * 1024 };
-    const db = DosqlInstance.createSync(module, pages, opts, { fixedRandomness: true });
+    const memory = new MemoryStorage();
+    const storage = new KvBridge(memory, true);
+    const opts = { newPageSize: 4096, cachePages: 64, readAhead: 0, maxMemoryBytes: 32 * 1024 * 1024 };
+    const db = DosqlInstance.createSync(module, storage, opts, { fixedRandomness: true });
     const run = (op: number, body: unknown) => {
       calls++;
       const res = db.execSync(op, encoder.encode(typeof body === "string" ? body : JSON.stringify(body)));
@@ -75,13 +101,13 @@ export function warmUp(module: WebAssembly.Module, setting: string | null | unde
     run(OP_QUERY, { sql: "SELECT name, count(*), sum(score) FROM warm GROUP BY name ORDER BY 2 DESC LIMIT 3" });
     // A fresh session over the committed pages: its cache is cold, so the point read goes
     // through read_pages and the page decoder, as a cold object's first query does.
-    db.reopen(pages, opts);
+    void db.reopen(storage, opts);
     run(OP_QUERY, { sql: "SELECT id, name, data FROM warm WHERE id = ?", params: [7] });
     run(OP_QUERY, { sql: "UPDATE warm SET score = score + 1 WHERE id = :id", params: { id: 3 } });
     run(OP_STATS, "");
     const hrana = JSON.stringify({ version: 3, endpoint: "pipeline", stream_timeout_ms: 10_000 });
     run(OP_HRANA, `${hrana}\n${JSON.stringify({ baton: null, requests: [{ type: "execute", stmt: { sql: "SELECT count(*) FROM warm" } }, { type: "close" }] })}`);
-    if (pages.reads === 0 || pages.commits === 0) throw new Error("the warm-up read or committed nothing");
+    if (memory.reads === 0 || memory.writes === 0) throw new Error("the warm-up read or committed nothing");
     return { ran: true, calls };
   } catch (err) {
     const note = err instanceof Error ? err.message : String(err);

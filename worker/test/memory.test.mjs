@@ -21,19 +21,11 @@ const { DosqlInstance, OP_QUERY, OP_LIMITS } = await load("dosql.ts");
 const { MemoryBudget, limitsFor } = await load("budget.ts");
 const module = new WebAssembly.Module(readFileSync(join(here, "..", "dist", "dosql.wasm")));
 
-/** A synchronous page source in memory (stored values by page number). */
-function memoryPages() {
-  const values = new Map();
-  return {
-    meta: { format: 4, page_size: 4096, page_count: 0, txid: 0 },
-    readPagesSync: (nos) => nos.map((no) => values.get(no) ?? null),
-    commit(pageCount, pages) {
-      for (const [no, v] of pages) values.set(no, new Uint8Array(v));
-      for (const no of [...values.keys()]) if (no > pageCount) values.delete(no);
-      this.meta = { ...this.meta, page_count: pageCount, txid: this.meta.txid + 1 };
-    },
-  };
-}
+const { MemoryStorage } = await load("warmup.ts");
+const { KvBridge } = await load("kv.ts");
+
+/** SQLite-backed Durable Object storage in memory, as the wasm reaches it. */
+const memoryStorage = () => new KvBridge(new MemoryStorage(), true);
 
 const enc = (v) => new TextEncoder().encode(JSON.stringify(v));
 const run = (db, op, body) => {
@@ -43,7 +35,7 @@ const run = (db, op, body) => {
 
 test("a statement that needs more memory than the instance may grow to fails with SQLITE_NOMEM, not a trap", () => {
   const max = 24 * 1024 * 1024;
-  const db = DosqlInstance.createSync(module, memoryPages(), { cachePages: 64, readAhead: 0, maxMemoryBytes: max });
+  const db = DosqlInstance.createSync(module, memoryStorage(), { newPageSize: 4096, cachePages: 64, readAhead: 0, maxMemoryBytes: max });
   // No SQLite heap limit: the memory's maximum is what stops the statement (a failed
   // memory.grow is a failed malloc inside SQLite).
   assert.equal(run(db, OP_LIMITS, { cache_pages: 64, max_txn_bytes: 8 << 20, heap_bytes: 0, max_answer_bytes: 1 << 20 }).status, 200);
@@ -61,7 +53,7 @@ test("a statement that needs more memory than the instance may grow to fails wit
 
 test("with its limits from a share, the heap limit answers before memory runs out", () => {
   const max = 32 * 1024 * 1024;
-  const db = DosqlInstance.createSync(module, memoryPages(), { cachePages: 64, readAhead: 0, maxMemoryBytes: max });
+  const db = DosqlInstance.createSync(module, memoryStorage(), { newPageSize: 4096, cachePages: 64, readAhead: 0, maxMemoryBytes: max });
   assert.equal(run(db, OP_LIMITS, limitsFor(max, 4096, 32 << 20)).status, 200);
   const r = run(db, OP_QUERY, { sql: "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<100000) SELECT count(*) FROM (SELECT randomblob(1000) b FROM c ORDER BY b LIMIT 99999)" });
   assert.equal(r.body.error?.code, "SQLITE_NOMEM", JSON.stringify(r.body));

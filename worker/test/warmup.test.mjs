@@ -19,9 +19,11 @@ const bundle = await build({
   write: false,
   external: ["cloudflare:*"],
 });
-const { warmUp, MemoryPages } = await import(`data:text/javascript;base64,${Buffer.from(bundle.outputFiles[0].text).toString("base64")}`);
+const { warmUp, MemoryStorage } = await import(`data:text/javascript;base64,${Buffer.from(bundle.outputFiles[0].text).toString("base64")}`);
 const bundle2 = await build({ entryPoints: [join(here, "..", "src", "dosql.ts")], bundle: true, format: "esm", platform: "neutral", write: false });
 const { DosqlInstance } = await import(`data:text/javascript;base64,${Buffer.from(bundle2.outputFiles[0].text).toString("base64")}`);
+const bundle3 = await build({ entryPoints: [join(here, "..", "src", "kv.ts")], bundle: true, format: "esm", platform: "neutral", write: false });
+const { KvBridge } = await import(`data:text/javascript;base64,${Buffer.from(bundle3.outputFiles[0].text).toString("base64")}`);
 const module = new WebAssembly.Module(readFileSync(join(here, "..", "dist", "dosql.wasm")));
 
 /** Runs `fn` with crypto.getRandomValues counting its calls (and throwing, when `forbid`). */
@@ -61,7 +63,7 @@ test("a failing warm-up reports and never throws", () => {
 test("an instance made after the warm-up gets real randomness", () => {
   warmUp(module, undefined);
   const { calls } = withRandomness(false, () => {
-    const db = DosqlInstance.createSync(module, new MemoryPages(4096), { cachePages: 16, readAhead: 0, maxMemoryBytes: 32 << 20 });
+    const db = DosqlInstance.createSync(module, new KvBridge(new MemoryStorage(), true), { newPageSize: 4096, cachePages: 16, readAhead: 0, maxMemoryBytes: 32 << 20 });
     const header = JSON.stringify({ version: 3, endpoint: "pipeline", stream_timeout_ms: 10000 });
     const body = JSON.stringify({ baton: null, requests: [{ type: "execute", stmt: { sql: "SELECT 1" } }] });
     const res = db.execSync(4, new TextEncoder().encode(`${header}\n${body}`));

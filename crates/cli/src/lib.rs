@@ -9,7 +9,9 @@
 
 #![forbid(unsafe_code)]
 
+mod db;
 pub mod error;
+mod files;
 mod local;
 mod progress;
 mod remote;
@@ -23,8 +25,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use dosql_pagestore::PageSize;
 
+use crate::db::Open;
 use crate::error::Result;
 use crate::render::Mode;
 use crate::target::Target;
@@ -160,18 +162,11 @@ fn run(cli: Cli) -> Result<()> {
             mode,
             header,
         } => {
-            let t = Target::parse(&target, token)?;
-            let shown = t.to_string();
-            let backend = match t {
-                Target::Remote(r) => shell::Backend::Remote(r),
-                Target::Local(p) => {
-                    let store = local::open(&p, PageSize::DEFAULT)?;
-                    shell::Backend::Local(Box::new(local::session(store)?))
-                }
-            };
+            let mut db = Target::parse(&target, token)?;
+            // Before any input is read: a bad target fails at once (a missing store is created).
+            db.open(Open::OrCreate)?;
             shell::run(
-                backend,
-                &shown,
+                &mut *db,
                 shell::ShellOptions {
                     sql,
                     mode,
@@ -188,7 +183,7 @@ fn run(cli: Cli) -> Result<()> {
             chunk_pages,
         } => transfer::import(
             &file,
-            &Target::parse(&target, token)?,
+            &mut *Target::parse(&target, token)?,
             &transfer::ImportOptions {
                 force,
                 quiet,
@@ -203,7 +198,7 @@ fn run(cli: Cli) -> Result<()> {
             quiet,
             chunk_pages,
         } => transfer::export(
-            &Target::parse(&target, token)?,
+            &mut *Target::parse(&target, token)?,
             &file,
             &transfer::ExportOptions {
                 force,
@@ -212,8 +207,10 @@ fn run(cli: Cli) -> Result<()> {
             },
         ),
         Command::Verify { target, quiet } => {
-            transfer::verify(&Target::parse(&target, token)?, quiet)
+            transfer::verify(&mut *Target::parse(&target, token)?, quiet)
         }
-        Command::Info { target, json } => transfer::info(&Target::parse(&target, token)?, json),
+        Command::Info { target, json } => {
+            transfer::info(&mut *Target::parse(&target, token)?, json)
+        }
     }
 }

@@ -1,21 +1,44 @@
-//! Local targets: a durable native store (`RedbStore`) in one file, served through the same
-//! JSON API (`dosql_api::Session`) the Durable Object serves, so local and remote answer alike.
+//! Local targets: a durable native store in one file, served through the same JSON API
+//! (`dosql_api::Session`) the Durable Object serves, so local and remote answer alike.
+//!
+//! Atomicity of a load: a complete new store is built beside the old one and renamed over it;
+//! the rename is the atomic switch (it also lets an import change the page size, which a store
+//! cannot). An import that fails or is killed before that leaves the old store as it was.
 
+use std::fmt;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use dosql_api::Session;
-use dosql_pagestore::{PageSize, PageStore, RedbStore, SQLITE_MAGIC};
+use dosql_layout::{DoStore, RedbKv, StorageKind};
+use dosql_pagestore::{Commit, Head, Page, PageNo, PageSize, PageStore, SQLITE_MAGIC, StoreError};
 use dosql_vfs::VfsConfig;
 use serde_json::{Value as Json, json};
 
 use crate::bail;
-use crate::error::{Error, Result};
-use crate::target::show;
+use crate::db::{Database, DbHead, Load, Open, PageSink, not_empty};
+use crate::error::{Context, Error, Result};
+use crate::files::{show, sibling, sync_dir};
+use crate::progress::Progress;
+
+/// Bytes per local read or commit while moving a whole database: bounded memory, few fsyncs.
+const LOCAL_CHUNK_BYTES: usize = 16 << 20;
+
+// ---------------------------------------------------------------------------------------------
+// the store file
+
+/// Opens (creating it if missing, with pages of `page_size`) the store file at `path`. The one
+/// place that names the type of local stores.
+fn open_store(path: &Path, page_size: PageSize) -> Result<Box<dyn PageStore>, StoreError> {
+    // The very records a Durable Object holds (SQLite-backed storage's layout), in a file.
+    let kv = RedbKv::open(path, StorageKind::SqliteBacked)?;
+    Ok(Box::new(DoStore::open(kv, page_size)?))
+}
 
 /// Opens the store at `path`, which must exist.
-pub fn open_existing(path: &Path) -> Result<RedbStore> {
+fn open_existing(path: &Path) -> Result<Box<dyn PageStore>> {
     if !path.exists() {
         bail!(
             "{}: no such store (a local target is a dosql store file; `dosql import` or `dosql shell` creates one)",
@@ -26,12 +49,12 @@ pub fn open_existing(path: &Path) -> Result<RedbStore> {
 }
 
 /// Opens the store at `path`, creating an empty one (pages of `page_size`) if there is none.
-pub fn open(path: &Path, page_size: PageSize) -> Result<RedbStore> {
+fn open(path: &Path, page_size: PageSize) -> Result<Box<dyn PageStore>> {
     if path.is_dir() {
         bail!("{}: is a directory, not a store file", show(path));
     }
     refuse_sqlite_file(path)?;
-    RedbStore::open(path, page_size).map_err(|e| {
+    open_store(path, page_size).map_err(|e| {
         Error::msg(format!(
             "{}: cannot open as a dosql store: {}",
             show(path),
@@ -40,8 +63,8 @@ pub fn open(path: &Path, page_size: PageSize) -> Result<RedbStore> {
     })
 }
 
-/// A plain SQLite file given where a store is expected: say what to do instead of letting redb
-/// say "invalid database".
+/// A plain SQLite file given where a store is expected: say what to do instead of letting the
+/// store say "invalid database".
 fn refuse_sqlite_file(path: &Path) -> Result<()> {
     let mut head = [0u8; 16];
     let is_sqlite = std::fs::File::open(path)
@@ -58,44 +81,313 @@ fn refuse_sqlite_file(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A SQL session over a local store.
-pub fn session(store: RedbStore) -> Result<Session> {
-    // The VFS registers databases by name, once per process: make every name unique.
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let name = format!("dosql-cli-{}", NEXT.fetch_add(1, Ordering::Relaxed));
-    Session::open(&name, store, VfsConfig::default())
-        .map_err(|e| Error::msg(format!("opening the database: {}", e.message)))
-}
+/// One open store, shared by the SQL session (which owns the store it is given) and the
+/// direct page reads. The session runs one request at a time and leaves no transaction open
+/// between them, so between requests the store holds exactly the last commit.
+#[derive(Clone)]
+struct Shared(Arc<Mutex<Box<dyn PageStore>>>);
 
-/// Runs `sql` with `params` through the session's JSON API: the answer's JSON, or its error.
-pub fn query(session: &mut Session, sql: &str, params: &Json) -> Result<Json> {
-    let body = json!({ "sql": sql, "params": params }).to_string();
-    let resp = session.query(body.as_bytes());
-    let answer = resp.json();
-    if resp.status != 200 {
-        let code = answer["error"]["code"].as_str().unwrap_or("ERROR");
-        let message = answer["error"]["message"]
-            .as_str()
-            .unwrap_or("unknown error");
-        return Err(Error::api(code, format!("{message} ({code})")));
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Box<dyn PageStore>> {
+        // A panic is reported as a bug and ends the command: the store is not used after it.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
-    Ok(answer)
 }
 
-/// Number of schema objects (tables, indexes, views, triggers): 0 means nothing to lose.
-pub fn schema_objects(mut store: RedbStore) -> Result<i64> {
-    if head(&mut store)?.1.page_count == 0 {
-        return Ok(0);
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Shared(store)")
     }
-    let mut s = session(store)?;
-    let answer = query(&mut s, "SELECT count(*) FROM sqlite_schema", &json!([]))?;
-    Ok(answer["rows"][0][0].as_i64().unwrap_or(0))
 }
 
-/// The page size and head of a store.
-pub fn head(store: &mut RedbStore) -> Result<(PageSize, dosql_pagestore::Head)> {
-    let head = store
-        .head()
-        .map_err(|e| Error::msg(format!("reading the store: {}", e.message())))?;
-    Ok((store.page_size(), head))
+impl PageStore for Shared {
+    fn page_size(&self) -> PageSize {
+        self.lock().page_size()
+    }
+    fn head(&mut self) -> Result<Head, StoreError> {
+        self.lock().head()
+    }
+    fn read_page(&mut self, no: PageNo) -> Result<Option<Page>, StoreError> {
+        self.lock().read_page(no)
+    }
+    fn read_pages(&mut self, nos: &[PageNo]) -> Result<Vec<Option<Page>>, StoreError> {
+        self.lock().read_pages(nos)
+    }
+    fn commit(&mut self, commit: Commit) -> Result<Head, StoreError> {
+        self.lock().commit(commit)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the database
+
+/// A local store file, opened when first used.
+#[derive(Debug)]
+pub struct Local {
+    path: PathBuf,
+    store: Option<Shared>,
+    /// The SQL session over `store`, once SQL was run.
+    session: Option<Session>,
+}
+
+impl Local {
+    /// The store at `path` (nothing is opened yet).
+    pub fn new(path: PathBuf) -> Local {
+        Local {
+            path,
+            store: None,
+            session: None,
+        }
+    }
+
+    fn store(&mut self) -> Result<Shared> {
+        self.open(Open::Existing)?;
+        Ok(self.store.clone().expect("opened above"))
+    }
+
+    fn session(&mut self) -> Result<&mut Session> {
+        if self.session.is_none() {
+            let store = self.store()?;
+            // The VFS registers databases by name, once per process: make every name unique.
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let name = format!("dosql-cli-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+            let session = Session::open(&name, store, VfsConfig::default())
+                .map_err(|e| Error::msg(format!("opening the database: {}", e.message)))?;
+            self.session = Some(session);
+        }
+        Ok(self.session.as_mut().expect("opened above"))
+    }
+
+    /// Closes the session and the store (the file is free for others, or to be replaced).
+    fn close(&mut self) {
+        self.session = None;
+        self.store = None;
+    }
+
+    /// Number of schema objects (tables, indexes, views, triggers): 0 means nothing to lose.
+    fn schema_objects(&mut self) -> Result<i64> {
+        if self.head()?.page_count == 0 {
+            return Ok(0);
+        }
+        let answer = self.query("SELECT count(*) FROM sqlite_schema", &json!([]))?;
+        Ok(answer["rows"][0][0].as_i64().unwrap_or(0))
+    }
+}
+
+impl fmt::Display for Local {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())
+    }
+}
+
+impl Database for Local {
+    fn open(&mut self, how: Open) -> Result<()> {
+        if self.store.is_none() {
+            let store = match how {
+                Open::Existing => open_existing(&self.path)?,
+                Open::OrCreate => open(&self.path, PageSize::DEFAULT)?,
+            };
+            self.store = Some(Shared(Arc::new(Mutex::new(store))));
+        }
+        Ok(())
+    }
+
+    /// Runs the request through the session's JSON API, as the Durable Object does.
+    fn query(&mut self, sql: &str, params: &Json) -> Result<Json> {
+        let body = json!({ "sql": sql, "params": params }).to_string();
+        let resp = self.session()?.query(body.as_bytes());
+        let answer = resp.json();
+        if resp.status != 200 {
+            let code = answer["error"]["code"].as_str().unwrap_or("ERROR");
+            let message = answer["error"]["message"]
+                .as_str()
+                .unwrap_or("unknown error");
+            return Err(Error::api(code, format!("{message} ({code})")));
+        }
+        Ok(answer)
+    }
+
+    fn head(&mut self) -> Result<DbHead> {
+        let store = self.store()?;
+        let mut store = store.lock();
+        let head = store
+            .head()
+            .map_err(|e| Error::msg(format!("reading the store: {}", e.message())))?;
+        Ok(DbHead {
+            page_size: store.page_size().get(),
+            page_count: head.page_count,
+            txid: head.txid,
+        })
+    }
+
+    /// Reads the pages in order: the store is open exclusively, so nothing commits in between.
+    /// (`chunk_pages` is for the network; the store is read in chunks of a fixed size.)
+    fn read_snapshot(
+        &mut self,
+        at: Option<u64>,
+        _chunk_pages: Option<u32>,
+        progress: &mut Progress,
+        sink: &mut dyn PageSink,
+    ) -> Result<DbHead> {
+        let head = self.head()?;
+        if let Some(at) = at
+            && at != head.txid
+        {
+            return Err(Error::api(
+                "TXID_CHANGED",
+                format!(
+                    "{self}: the store is at txid {}, not {at} (TXID_CHANGED)",
+                    head.txid
+                ),
+            ));
+        }
+        let store = self.store()?;
+        sink.restart()?;
+        progress.set_total(u64::from(head.page_count));
+        let size = head.page_size as usize;
+        let per_read = (LOCAL_CHUNK_BYTES / size).max(1) as u32;
+        let mut from = 1u32;
+        let mut buf = Vec::with_capacity(per_read as usize * size);
+        while from <= head.page_count {
+            let to = head.page_count.min(from + per_read - 1);
+            let nos: Vec<PageNo> = (from..=to)
+                .map(|n| PageNo::new(n).expect("page numbers start at 1"))
+                .collect();
+            let pages = store
+                .lock()
+                .read_pages(&nos)
+                .map_err(|e| Error::msg(format!("reading the store: {e}")))?;
+            buf.clear();
+            for page in pages {
+                match page {
+                    Some(p) => buf.extend_from_slice(&p),
+                    None => buf.resize(buf.len() + size, 0),
+                }
+            }
+            sink.pages(&buf)?;
+            progress.add(u64::from(to - from + 1));
+            from = to + 1;
+        }
+        Ok(head)
+    }
+
+    /// Builds a complete new store beside the old one; the commit renames it over the old.
+    fn load(
+        &mut self,
+        page_size: PageSize,
+        page_count: u32,
+        force: bool,
+        chunk_pages: Option<u32>,
+    ) -> Result<Box<dyn Load + '_>> {
+        if self.path.exists() {
+            // Also makes sure the path is a dosql store that nobody has open: never clobber
+            // anything else.
+            self.open(Open::Existing)?;
+            let objects = self.schema_objects();
+            // The file is replaced: nothing of it stays open.
+            self.close();
+            if objects? > 0 && !force {
+                return Err(not_empty(&*self));
+            }
+        }
+        let tmp = sibling(&self.path, "dosql-import")?;
+        // A fixed name: what a killed import left is removed here, by the next one.
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => bail!("{}: {e}", show(&tmp)),
+        }
+        let store = match open_store(&tmp, page_size) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                bail!("{}: {}", show(&tmp), e.message());
+            }
+        };
+        Ok(Box::new(LocalLoad {
+            dest: self.path.clone(),
+            tmp,
+            store: Some(store),
+            page_size,
+            page_count,
+            per_commit: chunk_pages
+                .unwrap_or((LOCAL_CHUNK_BYTES / page_size.bytes()).max(1) as u32)
+                .max(1),
+            head: Head::default(),
+        }))
+    }
+}
+
+/// A new store being built beside the one it replaces.
+struct LocalLoad {
+    dest: PathBuf,
+    tmp: PathBuf,
+    /// The new store, until the commit closes it.
+    store: Option<Box<dyn PageStore>>,
+    page_size: PageSize,
+    page_count: u32,
+    per_commit: u32,
+    /// The new store's head after the last write.
+    head: Head,
+}
+
+impl fmt::Debug for LocalLoad {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalLoad")
+            .field("tmp", &self.tmp)
+            .field("head", &self.head)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Load for LocalLoad {
+    fn chunk_pages(&self) -> u32 {
+        self.per_commit
+    }
+
+    fn write(&mut self, from: u32, bytes: &[u8]) -> Result<()> {
+        let store = self
+            .store
+            .as_mut()
+            .ok_or_else(|| Error::msg("the load is committed"))?;
+        let pages: Vec<(PageNo, Page)> = bytes
+            .chunks(self.page_size.bytes())
+            .enumerate()
+            .map(|(i, p)| {
+                let no = PageNo::new(from + i as u32).expect("page numbers start at 1");
+                (no, Page::copy_from(p))
+            })
+            .collect();
+        self.head = store
+            .commit(Commit {
+                page_count: self.page_count,
+                pages,
+            })
+            .map_err(|e| Error::msg(format!("{}: {e}", show(&self.tmp))))?;
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<DbHead> {
+        // The store made every commit durable (fsync); closed, then the rename and its
+        // directory entry follow.
+        self.store = None;
+        std::fs::rename(&self.tmp, &self.dest)
+            .with_context(|| format!("renaming {} to {}", show(&self.tmp), show(&self.dest)))?;
+        sync_dir(&self.dest);
+        Ok(DbHead {
+            page_size: self.page_size.get(),
+            page_count: self.head.page_count,
+            txid: self.head.txid,
+        })
+    }
+
+    fn abort(mut self: Box<Self>) {
+        self.store = None;
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+
+    fn tidy(self: Box<Self>) -> Result<()> {
+        // The old store went with the rename.
+        Ok(())
+    }
 }

@@ -10,33 +10,12 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dosql_api::Session;
 use serde_json::{Value as Json, json};
 
 use crate::bail;
+use crate::db::Database;
 use crate::error::{Context, Error, Result};
-use crate::local;
-use crate::remote::Remote;
 use crate::render::{Mode, ResultSet, render};
-
-/// Where the SQL goes.
-#[derive(Debug)]
-pub enum Backend {
-    /// A dosql server.
-    Remote(Remote),
-    /// A local store through the JSON API.
-    Local(Box<Session>),
-}
-
-impl Backend {
-    /// Runs `sql` (with `params`, JSON as the API takes them); the API's answer.
-    pub fn query(&mut self, sql: &str, params: &Json) -> Result<Json> {
-        match self {
-            Backend::Remote(r) => r.query(sql, params),
-            Backend::Local(s) => local::query(s, sql, params),
-        }
-    }
-}
 
 /// Whether to go on reading input.
 #[derive(Debug, PartialEq, Eq)]
@@ -49,7 +28,8 @@ pub enum Flow {
 
 /// The shell's state over one database.
 pub struct Shell<'o> {
-    backend: Backend,
+    /// Where the SQL goes.
+    db: &'o mut dyn Database,
     out: Box<dyn Write + 'o>,
     mode: Mode,
     headers: bool,
@@ -84,16 +64,16 @@ const HELP: &str = "\
 SQL ends with ';'. An explicit transaction (BEGIN ... COMMIT) is sent as one request at COMMIT.";
 
 impl<'o> Shell<'o> {
-    /// A shell writing to `out`.
+    /// A shell on `db` writing to `out`.
     pub fn new(
-        backend: Backend,
+        db: &'o mut dyn Database,
         out: Box<dyn Write + 'o>,
         mode: Mode,
         headers: bool,
         interactive: bool,
     ) -> Shell<'o> {
         Shell {
-            backend,
+            db,
             out,
             mode,
             headers,
@@ -189,7 +169,7 @@ impl<'o> Shell<'o> {
 
     fn execute(&mut self, sql: &str) -> Result<()> {
         let started = Instant::now();
-        let answer = self.backend.query(sql, &Json::Null)?;
+        let answer = self.db.query(sql, &Json::Null)?;
         let rs = ResultSet::from_answer(&answer);
         render(&mut self.out, self.mode, self.headers, &rs).map_err(Error::output)?;
         if self.timer {
@@ -244,7 +224,7 @@ impl<'o> Shell<'o> {
     }
 
     fn tables(&mut self, pattern: Option<&str>) -> Result<()> {
-        let answer = self.backend.query(
+        let answer = self.db.query(
             "SELECT name FROM sqlite_schema WHERE type IN ('table', 'view') \
              AND name NOT LIKE 'sqlite_%' AND (?1 IS NULL OR name LIKE ?1) ORDER BY 1",
             &json!([pattern]),
@@ -279,7 +259,7 @@ impl<'o> Shell<'o> {
     }
 
     fn schema(&mut self, pattern: Option<&str>) -> Result<()> {
-        let answer = self.backend.query(
+        let answer = self.db.query(
             "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL \
              AND (?1 IS NULL OR tbl_name LIKE ?1) \
              ORDER BY tbl_name, type = 'table' DESC, name",
@@ -410,7 +390,8 @@ pub struct ShellOptions {
 }
 
 /// `dosql shell <target> [SQL]`.
-pub fn run(backend: Backend, target: &str, opts: ShellOptions) -> Result<()> {
+pub fn run(db: &mut dyn Database, opts: ShellOptions) -> Result<()> {
+    let target = db.to_string();
     let stdout = std::io::stdout();
     let terminal_out = stdout.is_terminal();
     let mode = opts.mode.unwrap_or(if terminal_out {
@@ -420,7 +401,7 @@ pub fn run(backend: Backend, target: &str, opts: ShellOptions) -> Result<()> {
     });
     let interactive = opts.sql.is_none() && std::io::stdin().is_terminal();
     let out: Box<dyn Write> = Box::new(std::io::BufWriter::new(stdout.lock()));
-    let mut shell = Shell::new(backend, out, mode, opts.headers, interactive);
+    let mut shell = Shell::new(db, out, mode, opts.headers, interactive);
     if let Some(sql) = opts.sql {
         for line in sql.lines() {
             if shell.line(line)? == Flow::Quit {
@@ -439,7 +420,7 @@ pub fn run(backend: Backend, target: &str, opts: ShellOptions) -> Result<()> {
         }
         return shell.finish();
     }
-    interactive_loop(&mut shell, target)
+    interactive_loop(&mut shell, &target)
 }
 
 fn history_path() -> Option<PathBuf> {

@@ -12,7 +12,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::bail;
 use crate::error::{Context, Error, Result};
-use crate::target::show;
+use crate::files::show;
 
 /// A validated SQLite database file, open for reading its pages in order.
 #[derive(Debug)]

@@ -1,46 +1,45 @@
 //! Where a command points: a database on a dosql server (`http(s)://host[:port]/db/<name>`) or
-//! a local store file (a `RedbStore`).
+//! a local store file, parsed into the [`Database`] that reaches it.
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::bail;
-use crate::error::Result;
-use crate::remote::Remote;
+use crate::db::Database;
+use crate::error::{Error, Result};
+use crate::local::Local;
+use crate::remote::{DbUrl, Remote};
 
 /// A parsed `<target>` argument.
 #[derive(Debug)]
 pub enum Target {
     /// A database served over HTTP.
-    Remote(Remote),
+    Remote(DbUrl),
     /// A local durable store.
     Local(PathBuf),
 }
 
 impl Target {
-    /// Parses `arg`: anything with a `scheme://` is a URL (http or https only), anything else a
-    /// path. `token` is sent to remote targets.
-    pub fn parse(arg: &str, token: Option<&str>) -> Result<Target> {
+    /// Parses `arg` (see [`Target::classify`]) into the database it names; nothing is opened
+    /// or sent yet. `token` is sent to remote targets.
+    pub fn parse(arg: &str, token: Option<&str>) -> Result<Box<dyn Database>> {
+        Ok(match Target::classify(arg)? {
+            Target::Remote(url) => Box::new(Remote::new(url, token)),
+            Target::Local(path) => Box::new(Local::new(path)),
+        })
+    }
+
+    /// Anything with a `scheme://` is a URL (http or https only), anything else a path.
+    pub fn classify(arg: &str) -> Result<Target> {
         if arg.is_empty() {
             bail!("the target is empty: give http(s)://host/db/<name> or a store path");
         }
         match arg.split_once("://") {
             Some((scheme, rest)) if is_scheme(scheme) => {
-                let url = DbUrl::parse(scheme, rest).map_err(|why| {
-                    crate::error::Error::msg(format!("bad target URL {arg:?}: {why}"))
-                })?;
-                Ok(Target::Remote(Remote::new(url, token)))
+                let url = DbUrl::parse(scheme, rest)
+                    .map_err(|why| Error::msg(format!("bad target URL {arg:?}: {why}")))?;
+                Ok(Target::Remote(url))
             }
             _ => Ok(Target::Local(PathBuf::from(arg))),
-        }
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::Remote(r) => write!(f, "{}", r.url()),
-            Target::Local(p) => write!(f, "{}", p.display()),
         }
     }
 }
@@ -52,120 +51,26 @@ fn is_scheme(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
-/// A database URL: `<scheme>://<authority><path prefix>/db/<name>`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DbUrl {
-    /// Everything up to and including the database name, without a trailing slash.
-    pub base: String,
-    /// The database name.
-    pub name: String,
-}
-
-impl DbUrl {
-    fn parse(scheme: &str, rest: &str) -> Result<DbUrl, String> {
-        let scheme = scheme.to_ascii_lowercase();
-        if scheme != "http" && scheme != "https" {
-            return Err(format!("the scheme must be http or https, not {scheme}"));
-        }
-        if rest.contains(['?', '#']) {
-            return Err("a target URL takes no query or fragment".into());
-        }
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        if authority.is_empty() {
-            return Err("no host".into());
-        }
-        if authority.contains('@') {
-            return Err("credentials go in --token / DOSQL_TOKEN, not in the URL".into());
-        }
-        let host_port = authority;
-        let (host, port) = match host_port.rsplit_once(':') {
-            // An IPv6 literal ([::1]) has colons of its own; the port follows the bracket.
-            Some((h, p)) if !p.contains(']') => (h, Some(p)),
-            _ => (host_port, None),
-        };
-        if host.is_empty() || host.contains(char::is_whitespace) {
-            return Err(format!("bad host {host:?}"));
-        }
-        if let Some(p) = port
-            && p.parse::<u16>().map_or(true, |p| p == 0)
-        {
-            return Err(format!("bad port {p:?}"));
-        }
-        let path = path.strip_suffix('/').unwrap_or(path);
-        let Some(at) = path.rfind("/db/") else {
-            return Err("the path must end in /db/<name>".into());
-        };
-        let name = &path[at + 4..];
-        if !valid_name(name) {
-            return Err(format!(
-                "bad database name {name:?}: 1-64 characters of A-Z a-z 0-9 _ . -"
-            ));
-        }
-        Ok(DbUrl {
-            base: format!("{scheme}://{authority}{path}"),
-            name: name.to_owned(),
-        })
-    }
-}
-
-/// The names the Worker accepts (see worker/src/index.ts).
-fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}
-
-/// The path as given, for messages.
-pub fn show(path: &Path) -> String {
-    path.display().to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn url(s: &str) -> Result<DbUrl, String> {
-        let (scheme, rest) = s.split_once("://").unwrap();
-        DbUrl::parse(scheme, rest)
-    }
-
-    #[test]
-    fn good_urls() {
-        let u = url("http://127.0.0.1:8787/db/chat").unwrap();
-        assert_eq!(u.base, "http://127.0.0.1:8787/db/chat");
-        assert_eq!(u.name, "chat");
-        let u = url("HTTPS://example.com/api/db/a.b-c_d/").unwrap();
-        assert_eq!(u.base, "https://example.com/api/db/a.b-c_d");
-        assert!(url("http://[::1]:8787/db/x").is_ok());
-    }
-
-    #[test]
-    fn bad_urls() {
-        for bad in [
-            "http:///db/x",
-            "http://host",
-            "http://host/",
-            "http://host/db/",
-            "http://host/db/a/b",
-            "http://host:99999/db/x",
-            "http://host:/db/x",
-            "http://host/db/x?y=1",
-            "http://user:pw@host/db/x",
-            "ftp://host/db/x",
-            "http://host/db/bad name",
-        ] {
-            assert!(url(bad).is_err(), "{bad}");
-        }
-    }
-
     #[test]
     fn paths_are_local() {
         assert!(matches!(
-            Target::parse("./data/x.redb", None).unwrap(),
+            Target::classify("./data/x.redb").unwrap(),
             Target::Local(_)
+        ));
+        assert!(matches!(
+            Target::classify("https://example.com/db/x").unwrap(),
+            Target::Remote(_)
         ));
         assert!(Target::parse("gopher://x/db/y", None).is_err());
         assert!(Target::parse("", None).is_err());
+        // The database shows as the target was given.
+        let db = Target::parse("./data/x.redb", None).unwrap();
+        assert_eq!(db.to_string(), "./data/x.redb");
+        let db = Target::parse("HTTP://127.0.0.1:8787/db/x/", None).unwrap();
+        assert_eq!(db.to_string(), "http://127.0.0.1:8787/db/x");
     }
 }

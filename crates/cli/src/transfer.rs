@@ -1,38 +1,24 @@
-//! Whole databases in and out: `import`, `export`, `verify`, `info`, for remote and local
-//! targets.
+//! Whole databases in and out: `import`, `export`, `verify`, `info`, written once for every
+//! kind of [`Database`].
 //!
 //! Atomicity: an import never changes what readers see until its last step, which switches to
-//! the new pages in one atomic write (remote: one put of the Durable Object's `meta`, see
-//! worker/src/transfer.ts; local: a complete new store file renamed over the old one). An
+//! the new pages in one atomic write (how, each database says: see `remote` and `local`). An
 //! import that fails or is killed before that leaves the old database as it was.
 
-use std::borrow::Cow;
 use std::fs::File;
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use dosql_pagestore::{Commit, Page, PageNo, PageStore, RedbStore};
-use serde_json::{Value as Json, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::bail;
-use crate::error::{Context, Error, Result};
-use crate::local;
+use crate::db::{Database, DbHead, Open, PageSink, SNAPSHOT_ATTEMPTS, chunk_delay};
+use crate::error::{Context, Result};
+use crate::files::{show, sibling, sync_dir};
 use crate::progress::Progress;
-use crate::remote::{Remote, encode_pages};
-use crate::source::{Source, integrity_lines};
-use crate::target::{Target, show};
-
-/// Pages per `GET /pages` (the server's most: one storage get of ≤128 keys).
-const EXPORT_CHUNK_PAGES: u32 = 128;
-/// How often an export restarts because the database changed under it before giving up.
-const SNAPSHOT_ATTEMPTS: u32 = 20;
-/// Bytes per local commit while building a store: bounded memory, few fsyncs.
-const LOCAL_CHUNK_BYTES: usize = 16 << 20;
-/// Test hook, never documented to users: a pause after each uploaded chunk, so a test can kill
-/// the process in the middle of a real import.
-const CHUNK_DELAY_ENV: &str = "DOSQL_TEST_CHUNK_DELAY_MS";
+use crate::source::Source;
 
 /// Options of `dosql import`.
 #[derive(Debug, Clone)]
@@ -62,6 +48,15 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    fn new(head: DbHead, hasher: Sha256) -> Snapshot {
+        Snapshot {
+            page_size: head.page_size,
+            page_count: head.page_count,
+            txid: head.txid,
+            sha256: hex(&hasher.finalize()),
+        }
+    }
+
     fn bytes(&self) -> u64 {
         u64::from(self.page_size) * u64::from(self.page_count)
     }
@@ -102,17 +97,14 @@ fn human(bytes: u64) -> String {
 // import
 
 /// `dosql import <file> <target>`.
-pub fn import(file: &Path, target: &Target, opts: &ImportOptions) -> Result<()> {
+pub fn import(file: &Path, db: &mut dyn Database, opts: &ImportOptions) -> Result<()> {
     let started = Instant::now();
     let mut src = Source::open(file, opts.check)?;
     let label = format!("importing {}", show(file));
-    let snap = match target {
-        Target::Remote(r) => import_remote(&mut src, r, opts, &label)?,
-        Target::Local(p) => import_local(&mut src, p, opts, &label)?,
-    };
+    let snap = load(&mut src, db, opts, &label)?;
     if !opts.quiet {
         crate::say!(
-            "imported {} into {target}: {}",
+            "imported {} into {db}: {}",
             show(file),
             snap.summary(started)
         );
@@ -120,92 +112,19 @@ pub fn import(file: &Path, target: &Target, opts: &ImportOptions) -> Result<()> 
     Ok(())
 }
 
-fn chunk_delay() -> Option<Duration> {
-    std::env::var(CHUNK_DELAY_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_millis)
-}
-
-/// Retries `f` on transport failures (a lost connection), which the import protocol makes
-/// safe: a chunk sent twice is stored once.
-fn retrying<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
-    let mut wait = Duration::from_millis(250);
-    for _ in 0..3 {
-        match f() {
-            Err(e) if e.is_transport() => {
-                std::thread::sleep(wait);
-                wait *= 2;
-            }
-            other => return other,
-        }
-    }
-    f()
-}
-
-/// Sends the switch. If its answer is lost, the switch may have happened or not: the server's
-/// state tells which (its live prefix is the import's), and only a switch that did not happen
-/// is sent again.
-fn commit_remote(r: &Remote, id: &str, prefix: &str, force: bool) -> Result<Json> {
-    let mut wait = Duration::from_millis(250);
-    let mut retries = 0;
-    loop {
-        match r.import_commit(id, force) {
-            Err(e) if e.is_transport() && retries < 3 => {
-                retries += 1;
-                std::thread::sleep(wait);
-                wait *= 2;
-                if let Ok(status) = r.import_status()
-                    && !prefix.is_empty()
-                    && status["prefix"] == prefix
-                {
-                    return Ok(status);
-                }
-            }
-            other => return other,
-        }
-    }
-}
-
-fn not_empty(target: &str) -> Error {
-    Error::msg(format!(
-        "{target} is not empty: refusing to overwrite it (use --force to replace it)"
-    ))
-}
-
-fn import_remote(
+/// Streams `src` into `db` in chunks and switches to it; on failure, the old database stays.
+fn load(
     src: &mut Source,
-    r: &Remote,
+    db: &mut dyn Database,
     opts: &ImportOptions,
     label: &str,
 ) -> Result<Snapshot> {
-    let size = src.page_size.get();
-    let begin = r
-        .import_begin(size, src.page_count, opts.force)
-        .map_err(|e| match e.code() {
-            Some("NOT_EMPTY") => not_empty(r.url()),
-            _ => e.at(r.url()),
-        })?;
-    let id = begin["import_id"]
-        .as_str()
-        .ok_or_else(|| Error::msg(format!("{}: no import_id in {begin}", r.url())))?
-        .to_owned();
-    let prefix = begin["prefix"].as_str().unwrap_or_default().to_owned();
-    let max = begin["max_chunk_pages"]
-        .as_u64()
-        .and_then(|n| u32::try_from(n).ok())
-        .filter(|&n| n >= 1)
-        .unwrap_or(1);
-    let chunk = opts.chunk_pages.unwrap_or(max).clamp(1, max);
-    // Compressed page values when the server takes them (about half the bytes to send and to
-    // store); whole raw pages for a server that predates them.
-    let compress = begin["page_formats"]
-        .as_array()
-        .is_some_and(|f| f.contains(&json!(2)));
+    let mut load = db.load(src.page_size, src.page_count, opts.force, opts.chunk_pages)?;
+    let chunk = load.chunk_pages();
     let delay = chunk_delay();
     let mut progress = Progress::new(label, u64::from(src.page_count), opts.quiet);
     let mut hasher = Sha256::new();
-    let upload = (|| -> Result<Json> {
+    let written = (|| -> Result<DbHead> {
         loop {
             let from = src.next_page_no();
             let pages = src.next_pages(chunk)?;
@@ -213,288 +132,81 @@ fn import_remote(
                 break;
             }
             hasher.update(&pages);
-            let (format, body) = if compress {
-                (2, Cow::Owned(encode_pages(&pages, src.page_size, from)?))
-            } else {
-                (1, Cow::Borrowed(&pages[..]))
-            };
-            retrying(|| r.import_chunk(&id, from, format, &body)).map_err(|e| {
-                e.context(format!("uploading pages from {from}"))
-                    .at(r.url())
-            })?;
+            load.write(from, &pages)?;
             progress.add((pages.len() / src.page_size.bytes()) as u64);
             if let Some(d) = delay {
                 std::thread::sleep(d);
             }
         }
-        commit_remote(r, &id, &prefix, opts.force).map_err(|e| match e.code() {
-            Some("NOT_EMPTY") => not_empty(r.url()),
-            _ => e.context("switching to the imported pages").at(r.url()),
-        })
+        load.commit()
     })();
     progress.finish();
-    let done = match upload {
-        Ok(done) => done,
+    let head = match written {
+        Ok(head) => head,
         Err(e) => {
-            // Best effort: the staged pages are garbage either way, and the next import
-            // clears them if this does not get through.
-            let _ = r.import_abort(&id);
+            load.abort();
             return Err(e);
         }
     };
-    // The old generation's pages: deleted now in bounded requests (the server also clears
-    // what is left on later imports).
-    let mut left = done["garbage_pages"].as_u64().unwrap_or(0);
-    let mut rounds = 0;
-    while left > 0 && rounds < 100_000 {
-        rounds += 1;
-        match r.import_gc() {
-            Ok(a) => left = a["garbage_pages"].as_u64().unwrap_or(0),
-            Err(e) => {
-                if !opts.quiet {
-                    eprintln!(
-                        "dosql: imported, but deleting the old pages failed ({e}); the next import retries"
-                    );
-                }
-                break;
-            }
-        }
+    if let Err(e) = load.tidy()
+        && !opts.quiet
+    {
+        eprintln!(
+            "dosql: imported, but deleting the old pages failed ({e}); the next import retries"
+        );
     }
-    Ok(Snapshot {
-        page_size: size,
-        page_count: src.page_count,
-        txid: done["txid"].as_u64().unwrap_or(0),
-        sha256: hex(&hasher.finalize()),
-    })
-}
-
-/// Builds a complete new store beside `path`, then renames it over `path`: the rename is the
-/// atomic switch (it also lets an import change the page size, which a store cannot).
-fn import_local(
-    src: &mut Source,
-    path: &Path,
-    opts: &ImportOptions,
-    label: &str,
-) -> Result<Snapshot> {
-    if path.exists() {
-        // Also makes sure `path` is a dosql store that nobody has open: never clobber
-        // anything else.
-        let store = local::open_existing(path)?;
-        if local::schema_objects(store)? > 0 && !opts.force {
-            return Err(not_empty(&show(path)));
-        }
-    }
-    let tmp = sibling(path, "dosql-import")?;
-    // A fixed name: what a killed import left is removed here, by the next one.
-    match std::fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => bail!("{}: {e}", show(&tmp)),
-    }
-    let size = src.page_size;
-    let mut progress = Progress::new(label, u64::from(src.page_count), opts.quiet);
-    let built = (|| -> Result<Snapshot> {
-        let mut store = RedbStore::open(&tmp, size)
-            .map_err(|e| Error::msg(format!("{}: {}", show(&tmp), e.message())))?;
-        let per_commit = opts
-            .chunk_pages
-            .unwrap_or((LOCAL_CHUNK_BYTES / size.bytes()).max(1) as u32)
-            .max(1);
-        let delay = chunk_delay();
-        let mut hasher = Sha256::new();
-        let mut head = dosql_pagestore::Head::default();
-        loop {
-            let from = src.next_page_no();
-            let bytes = src.next_pages(per_commit)?;
-            if bytes.is_empty() {
-                break;
-            }
-            hasher.update(&bytes);
-            let pages: Vec<(PageNo, Page)> = bytes
-                .chunks(size.bytes())
-                .enumerate()
-                .map(|(i, p)| {
-                    let no = PageNo::new(from + i as u32).expect("page numbers start at 1");
-                    (no, Page::copy_from(p))
-                })
-                .collect();
-            let n = pages.len() as u64;
-            head = store
-                .commit(Commit {
-                    page_count: src.page_count,
-                    pages,
-                })
-                .map_err(|e| Error::msg(format!("{}: {e}", show(&tmp))))?;
-            progress.add(n);
-            if let Some(d) = delay {
-                std::thread::sleep(d);
-            }
-        }
-        Ok(Snapshot {
-            page_size: size.get(),
-            page_count: head.page_count,
-            txid: head.txid,
-            sha256: hex(&hasher.finalize()),
-        })
-    })();
-    progress.finish();
-    let snap = match built {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    // redb made every commit durable (fsync); the rename and its directory entry follow.
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", show(&tmp), show(path)))?;
-    sync_dir(path);
-    Ok(snap)
-}
-
-/// `dir/.<name>.<what>`: beside `path`, so a rename between the two is atomic.
-fn sibling(path: &Path, what: &str) -> Result<PathBuf> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::msg(format!("{}: not a file path", show(path))))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".{what}"));
-    Ok(path.with_file_name(tmp_name))
-}
-
-/// Makes a rename in `path`'s directory durable (best effort: not every platform can).
-fn sync_dir(path: &Path) {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
+    Ok(Snapshot::new(head, hasher))
 }
 
 // ---------------------------------------------------------------------------------------------
 // reading a consistent snapshot
 
-/// Reads every page of `r` at one txid, feeding them in order to `sink`; starts over (calling
-/// `restart` first each time) when the database changes in between. With `pin`, only that
-/// txid will do.
-fn remote_snapshot(
-    r: &Remote,
-    pin: Option<u64>,
-    chunk: u32,
-    progress: &mut Progress,
-    restart: &mut dyn FnMut() -> Result<()>,
-    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
-) -> Result<Snapshot> {
-    let chunk = chunk.clamp(1, EXPORT_CHUNK_PAGES);
-    let delay = chunk_delay();
-    'attempt: for attempt in 1..=SNAPSHOT_ATTEMPTS {
-        restart()?;
-        progress.restart();
-        let mut hasher = Sha256::new();
-        let mut from = 1u32;
-        let mut head: Option<(u32, u32, u64)> = None;
-        loop {
-            let answer = match r.pages(from, chunk, head.map(|h| h.2).or(pin)) {
-                Ok(a) => a,
-                Err(e) if e.code() == Some("TXID_CHANGED") => {
-                    if pin.is_some() {
-                        return Err(e);
-                    }
-                    progress.note(&format!(
-                        "the database changed during the read (attempt {attempt}); starting over"
-                    ));
-                    continue 'attempt;
-                }
-                Err(e) => return Err(e.at(r.url())),
-            };
-            let (size, count, txid) =
-                *head.get_or_insert((answer.page_size, answer.page_count, answer.txid));
-            if from == 1 {
-                progress.set_total(u64::from(count));
-            }
-            let expected = chunk.min(count.saturating_sub(from - 1)) as usize * size as usize;
-            if answer.bytes.len() != expected
-                || (answer.page_size, answer.page_count, answer.txid) != (size, count, txid)
-            {
-                bail!(
-                    "{}: GET /pages from {from} answered {} bytes for head {:?}; expected {expected} for {:?}",
-                    r.url(),
-                    answer.bytes.len(),
-                    (answer.page_size, answer.page_count, answer.txid),
-                    (size, count, txid)
-                );
-            }
-            hasher.update(&answer.bytes);
-            sink(&answer.bytes)?;
-            let got = (answer.bytes.len() / size.max(1) as usize) as u32;
-            if got == 0 {
-                bail!(
-                    "{}: GET /pages from {from} answered no pages of the {count}",
-                    r.url()
-                );
-            }
-            progress.add(u64::from(got));
-            from += got;
-            if let Some(d) = delay {
-                std::thread::sleep(d);
-            }
-            if from > count {
-                return Ok(Snapshot {
-                    page_size: size,
-                    page_count: count,
-                    txid,
-                    sha256: hex(&hasher.finalize()),
-                });
-            }
-        }
-    }
-    bail!(
-        "{}: the database changed during every one of {SNAPSHOT_ATTEMPTS} attempts to read it; try again when it is quieter",
-        r.url()
-    )
+/// Passes pages on to the sink it wraps, computing their SHA-256 (from scratch when the read
+/// starts over).
+struct Hashing<'a> {
+    hasher: Sha256,
+    sink: &'a mut dyn PageSink,
 }
 
-/// Reads every page of a local store in order (the store is open exclusively: consistent).
-fn local_snapshot(
-    store: &mut RedbStore,
-    progress: &mut Progress,
-    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
-) -> Result<Snapshot> {
-    let (size, head) = local::head(store)?;
-    progress.set_total(u64::from(head.page_count));
-    let mut hasher = Sha256::new();
-    let per_read = (LOCAL_CHUNK_BYTES / size.bytes()).max(1) as u32;
-    let mut from = 1u32;
-    let mut buf = Vec::with_capacity(per_read as usize * size.bytes());
-    while from <= head.page_count {
-        let to = head.page_count.min(from + per_read - 1);
-        let nos: Vec<PageNo> = (from..=to)
-            .map(|n| PageNo::new(n).expect("page numbers start at 1"))
-            .collect();
-        let pages = store
-            .read_pages(&nos)
-            .map_err(|e| Error::msg(format!("reading the store: {e}")))?;
-        buf.clear();
-        for page in pages {
-            match page {
-                Some(p) => buf.extend_from_slice(&p),
-                None => buf.resize(buf.len() + size.bytes(), 0),
-            }
-        }
-        hasher.update(&buf);
-        sink(&buf)?;
-        progress.add(u64::from(to - from + 1));
-        from = to + 1;
+impl PageSink for Hashing<'_> {
+    fn restart(&mut self) -> Result<()> {
+        self.hasher = Sha256::new();
+        self.sink.restart()
     }
-    Ok(Snapshot {
-        page_size: size.get(),
-        page_count: head.page_count,
-        txid: head.txid,
-        sha256: hex(&hasher.finalize()),
-    })
+
+    fn pages(&mut self, bytes: &[u8]) -> Result<()> {
+        self.hasher.update(bytes);
+        self.sink.pages(bytes)
+    }
+}
+
+/// Drops the pages (only their checksum is wanted).
+struct Discard;
+
+impl PageSink for Discard {
+    fn restart(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn pages(&mut self, _: &[u8]) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// [`Database::read_snapshot`], with the SHA-256 of the pages.
+fn snapshot(
+    db: &mut dyn Database,
+    at: Option<u64>,
+    chunk_pages: Option<u32>,
+    progress: &mut Progress,
+    sink: &mut dyn PageSink,
+) -> Result<Snapshot> {
+    let mut hashing = Hashing {
+        hasher: Sha256::new(),
+        sink,
+    };
+    let head = db.read_snapshot(at, chunk_pages, progress, &mut hashing)?;
+    Ok(Snapshot::new(head, hashing.hasher))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -567,6 +279,16 @@ impl Drop for TempFile {
     }
 }
 
+impl PageSink for TempFile {
+    fn restart(&mut self) -> Result<()> {
+        self.reset()
+    }
+
+    fn pages(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file.write_all(bytes).with_context(|| show(&self.path))
+    }
+}
+
 /// Options of `dosql export`.
 #[derive(Debug, Clone)]
 pub struct ExportOptions {
@@ -579,7 +301,7 @@ pub struct ExportOptions {
 }
 
 /// `dosql export <target> <file>`.
-pub fn export(target: &Target, dest: &Path, opts: &ExportOptions) -> Result<()> {
+pub fn export(db: &mut dyn Database, dest: &Path, opts: &ExportOptions) -> Result<()> {
     let ExportOptions { force, quiet, .. } = *opts;
     let started = Instant::now();
     if dest.exists() && !force {
@@ -591,47 +313,16 @@ pub fn export(target: &Target, dest: &Path, opts: &ExportOptions) -> Result<()> 
     if dest.is_dir() {
         bail!("{}: is a directory", show(dest));
     }
-    let label = format!("exporting {target}");
+    let label = format!("exporting {db}");
     let mut progress = Progress::new(&label, 0, quiet);
     // Opened before the temp file, so a bad target leaves nothing behind.
-    let mut local_store = match target {
-        Target::Local(p) => Some(local::open_existing(p)?),
-        Target::Remote(_) => None,
-    };
+    db.open(Open::Existing)?;
     let mut tmp = TempFile::create(dest)?;
-    let tmp_path = tmp.path.clone();
-    let snap = {
-        let file = std::cell::RefCell::new(&mut tmp);
-        let mut sink = |bytes: &[u8]| -> Result<()> {
-            file.borrow_mut()
-                .file
-                .write_all(bytes)
-                .with_context(|| show(&tmp_path))
-        };
-        match (target, local_store.as_mut()) {
-            (Target::Remote(r), _) => {
-                let mut restart = || file.borrow_mut().reset();
-                remote_snapshot(
-                    r,
-                    None,
-                    opts.chunk_pages.unwrap_or(EXPORT_CHUNK_PAGES),
-                    &mut progress,
-                    &mut restart,
-                    &mut sink,
-                )?
-            }
-            (Target::Local(_), Some(store)) => local_snapshot(store, &mut progress, &mut sink)?,
-            (Target::Local(_), None) => unreachable!("opened above"),
-        }
-    };
+    let snap = snapshot(db, None, opts.chunk_pages, &mut progress, &mut tmp)?;
     progress.finish();
     tmp.persist(dest, force)?;
     if !quiet {
-        crate::say!(
-            "exported {target} to {}: {}",
-            show(dest),
-            snap.summary(started)
-        );
+        crate::say!("exported {db} to {}: {}", show(dest), snap.summary(started));
     }
     Ok(())
 }
@@ -640,18 +331,10 @@ pub fn export(target: &Target, dest: &Path, opts: &ExportOptions) -> Result<()> 
 // verify, info
 
 /// `dosql verify <target>`: prints the integrity check and the checksum; fails unless "ok".
-pub fn verify(target: &Target, quiet: bool) -> Result<()> {
-    let label = format!("verifying {target}");
+pub fn verify(db: &mut dyn Database, quiet: bool) -> Result<()> {
+    let label = format!("verifying {db}");
     let mut progress = Progress::new(&label, 0, quiet);
-    let (lines, snap) = match target {
-        Target::Remote(r) => verify_remote(r, &mut progress)?,
-        Target::Local(p) => {
-            let mut store = local::open_existing(p)?;
-            let snap = local_snapshot(&mut store, &mut progress, &mut |_| Ok(()))?;
-            let session = local::session(store)?;
-            (integrity_lines(session.connection())?, snap)
-        }
-    };
+    let (lines, snap) = checked_snapshot(db, &mut progress)?;
     progress.finish();
     let ok = lines == ["ok"];
     crate::say!(
@@ -671,22 +354,22 @@ pub fn verify(target: &Target, quiet: bool) -> Result<()> {
         snap.txid
     );
     if !ok {
-        bail!("{target}: the integrity check failed");
+        bail!("{db}: the integrity check failed");
     }
     Ok(())
 }
 
 /// The integrity check and the page checksum at one txid: the head is read first, the check
 /// runs, then the pages are read pinned to that head; a commit in between starts it all over.
-fn verify_remote(r: &Remote, progress: &mut Progress) -> Result<(Vec<String>, Snapshot)> {
+fn checked_snapshot(
+    db: &mut dyn Database,
+    progress: &mut Progress,
+) -> Result<(Vec<String>, Snapshot)> {
     for _ in 0..SNAPSHOT_ATTEMPTS {
-        let stats = r.stats().map_err(|e| e.at(r.url()))?;
-        let txid = stats["txid"]
-            .as_u64()
-            .ok_or_else(|| Error::msg(format!("{}: no txid in the stats", r.url())))?;
-        let check = r
+        let txid = db.head()?.txid;
+        let check = db
             .query("PRAGMA integrity_check", &json!([]))
-            .map_err(|e| e.at(r.url()))?;
+            .map_err(|e| e.at(&*db))?;
         let lines: Vec<String> = check["rows"]
             .as_array()
             .map(|rows| {
@@ -695,48 +378,31 @@ fn verify_remote(r: &Remote, progress: &mut Progress) -> Result<(Vec<String>, Sn
                     .collect()
             })
             .unwrap_or_default();
-        match remote_snapshot(
-            r,
-            Some(txid),
-            EXPORT_CHUNK_PAGES,
-            progress,
-            &mut || Ok(()),
-            &mut |_| Ok(()),
-        ) {
+        match snapshot(db, Some(txid), None, progress, &mut Discard) {
             Ok(snap) => return Ok((lines, snap)),
             Err(e) if e.code() == Some("TXID_CHANGED") => continue,
             Err(e) => return Err(e),
         }
     }
     bail!(
-        "{}: the database changed during every one of {SNAPSHOT_ATTEMPTS} attempts to verify it",
-        r.url()
+        "{db}: the database changed during every one of {SNAPSHOT_ATTEMPTS} attempts to verify it"
     )
 }
 
 /// `dosql info <target>`.
-pub fn info(target: &Target, as_json: bool) -> Result<()> {
-    let (page_size, page_count, txid) = match target {
-        Target::Remote(r) => {
-            let s = r.stats().map_err(|e| e.at(r.url()))?;
-            let field = |k: &str| {
-                s[k].as_u64()
-                    .ok_or_else(|| Error::msg(format!("{}: the stats have no {k}: {s}", r.url())))
-            };
-            (field("page_size")?, field("page_count")?, field("txid")?)
-        }
-        Target::Local(p) => {
-            let mut store = local::open_existing(p)?;
-            let (size, head) = local::head(&mut store)?;
-            (u64::from(size.get()), u64::from(head.page_count), head.txid)
-        }
-    };
+pub fn info(db: &mut dyn Database, as_json: bool) -> Result<()> {
+    let head = db.head()?;
+    let (page_size, page_count, txid) = (
+        u64::from(head.page_size),
+        u64::from(head.page_count),
+        head.txid,
+    );
     let bytes = page_size * page_count;
     if as_json {
         crate::say!(
             "{}",
             json!({
-                "target": target.to_string(),
+                "target": db.to_string(),
                 "page_size": page_size,
                 "page_count": page_count,
                 "size_bytes": bytes,
@@ -745,7 +411,7 @@ pub fn info(target: &Target, as_json: bool) -> Result<()> {
         );
     } else {
         crate::say!(
-            "target:     {target}\npage_size:  {page_size}\npage_count: {page_count}\nsize:       {bytes} bytes ({})\ntxid:       {txid}",
+            "target:     {db}\npage_size:  {page_size}\npage_count: {page_count}\nsize:       {bytes} bytes ({})\ntxid:       {txid}",
             human(bytes)
         );
     }

@@ -70,6 +70,11 @@ impl Server {
     /// Starts a server on an existing data directory (the caller keeps it), e.g. one that
     /// another workerd configuration wrote.
     pub fn start_on(data: &Path) -> Server {
+        Server::start_on_with_env(data, &[])
+    }
+
+    /// Starts a server on an existing data directory with extra environment.
+    pub fn start_on_with_env(data: &Path, env: &[(&str, &str)]) -> Server {
         let mut s = Server {
             child: None,
             port: free_port(),
@@ -77,7 +82,10 @@ impl Server {
             _tmp: None,
             log: PathBuf::new(),
             token: None,
-            env: Vec::new(),
+            env: env
+                .iter()
+                .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
         };
         s.spawn();
         s

@@ -2,9 +2,11 @@
 //!
 //! SQLite sees a file; the dosql VFS turns that file into pages and hands them to a store.
 //! The store only needs two operations: read a page, and commit a set of pages together
-//! with the new database size atomically. The same shape maps onto an in-memory map, an
-//! embedded key-value engine ([`RedbStore`]) and Durable Object storage (`"p:<n>"` keys and a
-//! `meta` record, see the project README).
+//! with the new database size atomically. This crate has the trait, the domain types, an
+//! in-memory store ([`MemStore`], the reference), a fault-injecting wrapper ([`FaultStore`]),
+//! the contract every store keeps ([`contract`]) and how a page is stored ([`codec`]). The
+//! Durable Object layout, and the durable local store that holds the same records, are
+//! `dosql-layout`'s `DoStore`.
 //!
 //! Pages are numbered from 1 ([`PageNo`]), like SQLite numbers them.
 
@@ -14,8 +16,6 @@ mod error;
 mod fault;
 mod image;
 mod mem;
-#[cfg(feature = "redb")]
-mod redb_store;
 mod types;
 
 pub mod codec;
@@ -25,8 +25,6 @@ pub use error::{ErrorKind, StoreError};
 pub use fault::{Fault, FaultPlan, FaultStore};
 pub use image::{SQLITE_MAGIC, commit_from_image, image_of};
 pub use mem::MemStore;
-#[cfg(feature = "redb")]
-pub use redb_store::RedbStore;
 pub use types::{Commit, Head, Page, PageNo, PageSize};
 
 /// Storage for one database's pages.

@@ -16,18 +16,3 @@ fn fault_store_without_faults_keeps_the_contract() {
         Box::new(FaultStore::new(MemStore::new(PageSize::DEFAULT)).0) as Box<dyn PageStore>
     });
 }
-
-#[cfg(feature = "redb")]
-#[test]
-fn redb_store_keeps_the_contract() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut n = 0;
-    for size in [512, 4096, 65536] {
-        let size = PageSize::new(size).unwrap();
-        contract::run_all(&mut || {
-            n += 1;
-            let path = dir.path().join(format!("store-{n}.redb"));
-            Box::new(dosql_pagestore::RedbStore::open(path, size).unwrap()) as Box<dyn PageStore>
-        });
-    }
-}

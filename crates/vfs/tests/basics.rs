@@ -1,6 +1,8 @@
 //! The VFS on its own: persistence through a store, page sizes, transactions, limits.
 
-use dosql_pagestore::{MemStore, PageSize, RedbStore};
+mod common;
+
+use dosql_pagestore::{MemStore, PageSize};
 use dosql_vfs::{Database, VfsConfig};
 use rusqlite::Connection;
 
@@ -21,7 +23,7 @@ fn data_survives_reopening_the_durable_store() {
     {
         let db = Database::attach(
             "reopen-1",
-            RedbStore::open(&path, PageSize::DEFAULT).unwrap(),
+            common::durable(&path, PageSize::DEFAULT),
             VfsConfig::default(),
         )
         .unwrap();
@@ -36,7 +38,7 @@ fn data_survives_reopening_the_durable_store() {
     }
     let db = Database::attach(
         "reopen-2",
-        RedbStore::open(&path, PageSize::DEFAULT).unwrap(),
+        common::durable(&path, PageSize::DEFAULT),
         VfsConfig::default(),
     )
     .unwrap();
@@ -319,14 +321,14 @@ fn deleted_rows_leave_no_bytes_in_the_stored_pages() {
     let open = |name: &str| {
         Database::attach(
             name,
-            RedbStore::open(&path, PageSize::DEFAULT).unwrap(),
+            common::durable(&path, PageSize::DEFAULT),
             VfsConfig::default(),
         )
         .unwrap()
     };
     let marker = b"do-not-keep-me";
     let stored = |path: &std::path::Path| {
-        let mut store = RedbStore::open(path, PageSize::DEFAULT).unwrap();
+        let mut store = common::durable(path, PageSize::DEFAULT);
         let image = dosql_pagestore::image_of(&mut store).unwrap();
         image.windows(marker.len()).any(|w| w == marker)
     };

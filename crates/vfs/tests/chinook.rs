@@ -4,7 +4,7 @@
 mod common;
 
 use common::{integrity, rows, testdata};
-use dosql_pagestore::{MemStore, PageStore, RedbStore, commit_from_image, image_of};
+use dosql_pagestore::{MemStore, PageStore, commit_from_image, image_of};
 use dosql_vfs::{Database, VfsConfig};
 use rusqlite::{Connection, OpenFlags};
 
@@ -65,7 +65,7 @@ fn chinook_round_trips_through_every_store() {
     check("chinook-mem", mem, &original);
 
     let dir = tempfile::tempdir().unwrap();
-    let mut redb = RedbStore::open(dir.path().join("chinook.redb"), size).unwrap();
+    let mut redb = common::durable(dir.path().join("chinook.redb"), size);
     redb.commit(commit).unwrap();
     check("chinook-redb", redb, &original);
 }

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Rng, integrity};
-use dosql_pagestore::{PageSize, RedbStore};
+use dosql_pagestore::PageSize;
 use dosql_vfs::{Database, VfsConfig};
 
 const CHILD_ENV: &str = "DOSQL_CRASH_CHILD_STORE";
@@ -26,7 +26,7 @@ fn crash_child_writer() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
-    let store = RedbStore::open(&path, PageSize::DEFAULT).expect("open store");
+    let store = common::durable(&path, PageSize::DEFAULT);
     let db = Database::attach("crash-child", store, VfsConfig::default()).expect("attach");
     let conn = db.connect().expect("connect");
     conn.execute_batch(
@@ -113,7 +113,7 @@ fn crash_loses_no_acknowledged_commit() {
         }
         child.wait().unwrap();
 
-        let store = RedbStore::open(&path, PageSize::DEFAULT).unwrap();
+        let store = common::durable(&path, PageSize::DEFAULT);
         let db =
             Database::attach(&format!("crash-check-{round}"), store, VfsConfig::default()).unwrap();
         let conn = db.connect().unwrap();

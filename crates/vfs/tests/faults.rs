@@ -1,12 +1,81 @@
 //! Atomicity under store failures, checked against a reference: plain in-memory SQLite
-//! that receives only the transactions the VFS acknowledged.
+//! that receives only the transactions the VFS acknowledged. Every test runs over the plain
+//! memory store and over the Durable Object layout (classic and SQLite-backed storage in
+//! memory, and in a redb file), with faults injected into the store's storage calls.
 
 mod common;
 
 use common::{Rng, integrity, rows};
-use dosql_pagestore::{Fault, FaultStore, MemStore, PageSize};
+use dosql_layout::{DoStore, FaultKv, KvFaults, MemKv, RedbKv, StorageKind};
+use dosql_pagestore::{Fault, FaultPlan, FaultStore, MemStore, PageSize, PageStore};
 use dosql_vfs::{Database, VfsConfig};
 use rusqlite::Connection;
+
+/// Arms faults in a store: the memory store's [`FaultPlan`], or the layout's [`KvFaults`]
+/// (where a commit is one storage write, a read one storage read).
+trait Arm {
+    fn fail_all_commits(&self, fault: Option<Fault>);
+    fn fail_commit_at(&self, n: u64, fault: Fault);
+    fn commits(&self) -> u64;
+    fn fail_all_reads(&self, on: bool);
+}
+
+impl Arm for FaultPlan {
+    fn fail_all_commits(&self, fault: Option<Fault>) {
+        FaultPlan::fail_all_commits(self, fault);
+    }
+    fn fail_commit_at(&self, n: u64, fault: Fault) {
+        FaultPlan::fail_commit_at(self, n, fault);
+    }
+    fn commits(&self) -> u64 {
+        FaultPlan::commits(self)
+    }
+    fn fail_all_reads(&self, on: bool) {
+        FaultPlan::fail_all_reads(self, on);
+    }
+}
+
+impl Arm for KvFaults {
+    fn fail_all_commits(&self, fault: Option<Fault>) {
+        self.fail_all_applies(fault);
+    }
+    fn fail_commit_at(&self, n: u64, fault: Fault) {
+        self.fail_apply_at(n, fault);
+    }
+    fn commits(&self) -> u64 {
+        self.applies()
+    }
+    fn fail_all_reads(&self, on: bool) {
+        self.fail_all_gets(on);
+    }
+}
+
+type Faulty = (Box<dyn PageStore>, Box<dyn Arm>);
+
+/// Every store the tests run over, with pages of `size`: (name, store, its fault panel).
+fn stores(size: PageSize, dir: &std::path::Path) -> Vec<(&'static str, Faulty)> {
+    let layout = |kv: FaultKv<MemKv>, faults: KvFaults| -> Faulty {
+        (Box::new(DoStore::open(kv, size).unwrap()), Box::new(faults))
+    };
+    let (mem, plan) = FaultStore::new(MemStore::new(size));
+    let (classic, classic_faults) = FaultKv::new(MemKv::new(StorageKind::Classic));
+    let (sqlite, sqlite_faults) = FaultKv::new(MemKv::new(StorageKind::SqliteBacked));
+    let path = dir.join(format!("faults-{}.redb", size.get()));
+    let _ = std::fs::remove_file(&path);
+    let (redb, redb_faults) = FaultKv::new(RedbKv::open(path, StorageKind::SqliteBacked).unwrap());
+    vec![
+        ("memory store", (Box::new(mem), Box::new(plan))),
+        ("layout, classic", layout(classic, classic_faults)),
+        ("layout, SQLite-backed", layout(sqlite, sqlite_faults)),
+        (
+            "layout, redb",
+            (
+                Box::new(DoStore::open(redb, size).unwrap()),
+                Box::new(redb_faults),
+            ),
+        ),
+    ]
+}
 
 const SCHEMA: &str = "CREATE TABLE t(id INTEGER PRIMARY KEY, k INTEGER, v BLOB);
                       CREATE INDEX t_k ON t(k);";
@@ -31,9 +100,8 @@ fn transaction(rng: &mut Rng, n: u64) -> String {
     sql + "COMMIT;"
 }
 
-fn run(batch_atomic: bool, seed: u64) {
-    let name = format!("faults-{batch_atomic}-{seed}");
-    let (store, plan) = FaultStore::new(MemStore::new(PageSize::new(1024).unwrap()));
+fn run(batch_atomic: bool, seed: u64, store_name: &str, (store, plan): Faulty) {
+    let name = format!("faults-{batch_atomic}-{seed}-{store_name}");
     let db = Database::attach(
         &name,
         store,
@@ -110,29 +178,41 @@ fn run(batch_atomic: bool, seed: u64) {
 
 #[test]
 fn failed_commits_leave_the_database_as_before() {
+    let dir = tempfile::tempdir().unwrap();
     for seed in 1..=6 {
-        run(true, seed);
-        run(false, seed);
+        for batch_atomic in [true, false] {
+            for (name, store) in stores(PageSize::new(1024).unwrap(), dir.path()) {
+                run(batch_atomic, seed, name, store);
+            }
+        }
     }
 }
 
 #[test]
 fn a_single_failed_batch_commit_is_retried_through_the_journal() {
-    let (store, plan) = FaultStore::new(MemStore::new(PageSize::DEFAULT));
-    let db = Database::attach("retry", store, VfsConfig::default()).unwrap();
-    let conn = db.connect().unwrap();
-    conn.execute_batch("CREATE TABLE t(x)").unwrap();
-    plan.fail_commit_at(plan.commits() + 1, Fault::Error);
-    conn.execute_batch("INSERT INTO t VALUES (1)").unwrap();
-    assert_eq!(db.stats().failed_commits, 1);
-    assert_eq!(rows(&conn, "SELECT x FROM t").len(), 1);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, (store, plan)) in stores(PageSize::DEFAULT, dir.path()) {
+        let db = Database::attach(&format!("retry-{name}"), store, VfsConfig::default()).unwrap();
+        let conn = db.connect().unwrap();
+        conn.execute_batch("CREATE TABLE t(x)").unwrap();
+        plan.fail_commit_at(plan.commits() + 1, Fault::Error);
+        conn.execute_batch("INSERT INTO t VALUES (1)").unwrap();
+        assert_eq!(db.stats().failed_commits, 1, "{name}");
+        assert_eq!(rows(&conn, "SELECT x FROM t").len(), 1, "{name}");
+    }
 }
 
 #[test]
 fn failed_reads_surface_as_errors_and_the_next_query_works() {
-    let (store, plan) = FaultStore::new(MemStore::new(PageSize::MIN));
+    let dir = tempfile::tempdir().unwrap();
+    for (name, (store, plan)) in stores(PageSize::MIN, dir.path()) {
+        read_faults(name, store, &*plan);
+    }
+}
+
+fn read_faults(name: &str, store: Box<dyn PageStore>, plan: &dyn Arm) {
     let db = Database::attach(
-        "read-faults",
+        &format!("read-faults-{name}"),
         store,
         VfsConfig {
             cache_pages: 4,

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use common::testdata;
-use dosql_pagestore::{MemStore, PageSize, PageStore, RedbStore};
+use dosql_pagestore::{MemStore, PageSize, PageStore};
 use dosql_slt::{Report, parse, run_differential};
 use dosql_vfs::{Database, VfsConfig};
 use rusqlite::Connection;
@@ -102,6 +102,9 @@ fn sqllogictest_on_the_memory_store() {
 #[test]
 fn sqllogictest_on_the_durable_store() {
     run_all("redb", &mut |path| {
-        Box::new(RedbStore::open(path.with_extension("redb"), PageSize::DEFAULT).unwrap())
+        Box::new(common::durable(
+            path.with_extension("redb"),
+            PageSize::DEFAULT,
+        ))
     });
 }

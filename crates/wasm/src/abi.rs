@@ -1,22 +1,29 @@
-//! The wasm ABI: host imports, the host-backed page store, and the exported functions. The
-//! only `unsafe` of this crate; each block says why it holds.
+//! The wasm ABI: host imports, the host-backed KV, and the exported functions. The only
+//! `unsafe` of this crate; each block says why it holds.
 
 use std::cell::RefCell;
 use std::time::Instant;
 
 use dosql_api::hrana::Hrana;
-use dosql_api::{ApiError, Response, Session};
-use dosql_pagestore::{Commit, Head, Page, PageNo, PageSize, PageStore, StoreError, codec};
+use dosql_api::{ApiError, Response, Session, transfer};
+use dosql_layout::wire::{self, Answer, Read};
+use dosql_layout::{DoStore, HeadRow, Key, Kv, StorageKind, Value, WritePlan};
+use dosql_pagestore::{PageSize, StoreError};
 use dosql_vfs::VfsConfig;
+use serde_json::json;
 
 #[link(wasm_import_module = "dosql")]
 unsafe extern "C" {
-    /// Writes the stored value of page `nos[i]` (at most a page, see `dosql_pagestore::codec`)
-    /// at `out + i * page_size` and its length at `lens[i]`: 0 for a page never stored.
-    fn read_pages(nos: *const u32, n: u32, out: *mut u8, lens: *mut u32) -> i32;
-    /// Stores the values `data` holds back to back (value i is `lens[i]` bytes) as pages
-    /// `nos`, and the new page count, as one atomic write.
-    fn commit(page_count: u32, nos: *const u32, n: u32, data: *const u8, lens: *const u32) -> i32;
+    /// Reads what the request (`dosql_layout::wire`'s read request, `len` bytes at `req`)
+    /// asks for from Durable Object storage and keeps the answer; returns its length in
+    /// bytes, or -1 (the reason: `error_message`). May suspend (JSPI, classic storage).
+    fn kv_get(req: *const u8, len: u32) -> i32;
+    /// Copies the answer `kv_get` kept to `out` (as many bytes as it said).
+    fn kv_take(out: *mut u8);
+    /// Applies a write plan (`wire::plan`, `len` bytes at `plan`) in one synchronous
+    /// stretch, which Durable Object storage applies atomically; 0, or -1 when refused
+    /// before anything was written.
+    fn kv_apply(plan: *const u8, len: u32) -> i32;
     fn error_message(buf: *mut u8, cap: u32) -> u32;
     /// The host's clock in milliseconds (only differences are used).
     fn now_ms() -> f64;
@@ -43,94 +50,88 @@ fn host_error() -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// Pages in Durable Object storage, through the host imports.
-#[derive(Debug)]
-struct HostStore {
-    size: PageSize,
-    head: Head,
+/// Durable Object storage through the host imports: the host moves the bytes, the layout
+/// (`dosql_layout`) decides them.
+#[derive(Debug, Clone, Copy)]
+struct HostKv {
+    kind: StorageKind,
 }
 
-impl PageStore for HostStore {
-    fn page_size(&self) -> PageSize {
-        self.size
-    }
-
-    fn head(&mut self) -> Result<Head, StoreError> {
-        Ok(self.head)
-    }
-
-    fn read_page(&mut self, no: PageNo) -> Result<Option<Page>, StoreError> {
-        Ok(self.read_pages(&[no])?.pop().flatten())
-    }
-
-    fn read_pages(&mut self, nos: &[PageNo]) -> Result<Vec<Option<Page>>, StoreError> {
-        let ps = self.size.bytes();
-        let raw: Vec<u32> = nos.iter().map(|n| n.get()).collect();
-        let mut out = vec![0u8; ps * nos.len()];
-        let mut lens = vec![0u32; nos.len()];
-        // SAFETY: `raw` holds n page numbers, `out` n pages and `lens` n lengths, all owned
-        // here and alive across the call (which may suspend the instance, never free them).
-        let rc = unsafe {
-            read_pages(
-                raw.as_ptr(),
-                raw.len() as u32,
-                out.as_mut_ptr(),
-                lens.as_mut_ptr(),
-            )
-        };
-        if rc != 0 {
+impl HostKv {
+    fn read(&self, items: &[Read]) -> Result<Vec<Answer>, StoreError> {
+        let req = wire::read_request(items);
+        // SAFETY: `req` is a buffer we own, alive across the call (which may suspend the
+        // instance, never free it).
+        let len = unsafe { kv_get(req.as_ptr(), req.len() as u32) };
+        if len < 0 {
             return Err(StoreError::read(host_error()));
         }
-        out.chunks(ps)
-            .zip(lens)
-            .map(|(slot, len)| match len as usize {
-                0 => Ok(None),
-                len if len <= ps => codec::decode_page(&slot[..len], self.size).map(Some),
-                len => Err(StoreError::read(format!(
-                    "the host returned a {len}-byte value for a {ps}-byte page"
-                ))),
+        let mut out = vec![0u8; len as usize];
+        // SAFETY: `out` has exactly the length the host announced for the answer it kept.
+        unsafe { kv_take(out.as_mut_ptr()) };
+        wire::read_response(&out, items.len())
+    }
+}
+
+impl Kv for HostKv {
+    fn kind(&self) -> StorageKind {
+        self.kind
+    }
+
+    fn get(&mut self, keys: &[Key]) -> Result<Vec<Option<Value>>, StoreError> {
+        let items: Vec<Read> = keys.iter().map(|&k| Read::Key(k)).collect();
+        self.read(&items)?
+            .into_iter()
+            .map(|a| match a {
+                Answer::Value(v) => Ok(v),
+                Answer::HeadRow(_) => {
+                    Err(StoreError::read("the host answered a head row for a key"))
+                }
             })
             .collect()
     }
 
-    fn commit(&mut self, c: Commit) -> Result<Head, StoreError> {
-        c.validate(self.size)?;
-        let nos: Vec<u32> = c.pages.iter().map(|(n, _)| n.get()).collect();
-        let mut data = Vec::with_capacity(nos.len() * self.size.bytes());
-        let mut lens = Vec::with_capacity(nos.len());
-        for (_, page) in &c.pages {
-            let before = data.len();
-            codec::encode_page(page, &mut data);
-            lens.push((data.len() - before) as u32);
+    fn head_row(&mut self) -> Result<Option<HeadRow>, StoreError> {
+        if self.kind == StorageKind::Classic {
+            return Ok(None);
         }
-        // SAFETY: `nos` holds n page numbers, `lens` n lengths and `data` the n values they
-        // measure, all owned here for the call.
-        let rc = unsafe {
-            commit(
-                c.page_count,
-                nos.as_ptr(),
-                nos.len() as u32,
-                data.as_ptr(),
-                lens.as_ptr(),
-            )
-        };
+        match self.read(&[Read::HeadRow])?.pop() {
+            Some(Answer::HeadRow(row)) => Ok(row),
+            Some(Answer::Value(None)) => Ok(None),
+            _ => Err(StoreError::read(
+                "the host answered a value for the head row",
+            )),
+        }
+    }
+
+    fn apply(&mut self, plan: &WritePlan) -> Result<(), StoreError> {
+        plan.check(self.kind)?;
+        let bytes = wire::plan(plan);
+        // SAFETY: `bytes` is a buffer we own for the call.
+        let rc = unsafe { kv_apply(bytes.as_ptr(), bytes.len() as u32) };
         if rc != 0 {
-            // The host checks every limit before it issues any write, so a refused commit
+            // The host checks every limit before it issues any write, so a refused plan
             // wrote nothing.
             return Err(StoreError::commit(host_error()));
         }
-        self.head = Head {
-            page_count: c.page_count,
-            txid: self.head.txid + 1,
-        };
-        Ok(self.head)
+        Ok(())
     }
+}
+
+/// How the open database was opened, to open it again (after an import switched it).
+#[derive(Debug, Clone, Copy)]
+struct Opened {
+    kind: StorageKind,
+    new_page_size: PageSize,
+    config: (usize, u32),
+    limits: Option<crate::MemoryLimits>,
 }
 
 thread_local! {
     static SESSION: RefCell<Option<Session>> = const { RefCell::new(None) };
     /// The Hrana streams: connections of their own to the session's database.
     static HRANA: RefCell<Option<Hrana>> = const { RefCell::new(None) };
+    static OPENED: RefCell<Option<Opened>> = const { RefCell::new(None) };
     static RESULT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -139,54 +140,87 @@ fn set_result(r: Response) -> u32 {
     u32::from(r.status)
 }
 
-fn set_error(e: &ApiError) -> u32 {
-    RESULT.with(|b| *b.borrow_mut() = e.body().to_string().into_bytes());
-    u32::from(e.status)
+fn error_response(e: &ApiError) -> Response {
+    Response {
+        status: e.status,
+        body: e.body().to_string().into_bytes(),
+    }
 }
 
-/// Opens the database whose `meta` the host read (page_count 0 and txid 0 for a new one).
-/// Returns 200, or an error status with the answer in the result buffer.
+/// Opens the database (storage of `kind`: 1 classic, 2 SQLite-backed) from what storage
+/// holds; a database never committed to gets pages of `new_page_size`. Returns 200 and
+/// `{"page_size", "page_count", "txid", "format"}`, or an error status and answer.
 #[unsafe(no_mangle)]
 pub extern "C" fn dosql_open(
-    page_size: u32,
-    page_count: u32,
-    txid: f64,
+    kind: u32,
+    new_page_size: u32,
     cache_pages: u32,
     read_ahead: u32,
 ) -> u32 {
-    let Some(size) = PageSize::new(page_size) else {
-        return set_error(&ApiError::bad_request(format!(
-            "invalid page size {page_size}"
-        )));
+    let kind = match kind {
+        1 => StorageKind::Classic,
+        2 => StorageKind::SqliteBacked,
+        k => {
+            return set_result(error_response(&ApiError::bad_request(format!(
+                "storage kind {k}"
+            ))));
+        }
     };
-    let store = HostStore {
-        size,
-        head: Head {
-            page_count,
-            txid: txid as u64,
-        },
+    let Some(size) = PageSize::new(new_page_size) else {
+        return set_result(error_response(&ApiError::bad_request(format!(
+            "invalid page size {new_page_size}"
+        ))));
     };
-    let config = VfsConfig {
-        cache_pages: cache_pages as usize,
-        read_ahead,
-        ..VfsConfig::default()
+    let opened = Opened {
+        kind,
+        new_page_size: size,
+        config: (cache_pages as usize, read_ahead),
+        limits: None,
     };
-    // Close the Hrana streams of a previous session (rolling back their transactions), then
-    // drop the session so its name is free again.
+    set_result(open(opened))
+}
+
+/// Closes any open session (rolling back its Hrana streams' transactions) and opens `o`.
+fn open(o: Opened) -> Response {
     if let Some(mut hrana) = HRANA.with(|h| h.borrow_mut().take()) {
         hrana.clear();
     }
+    // Dropped before the next is attached, so that its name is free again.
     SESSION.with(|s| s.borrow_mut().take());
+    OPENED.with(|x| *x.borrow_mut() = None);
+    let store = match DoStore::open(HostKv { kind: o.kind }, o.new_page_size) {
+        Ok(s) => s,
+        Err(e) => return error_response(&ApiError::new(500, "OPEN_FAILED", e.to_string())),
+    };
+    let head = store.record().clone();
+    let format = store.stored_format();
+    let (cache_pages, read_ahead) = o.config;
+    let config = VfsConfig {
+        cache_pages,
+        read_ahead,
+        ..VfsConfig::default()
+    };
     match Session::open("main", store, config) {
         Ok(mut session) => {
             session.set_clock(host_now_ms);
             SESSION.with(|s| *s.borrow_mut() = Some(session));
-            set_result(Response {
+            OPENED.with(|x| *x.borrow_mut() = Some(o));
+            if let Some(limits) = o.limits {
+                apply_limits(limits);
+            }
+            Response {
                 status: 200,
-                body: b"{}".to_vec(),
-            })
+                body: json!({
+                    "page_size": head.page_size.get(),
+                    "page_count": head.page_count,
+                    "txid": head.txid,
+                    "format": format,
+                })
+                .to_string()
+                .into_bytes(),
+            }
         }
-        Err(e) => set_error(&e),
+        Err(e) => error_response(&e),
     }
 }
 
@@ -202,16 +236,13 @@ pub unsafe extern "C" fn dosql_exec(op: u32, body: *const u8, len: usize) -> u32
         // SAFETY: per the function's contract.
         unsafe { std::slice::from_raw_parts(body, len) }
     };
+    if op == crate::op::TRANSFER {
+        return set_result(transfer_op(body));
+    }
     let response = SESSION.with(|s| {
         let mut s = s.borrow_mut();
         let Some(session) = s.as_mut() else {
-            return Response {
-                status: 500,
-                body: ApiError::new(500, "INTERNAL", "database not open")
-                    .body()
-                    .to_string()
-                    .into_bytes(),
-            };
+            return error_response(&ApiError::new(500, "INTERNAL", "database not open"));
         };
         HRANA.with(|h| {
             let mut h = h.borrow_mut();
@@ -228,13 +259,12 @@ pub unsafe extern "C" fn dosql_exec(op: u32, body: *const u8, len: usize) -> u32
                 crate::op::STATS => session.stats(),
                 crate::op::HRANA => hrana.handle(session.database(), body, Instant::now()),
                 crate::op::LIMITS => set_limits(session, hrana, body),
-                _ => Response {
-                    status: 404,
-                    body: ApiError::new(404, "NOT_FOUND", format!("unknown operation {op}"))
-                        .body()
-                        .to_string()
-                        .into_bytes(),
-                },
+                crate::op::HEAD => head_op(),
+                _ => error_response(&ApiError::new(
+                    404,
+                    "NOT_FOUND",
+                    format!("unknown operation {op}"),
+                )),
             }
         })
     });
@@ -245,15 +275,7 @@ pub unsafe extern "C" fn dosql_exec(op: u32, body: *const u8, len: usize) -> u32
 fn set_limits(session: &mut Session, hrana: &mut Hrana, body: &[u8]) -> Response {
     let limits: crate::MemoryLimits = match serde_json::from_slice(body) {
         Ok(l) => l,
-        Err(e) => {
-            return Response {
-                status: 400,
-                body: ApiError::bad_request(format!("invalid limits: {e}"))
-                    .body()
-                    .to_string()
-                    .into_bytes(),
-            };
-        }
+        Err(e) => return error_response(&ApiError::bad_request(format!("invalid limits: {e}"))),
     };
     session
         .database()
@@ -264,9 +286,139 @@ fn set_limits(session: &mut Session, hrana: &mut Hrana, body: &[u8]) -> Response
     };
     session.set_limits(api);
     hrana.set_limits(api);
+    OPENED.with(|o| {
+        if let Some(o) = o.borrow_mut().as_mut() {
+            o.limits = Some(limits);
+        }
+    });
     Response {
         status: 200,
         body: b"{}".to_vec(),
+    }
+}
+
+/// Re-applies limits after the session was reopened (the Hrana table is new then).
+fn apply_limits(limits: crate::MemoryLimits) {
+    SESSION.with(|s| {
+        if let Some(session) = s.borrow_mut().as_mut() {
+            session
+                .database()
+                .set_memory_limits(limits.cache_pages, limits.max_txn_bytes);
+            let api = dosql_api::Limits {
+                max_answer_bytes: limits.max_answer_bytes,
+            };
+            session.set_limits(api);
+            HRANA.with(|h| {
+                h.borrow_mut()
+                    .get_or_insert_with(Hrana::new)
+                    .set_limits(api)
+            });
+        }
+    });
+    dosql_vfs::set_heap_limit(limits.heap_bytes);
+}
+
+/// The committed head as storage holds it, for `/_storage_stats`.
+fn head_op() -> Response {
+    let Some(o) = OPENED.with(|x| *x.borrow()) else {
+        return error_response(&ApiError::new(500, "INTERNAL", "database not open"));
+    };
+    match DoStore::open(HostKv { kind: o.kind }, o.new_page_size) {
+        Ok(store) => {
+            let h = store.record();
+            Response {
+                status: 200,
+                body: json!({
+                    "format": store.stored_format(),
+                    "page_size": h.page_size.get(),
+                    "page_count": h.page_count,
+                    "txid": h.txid,
+                    "prefix": h.generation.prefix(),
+                    "inline_nos": h.inline.iter().map(|(n, _)| n.get()).collect::<Vec<_>>(),
+                    "inline_bytes": h.inline.iter().map(|(_, v)| v.len()).sum::<usize>(),
+                })
+                .to_string()
+                .into_bytes(),
+            }
+        }
+        Err(e) => error_response(&ApiError::new(500, "OPEN_FAILED", e.to_string())),
+    }
+}
+
+/// The page-transfer routes (`dosql_api::transfer`). The input is a header line
+/// `{"method", "path", "query"}`, `\n`, then the request body; the answer is a header line
+/// (a JSON object of response headers), `\n`, then the body. After an import is switched in,
+/// the database is opened again (its head, page size and pages all changed).
+fn transfer_op(input: &[u8]) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Header<'a> {
+        method: &'a str,
+        path: &'a str,
+        #[serde(default)]
+        query: &'a str,
+    }
+    let Some(split) = input.iter().position(|&b| b == b'\n') else {
+        return error_response(&ApiError::bad_request("missing the transfer header line"));
+    };
+    let header: Header<'_> = match serde_json::from_slice(&input[..split]) {
+        Ok(h) => h,
+        Err(e) => {
+            return error_response(&ApiError::bad_request(format!("bad transfer header: {e}")));
+        }
+    };
+    let Some(o) = OPENED.with(|x| *x.borrow()) else {
+        return error_response(&ApiError::new(500, "INTERNAL", "database not open"));
+    };
+    // A store of its own over the same storage: reads see every commit (each is applied to
+    // storage before it returns), and only a switch changes the head, after which the
+    // session is opened again.
+    let mut store = match DoStore::open(HostKv { kind: o.kind }, o.new_page_size) {
+        Ok(s) => s,
+        Err(e) => return error_response(&ApiError::new(500, "OPEN_FAILED", e.to_string())),
+    };
+    let req = transfer::Request {
+        method: header.method,
+        path: header.path,
+        query: header.query,
+        body: &input[split + 1..],
+    };
+    let mut schema_objects = || {
+        SESSION.with(|s| {
+            let mut s = s.borrow_mut();
+            let session = s
+                .as_mut()
+                .ok_or_else(|| ApiError::new(500, "INTERNAL", "database not open"))?;
+            let r = session.query(br#"{"sql": "SELECT count(*) FROM sqlite_schema"}"#);
+            let answer = r.json();
+            if r.status != 200 {
+                return Err(ApiError::new(
+                    r.status,
+                    "SQLITE_ERROR",
+                    answer["error"]["message"].as_str().unwrap_or("").to_owned(),
+                ));
+            }
+            Ok(answer["rows"][0][0].as_i64().unwrap_or(0))
+        })
+    };
+    let answer = transfer::handle(&mut store, req, &mut schema_objects);
+    drop(store);
+    if answer.switched {
+        let reopened = open(o);
+        if reopened.status != 200 {
+            return reopened;
+        }
+    }
+    let headers: serde_json::Map<String, serde_json::Value> = answer
+        .headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect();
+    let mut body = serde_json::Value::Object(headers).to_string().into_bytes();
+    body.push(b'\n');
+    body.extend_from_slice(&answer.body);
+    Response {
+        status: answer.status,
+        body,
     }
 }
 

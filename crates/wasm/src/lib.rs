@@ -1,18 +1,23 @@
 //! The dosql wasm module for Durable Objects.
 //!
 //! The Durable Object (worker/src) instantiates this module once per database and calls its
-//! exports; pages come and go through host imports (module `dosql`):
+//! exports. Storage goes through three host imports (module `dosql`) that only move bytes:
+//! everything that decides what is stored where is `dosql_layout` (compiled in here), so the
+//! Worker's TypeScript never interprets a record.
 //!
 //! | import | what the host does |
 //! |---|---|
-//! | `read_pages(nos, n, out, lens) -> i32` | reads the page keys for `n` page numbers (u32 LE at `nos`) from DO storage; page `i`'s stored value goes to `out + i*page_size` and its length to `lens[i]` (0: never stored); 0 = ok. May suspend (JSPI). |
-//! | `commit(page_count, nos, n, data, lens) -> i32` | writes `n` stored values (back to back at `data`, value `i` is `lens[i]` bytes), drops pages above `page_count`, writes `meta` with txid+1: all with no await in between, so DO storage applies them atomically; 0 = ok. |
+//! | `kv_get(req, len) -> i32` | reads the keys (and head row) a read request names (`dosql_layout::wire`) from Durable Object storage, keeps the answer, returns its length (-1: failed). May suspend (JSPI). |
+//! | `kv_take(out)` | copies the kept answer to `out`. |
+//! | `kv_apply(plan, len) -> i32` | issues a write plan's puts, deletes and head row in one synchronous stretch (Durable Object storage applies it atomically), after checking the limits once more; 0 = ok. |
 //! | `error_message(buf, cap) -> len` | copies the host's last error message (UTF-8). |
 //! | `now_ms() -> f64` | the host's clock in milliseconds, for `meta.duration_ms`. |
 //!
-//! Exports: `dosql_open`, `dosql_exec` (op 1 query, 2 batch, 3 stats, 4 Hrana, 5 memory
-//! limits; returns an HTTP status and leaves the answer in the result buffer),
-//! `dosql_result_ptr/len`, `dosql_alloc/free`. Everything but the ABI lives in `dosql-api`.
+//! Exports: `dosql_open(kind, new_page_size, cache_pages, read_ahead)` (reads the head from
+//! storage; kind 1 classic, 2 SQLite-backed), `dosql_exec(op, body, len)` (see [`op`];
+//! returns an HTTP status and leaves the answer in the result buffer),
+//! `dosql_result_ptr/len`, `dosql_alloc/free`. Everything but the ABI lives in `dosql-api`
+//! and `dosql-layout`.
 //!
 //! The module imports its memory (`env.memory`, at least [`INITIAL_MEMORY_BYTES`]): the host
 //! gives each instance a memory whose maximum is the isolate's memory budget, so that an
@@ -43,6 +48,13 @@ pub mod op {
     /// instance may use from now on (its share of the isolate's budget, see
     /// `worker/src/budget.ts`) → `{}`.
     pub const LIMITS: u32 = 5;
+    /// The page-transfer routes (`dosql_api::transfer`): a header line `{"method", "path",
+    /// "query"}`, `\n`, the body → a header line (response headers as a JSON object), `\n`,
+    /// the body.
+    pub const TRANSFER: u32 = 6;
+    /// The committed head as storage holds it (format, page size and count, txid, prefix,
+    /// pages inline), for `/_storage_stats`.
+    pub const HEAD: u32 = 7;
 }
 
 /// What [`op::LIMITS`] sets.

@@ -3,8 +3,17 @@
 
 use std::path::PathBuf;
 
+use dosql_layout::{DoStore, RedbKv, StorageKind};
+use dosql_pagestore::PageSize;
 use rusqlite::Connection;
 use rusqlite::types::Value;
+
+/// The durable store: the Durable Object layout in a redb file (what a local store file and a
+/// Durable Object hold), created with pages of `size` if the file does not exist.
+pub fn durable(path: impl AsRef<std::path::Path>, size: PageSize) -> DoStore<RedbKv> {
+    let kv = RedbKv::open(path, StorageKind::SqliteBacked).expect("open the store file");
+    DoStore::open(kv, size).expect("open the store")
+}
 
 /// The team's shared test data (../shared/testdata beside the checkout), or `DOSQL_SHARED`.
 pub fn testdata() -> PathBuf {

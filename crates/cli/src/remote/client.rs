@@ -1,21 +1,22 @@
-//! A database on a dosql server, over HTTP: the JSON API (`/query`, `/stats`) and the page
-//! transfer routes (`/pages`, `/import...`, see worker/src/transfer.ts).
+//! The HTTP client of a database on a dosql server: the JSON API (`/query`, `/stats`) and the
+//! page transfer routes (`/pages`, `/import...`, see worker/src/transfer.ts), one method a
+//! route.
 
 use std::time::Duration;
 
 use dosql_pagestore::{PageSize, codec};
 use serde_json::{Value as Json, json};
 
+use super::url::DbUrl;
 use crate::bail;
 use crate::error::{Error, Result};
-use crate::target::DbUrl;
 
 /// Most bytes of one answer the client reads (a query result is not paged).
 const MAX_ANSWER_BYTES: u64 = 1 << 30;
 
-/// One remote database.
+/// The routes of one remote database.
 #[derive(Debug)]
-pub struct Remote {
+pub struct Client {
     url: DbUrl,
     auth: Option<String>,
     agent: ureq::Agent,
@@ -96,9 +97,9 @@ enum Body<'a> {
     Bytes(&'a [u8]),
 }
 
-impl Remote {
+impl Client {
     /// A client for `url`, sending `token` as a bearer token when given.
-    pub fn new(url: DbUrl, token: Option<&str>) -> Remote {
+    pub fn new(url: DbUrl, token: Option<&str>) -> Client {
         let agent = ureq::Agent::config_builder()
             // Error answers are JSON bodies worth reading, not transport failures.
             .http_status_as_error(false)
@@ -107,7 +108,7 @@ impl Remote {
             .user_agent(concat!("dosql/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        Remote {
+        Client {
             url,
             auth: token
                 .filter(|t| !t.is_empty())

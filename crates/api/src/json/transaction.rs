@@ -1,0 +1,132 @@
+//! Which statements of a request manage transactions themselves: the first words of each
+//! statement, read without a parser, decide whether a /query runs as one transaction and
+//! whether a /batch's statement would end the batch's.
+
+/// The first words (up to four, upper-cased) of each statement of `sql`: `sql` split at the
+/// semicolons outside string literals, quoted names and comments. (A trigger's body splits
+/// too: its inner statements show as statements, and its `END` makes the callers say no,
+/// which is the safe answer.)
+pub(super) fn statement_heads(sql: &str) -> Vec<Vec<String>> {
+    const WORDS: usize = 4;
+    let b = sql.as_bytes();
+    let mut heads = Vec::new();
+    let mut words: Vec<String> = Vec::new();
+    // Something that is not a word (a literal, an operator) was seen in this statement: the
+    // words after it are not at its head.
+    let mut past_head = false;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'\'' | b'"' | b'`' | b'[' => {
+                let close = if c == b'[' { b']' } else { c };
+                i += 1;
+                while i < b.len() && b[i] != close {
+                    i += 1;
+                }
+                past_head = true;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b';' => {
+                if !words.is_empty() || past_head {
+                    heads.push(std::mem::take(&mut words));
+                }
+                past_head = false;
+            }
+            c if c.is_ascii_whitespace() => {}
+            c if c.is_ascii_alphanumeric() || c == b'_' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+                if !past_head && words.len() < WORDS {
+                    words.push(sql[start..i].to_ascii_uppercase());
+                }
+                continue;
+            }
+            _ => past_head = true,
+        }
+        i += 1;
+    }
+    if !words.is_empty() || past_head {
+        heads.push(words);
+    }
+    heads
+}
+
+/// Whether a statement with these first words ends the transaction it runs in: `COMMIT`,
+/// `END`, and `ROLLBACK` without `TO` (which only rolls back to a savepoint).
+pub(super) fn ends_transaction(head: &[String]) -> bool {
+    match head.first().map(String::as_str) {
+        Some("COMMIT" | "END") => true,
+        Some("ROLLBACK") => !head.iter().any(|w| w == "TO"),
+        _ => false,
+    }
+}
+
+/// Whether the statements of a /query with several of them run as one transaction: yes,
+/// unless one of them manages transactions itself (`BEGIN`, `COMMIT`, `END`, `ROLLBACK`,
+/// `SAVEPOINT`, `RELEASE`) or does not work inside one (`VACUUM`, `ATTACH`, `DETACH`, and
+/// `PRAGMA`, some of which are silently ignored inside a transaction). Those requests run
+/// statement by statement, as SQLite runs them.
+pub(super) fn one_transaction(sql: &str) -> bool {
+    const OWN: &[&str] = &[
+        "BEGIN",
+        "COMMIT",
+        "END",
+        "ROLLBACK",
+        "SAVEPOINT",
+        "RELEASE",
+        "VACUUM",
+        "ATTACH",
+        "DETACH",
+        "PRAGMA",
+    ];
+    let heads = statement_heads(sql);
+    heads.len() > 1
+        && !heads
+            .iter()
+            .any(|h| h.first().is_some_and(|w| OWN.contains(&w.as_str())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_split_outside_literals_and_comments() {
+        assert_eq!(
+            statement_heads("insert into t values ('a;b'); -- x;\n select \"c;\" /* ; */ ;; "),
+            vec![vec!["INSERT", "INTO", "T", "VALUES"], vec!["SELECT"]]
+        );
+        assert_eq!(statement_heads("  ;  "), Vec::<Vec<String>>::new());
+        let ends = |sql: &str| statement_heads(sql).iter().any(|h| ends_transaction(h));
+        assert!(ends("insert into t values (1); commit"));
+        assert!(ends("rollback transaction"));
+        assert!(!ends("rollback transaction to savepoint s"));
+        assert!(!ends("ROLLBACK TO s; RELEASE s"));
+        assert!(!ends("select 'commit'"));
+        assert!(one_transaction(
+            "CREATE TABLE t(x); INSERT INTO t VALUES (1)"
+        ));
+        assert!(!one_transaction("INSERT INTO t VALUES (1)"));
+        assert!(!one_transaction("BEGIN; INSERT INTO t VALUES (1); COMMIT"));
+        assert!(!one_transaction(
+            "INSERT INTO t VALUES (1); pragma foreign_keys = 1"
+        ));
+        assert!(!one_transaction(
+            "CREATE TRIGGER r AFTER INSERT ON t BEGIN SELECT 1; END; INSERT INTO t VALUES (1)"
+        ));
+    }
+}

@@ -1,0 +1,638 @@
+//! The head: a database's committed state (page size, page count, txid, which generation of
+//! page keys is live) and the stored values of the pages the last commit wrote. Every commit
+//! writes it, so small commits carry their pages inside it: a one-row insert changes page 1
+//! (SQLite's change counter) and one leaf, and the whole commit is one record.
+//!
+//! # Format 5 (written by this code): one binary record, little-endian
+//!
+//! ```text
+//! offset size field
+//!  0      4   magic b"dqhd"
+//!  4      2   format: 5
+//!  6      2   flags: 0 (a reader refuses a flag it does not know)
+//!  8      4   page size in bytes (a power of two, 512..=65536)
+//! 12      4   page count
+//! 16      8   txid: commits so far (0: never committed to)
+//! 24      4   generation of the page keys: 0 `p:…`, n `g<n>:p:…` (see `keys`)
+//! 28      4   n: pages carried inline
+//! 32      …   n × [page number u32, value length u32, value]: each value is a page's
+//!             stored value (1..=page size bytes, see `dosql_pagestore::codec`); page
+//!             numbers distinct and within the page count; nothing follows the last
+//! ```
+//!
+//! While a page is inline, its own key is not read: it may hold an older value. A later
+//! commit that does not rewrite the page puts it under its key (see `plan`).
+//!
+//! Where it is stored:
+//! - classic storage: the value of the key `meta` (an `ArrayBuffer`);
+//! - SQLite-backed storage: row 0 of table [`HEAD_TABLE`] (`id INTEGER PRIMARY KEY, head TEXT,
+//!   inline BLOB`): `head` = `{"format":5}`, `inline` = the record. A rowid table, because
+//!   workerd keeps kv keys in a WITHOUT ROWID table where replacing `meta` read neighbouring
+//!   page values from disk on every commit (bench/README.md). `meta` holds the pointer
+//!   [`pointer`] (written with the first head in the table), so that releases from before the
+//!   table refuse the database instead of taking it for an empty one.
+//!
+//! # Formats read (written by earlier releases), moved to format 5 by the next commit
+//!
+//! - 4 (SQLite-backed): the row's `head` is JSON `{"format": 4, "page_size", "page_count",
+//!   "txid", "prefix"?, "inline_nos"?, "inline_lens"?}` and `inline` the values back to back.
+//! - 3 (classic): `meta` = `{format: 3, page_size, page_count, txid, prefix?, inline_nos?,
+//!   inline?: [ArrayBuffer]}`.
+//! - 2: `meta` = `{format: 2, …, page1?: ArrayBuffer}`: page 1 carried alone.
+//! - 1: `meta` = `{format: 1, page_size, page_count, txid, prefix?}`: every page under its key.
+//!
+//! A record this code does not know (a newer format, a flag, a field out of range) is refused
+//! with an error that says so: a database is never misread, and never read as empty.
+
+use dosql_pagestore::{PageNo, PageSize, StoreError};
+use serde_json::{Value as Json, json};
+
+use crate::keys::Generation;
+use crate::value::{HeadRow, StorageKind, Value, bytes_of, count_field};
+
+/// The head format this code writes.
+pub const HEAD_FORMAT: u16 = 5;
+/// SQLite-backed storage's table holding the head (row 0).
+pub const HEAD_TABLE: &str = "dosql_head";
+const MAGIC: &[u8; 4] = b"dqhd";
+const FIXED: usize = 32;
+/// The largest txid the earlier formats could hold (a JavaScript number, exactly).
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// A database's committed state.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Head {
+    /// Page size in bytes.
+    pub page_size: PageSize,
+    /// Pages in the database.
+    pub page_count: u32,
+    /// Commits so far.
+    pub txid: u64,
+    /// Which page keys are live.
+    pub generation: Generation,
+    /// Stored values of the pages carried inside the head, in the order written.
+    pub inline: Vec<(PageNo, Vec<u8>)>,
+}
+
+impl Head {
+    /// The head of a database never committed to.
+    pub fn empty(page_size: PageSize) -> Head {
+        Head {
+            page_size,
+            page_count: 0,
+            txid: 0,
+            generation: Generation(0),
+            inline: Vec::new(),
+        }
+    }
+
+    /// The stored value of page `no` when it is carried inline.
+    pub fn inline_value(&self, no: PageNo) -> Option<&[u8]> {
+        self.inline
+            .iter()
+            .find(|(n, _)| *n == no)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The format 5 record.
+    pub fn encode(&self) -> Vec<u8> {
+        let n: usize = self.inline.iter().map(|(_, v)| 8 + v.len()).sum();
+        let mut out = Vec::with_capacity(FIXED + n);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&HEAD_FORMAT.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&self.page_size.get().to_le_bytes());
+        out.extend_from_slice(&self.page_count.to_le_bytes());
+        out.extend_from_slice(&self.txid.to_le_bytes());
+        out.extend_from_slice(&self.generation.0.to_le_bytes());
+        out.extend_from_slice(&(self.inline.len() as u32).to_le_bytes());
+        for (no, v) in &self.inline {
+            out.extend_from_slice(&no.get().to_le_bytes());
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            out.extend_from_slice(v);
+        }
+        out
+    }
+
+    /// Reads a format 5 record.
+    pub fn decode(bytes: &[u8]) -> Result<Head, StoreError> {
+        let corrupt = |why: String| StoreError::corrupt(format!("head record: {why}"));
+        if bytes.len() < 6 || &bytes[..4] != MAGIC {
+            return Err(corrupt("not a dosql head record (no magic)".into()));
+        }
+        let mut r = Reader { bytes, at: 4 };
+        let format = r.u16()?;
+        if format != HEAD_FORMAT {
+            return Err(newer(format));
+        }
+        let flags = r.u16()?;
+        if flags != 0 {
+            return Err(corrupt(format!(
+                "flags {flags:#x}: written by a newer dosql; this release knows none"
+            )));
+        }
+        let size = r.u32()?;
+        let page_size = PageSize::new(size).ok_or_else(|| corrupt(format!("page size {size}")))?;
+        let page_count = r.u32()?;
+        let txid = r.u64()?;
+        let generation = Generation(r.u32()?);
+        let n = r.u32()?;
+        let mut inline: Vec<(PageNo, Vec<u8>)> = Vec::new();
+        for _ in 0..n {
+            let raw = r.u32()?;
+            let no = PageNo::new(raw)
+                .filter(|no| no.get() <= page_count)
+                .ok_or_else(|| corrupt(format!("inline page {raw} of {page_count}")))?;
+            let len = r.u32()? as usize;
+            if len == 0 || len > page_size.bytes() {
+                return Err(corrupt(format!("inline page {raw} is {len} bytes")));
+            }
+            if inline.iter().any(|(m, _)| *m == no) {
+                return Err(corrupt(format!("inline page {raw} twice")));
+            }
+            inline.push((no, r.take(len)?.to_vec()));
+        }
+        if r.at != bytes.len() {
+            return Err(corrupt(format!(
+                "{} bytes after the last inline page",
+                bytes.len() - r.at
+            )));
+        }
+        Ok(Head {
+            page_size,
+            page_count,
+            txid,
+            generation,
+            inline,
+        })
+    }
+
+    /// A head as a structured `meta` of formats 1 to 3 holds it.
+    pub fn from_meta(meta: &Json) -> Result<(Head, u16), StoreError> {
+        let bad = |why: &str| {
+            StoreError::corrupt(format!("unsupported meta record ({why}): {}", shown(meta)))
+        };
+        let format = count_field(meta, "format", u64::MAX)?.ok_or_else(|| bad("no format"))?;
+        match format {
+            1..=3 => {}
+            4 if meta.get("head").is_some() => {
+                return Err(StoreError::corrupt(format!(
+                    "\"meta\" says the head is in table {HEAD_TABLE}, which holds no head (or \
+                     this storage has no table)"
+                )));
+            }
+            4 => return Err(bad("format 4 lives in table dosql_head")),
+            f => return Err(newer(u16::try_from(f).unwrap_or(u16::MAX))),
+        }
+        let format = format as u16;
+        let mut head = old_fields(meta, format).map_err(|e| bad(e.message()))?;
+        if let Some(page1) = meta.get("page1") {
+            let value = bytes_of(page1).ok_or_else(|| bad("page1 is not bytes"))?;
+            if format != 2 || head.page_count < 1 {
+                return Err(bad("page1 outside format 2"));
+            }
+            head.inline.push((
+                PageNo::FIRST,
+                checked_value(value, head.page_size).map_err(|e| bad(e.message()))?,
+            ));
+        }
+        if meta.get("inline").is_some() || meta.get("inline_nos").is_some() {
+            if format != 3 {
+                return Err(bad("inline pages before format 3"));
+            }
+            let values: Vec<Vec<u8>> = meta
+                .get("inline")
+                .and_then(Json::as_array)
+                .ok_or_else(|| bad("inline is not a list"))?
+                .iter()
+                .map(|v| bytes_of(v).ok_or_else(|| bad("an inline value is not bytes")))
+                .collect::<Result<_, _>>()?;
+            attach_inline(&mut head, meta.get("inline_nos"), values)
+                .map_err(|e| bad(e.message()))?;
+        }
+        Ok((head, format))
+    }
+
+    /// A head as SQLite-backed storage's row holds it: format 5 (the record in `inline`), or
+    /// format 4 (JSON in `head`, values in `inline`).
+    pub fn from_head_row(row: &HeadRow) -> Result<(Head, u16), StoreError> {
+        let bad = |why: &str| {
+            StoreError::corrupt(format!(
+                "unsupported head row in {HEAD_TABLE} ({why}): {}",
+                row.text.chars().take(200).collect::<String>()
+            ))
+        };
+        let fields: Json = serde_json::from_str(&row.text).map_err(|_| bad("not JSON"))?;
+        let format = count_field(&fields, "format", u64::MAX)
+            .map_err(|e| bad(e.message()))?
+            .ok_or_else(|| bad("no format"))?;
+        match format {
+            5 => {
+                let record = row.blob.as_deref().ok_or_else(|| bad("no record"))?;
+                Ok((Head::decode(record)?, 5))
+            }
+            4 => {
+                let mut head = old_fields(&fields, 4).map_err(|e| bad(e.message()))?;
+                match (fields.get("inline_lens"), &row.blob) {
+                    (None, None) => {}
+                    (Some(lens), Some(blob)) => {
+                        let lens: Vec<usize> = lens
+                            .as_array()
+                            .ok_or_else(|| bad("inline_lens is not a list"))?
+                            .iter()
+                            .map(|n| {
+                                n.as_u64()
+                                    .map(|n| n as usize)
+                                    .ok_or_else(|| bad("a length"))
+                            })
+                            .collect::<Result<_, _>>()?;
+                        if lens.iter().sum::<usize>() != blob.len() {
+                            return Err(bad("the inline lengths do not add up"));
+                        }
+                        let mut at = 0;
+                        let values = lens
+                            .iter()
+                            .map(|&n| {
+                                at += n;
+                                blob[at - n..at].to_vec()
+                            })
+                            .collect();
+                        attach_inline(&mut head, fields.get("inline_nos"), values)
+                            .map_err(|e| bad(e.message()))?;
+                    }
+                    _ => {
+                        return Err(bad(
+                            "inline values without lengths, or lengths without values",
+                        ));
+                    }
+                }
+                Ok((head, 4))
+            }
+            1..=3 => Err(bad("a row holds format 4 or later")),
+            f => Err(newer(u16::try_from(f).unwrap_or(u16::MAX))),
+        }
+    }
+
+    /// The row that holds this head on SQLite-backed storage (format 5).
+    pub fn to_head_row(&self) -> HeadRow {
+        HeadRow {
+            text: format!("{{\"format\":{HEAD_FORMAT}}}"),
+            blob: Some(self.encode()),
+        }
+    }
+}
+
+/// What `meta` holds on SQLite-backed storage once the head is in [`HEAD_TABLE`]: releases
+/// that predate the table refuse it (its format is one they do not know), and format 4
+/// releases follow it to the table, whose format 5 row they refuse in turn.
+pub fn pointer() -> Value {
+    Value::Structured(json!({"format": 4, "head": HEAD_TABLE}))
+}
+
+/// Whether `meta` is the pointer to the head table.
+pub fn is_pointer(meta: &Value) -> bool {
+    matches!(meta, Value::Structured(j) if j.get("head").is_some() && j.get("format") == Some(&json!(4)))
+}
+
+/// What storage held as the head when it was read.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Loaded {
+    /// The head (an empty one for a database never committed to).
+    pub head: Head,
+    /// The format it was stored in (0: nothing was stored).
+    pub format: u16,
+    /// SQLite-backed storage: whether `meta` already holds the pointer to the head table.
+    pub pointer_stored: bool,
+}
+
+/// Reads the head from what storage holds: `row` (SQLite-backed storage's head row, if any)
+/// and `meta` (the key's value, if any). A database never committed to gets an empty head of
+/// `new_page_size`.
+pub fn load(
+    kind: StorageKind,
+    row: Option<&HeadRow>,
+    meta: Option<&Value>,
+    new_page_size: PageSize,
+) -> Result<Loaded, StoreError> {
+    if kind == StorageKind::SqliteBacked
+        && let Some(row) = row
+    {
+        let (head, format) = Head::from_head_row(row)?;
+        // The first row was written together with the pointer.
+        return Ok(Loaded {
+            head,
+            format,
+            pointer_stored: true,
+        });
+    }
+    let (head, format) = match meta {
+        None => (Head::empty(new_page_size), 0),
+        Some(Value::Structured(m)) => Head::from_meta(m)?,
+        Some(Value::Bytes(b)) if kind == StorageKind::Classic => (Head::decode(b)?, HEAD_FORMAT),
+        Some(Value::Bytes(_)) => {
+            return Err(StoreError::corrupt(
+                "\"meta\" holds a head record, which SQLite-backed storage keeps in its table: \
+                 written by classic storage?",
+            ));
+        }
+    };
+    Ok(Loaded {
+        head,
+        format,
+        pointer_stored: false,
+    })
+}
+
+fn newer(format: u16) -> StoreError {
+    StoreError::corrupt(format!(
+        "head format {format}: written by a newer dosql (this release reads formats 1 to \
+         {HEAD_FORMAT}); deploy that release again, nothing was changed"
+    ))
+}
+
+/// The fields every earlier format has.
+fn old_fields(m: &Json, format: u16) -> Result<Head, StoreError> {
+    let size = count_field(m, "page_size", u32::MAX as u64)?
+        .ok_or_else(|| StoreError::corrupt("no page_size"))?;
+    let page_size = PageSize::new(size as u32)
+        .ok_or_else(|| StoreError::corrupt(format!("page size {size}")))?;
+    let page_count = count_field(m, "page_count", u32::MAX as u64)?
+        .ok_or_else(|| StoreError::corrupt("no page_count"))? as u32;
+    let txid =
+        count_field(m, "txid", MAX_SAFE_INTEGER)?.ok_or_else(|| StoreError::corrupt("no txid"))?;
+    let generation = match m.get("prefix") {
+        None => Generation(0),
+        Some(p) => Generation::from_prefix(
+            p.as_str()
+                .ok_or_else(|| StoreError::corrupt("prefix is not text"))?,
+        )?,
+    };
+    let _ = format;
+    Ok(Head {
+        page_size,
+        page_count,
+        txid,
+        generation,
+        inline: Vec::new(),
+    })
+}
+
+fn checked_value(value: Vec<u8>, size: PageSize) -> Result<Vec<u8>, StoreError> {
+    if value.is_empty() || value.len() > size.bytes() {
+        return Err(StoreError::corrupt(format!(
+            "an inline value is {} bytes, page size {size}",
+            value.len()
+        )));
+    }
+    Ok(value)
+}
+
+fn attach_inline(
+    head: &mut Head,
+    nos: Option<&Json>,
+    values: Vec<Vec<u8>>,
+) -> Result<(), StoreError> {
+    let nos = nos
+        .and_then(Json::as_array)
+        .ok_or_else(|| StoreError::corrupt("inline_nos is not a list"))?;
+    if nos.len() != values.len() {
+        return Err(StoreError::corrupt(
+            "inline_nos and the values differ in number",
+        ));
+    }
+    for (n, value) in nos.iter().zip(values) {
+        let no = n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .and_then(PageNo::new)
+            .filter(|no| no.get() <= head.page_count)
+            .ok_or_else(|| StoreError::corrupt(format!("inline page number {n}")))?;
+        if head.inline.iter().any(|(m, _)| *m == no) {
+            return Err(StoreError::corrupt(format!("inline page {no} twice")));
+        }
+        head.inline
+            .push((no, checked_value(value, head.page_size)?));
+    }
+    Ok(())
+}
+
+/// A record shown in an error: binary parts as their lengths, at most 300 characters.
+fn shown(v: &Json) -> String {
+    fn lens(v: &Json) -> Json {
+        if let Some(b) = bytes_of(v) {
+            return json!(format!("<{} bytes>", b.len()));
+        }
+        match v {
+            Json::Array(a) => Json::Array(a.iter().map(lens).collect()),
+            Json::Object(o) => Json::Object(o.iter().map(|(k, x)| (k.clone(), lens(x))).collect()),
+            x => x.clone(),
+        }
+    }
+    lens(v).to_string().chars().take(300).collect()
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let end = end.ok_or_else(|| StoreError::corrupt("head record: cut short"))?;
+        let out = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+    fn u16(&mut self) -> Result<u16, StoreError> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, StoreError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, StoreError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no(n: u32) -> PageNo {
+        PageNo::new(n).unwrap()
+    }
+
+    fn sample() -> Head {
+        Head {
+            page_size: PageSize::new(4096).unwrap(),
+            page_count: 9,
+            txid: 1 << 40,
+            generation: Generation(3),
+            inline: vec![(no(7), vec![1, 2, 3]), (no(1), vec![9; 4096])],
+        }
+    }
+
+    #[test]
+    fn format_5_round_trips_and_its_bytes_are_pinned() {
+        let h = sample();
+        assert_eq!(Head::decode(&h.encode()).unwrap(), h);
+        let empty = Head::empty(PageSize::new(512).unwrap()).encode();
+        assert_eq!(
+            empty,
+            [
+                b'd', b'q', b'h', b'd', 5, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                0, 0, 0, 0, 0, 0, 0, 0
+            ]
+        );
+        let row = h.to_head_row();
+        assert_eq!(row.text, r#"{"format":5}"#);
+        assert_eq!(Head::from_head_row(&row).unwrap(), (h, 5));
+    }
+
+    #[test]
+    fn records_this_code_does_not_know_are_refused() {
+        let good = sample().encode();
+        let mut newer_format = good.clone();
+        newer_format[4] = 6;
+        let mut flagged = good.clone();
+        flagged[6] = 1;
+        let mut cut = good.clone();
+        cut.pop();
+        let mut long = good.clone();
+        long.push(0);
+        let mut bad_page = good.clone();
+        bad_page[32] = 10; // inline page 10 of 9
+        let mut zero_len = Head {
+            inline: vec![(no(1), vec![])],
+            ..sample()
+        }
+        .encode();
+        zero_len[0] = b'd';
+        for (bad, what) in [
+            (newer_format, "newer"),
+            (flagged, "flags"),
+            (cut, "cut short"),
+            (long, "after the last"),
+            (bad_page, "inline page 10"),
+            (zero_len, "0 bytes"),
+            (b"dqhd\x05\x00".to_vec(), "cut short"),
+            (vec![], "magic"),
+        ] {
+            let e = Head::decode(&bad).unwrap_err();
+            assert!(e.message().contains(what), "{what}: {e}");
+        }
+        let e = Head::from_head_row(&HeadRow {
+            text: r#"{"format":6}"#.into(),
+            blob: None,
+        })
+        .unwrap_err();
+        assert!(e.message().contains("newer dosql"), "{e}");
+        let e = Head::from_meta(&json!({"format": 7, "page_size": 4096})).unwrap_err();
+        assert!(e.message().contains("newer dosql"), "{e}");
+    }
+
+    #[test]
+    fn formats_1_to_4_read() {
+        let b = |bytes: &[u8]| json!({"$bytes": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)});
+        let (h, f) =
+            Head::from_meta(&json!({"format": 1, "page_size": 1024, "page_count": 3, "txid": 5}))
+                .unwrap();
+        assert_eq!(
+            (f, h.page_count, h.txid, h.generation, h.inline.len()),
+            (1, 3, 5, Generation(0), 0)
+        );
+        let (h, f) = Head::from_meta(&json!({"format": 2, "page_size": 1024, "page_count": 3, "txid": 5, "prefix": "g2:p:", "page1": b(&[7; 100])})).unwrap();
+        assert_eq!(
+            (f, h.generation, h.inline.clone()),
+            (2, Generation(2), vec![(no(1), vec![7; 100])])
+        );
+        let (h, f) = Head::from_meta(&json!({"format": 3, "page_size": 4096, "page_count": 3, "txid": 5, "inline_nos": [3, 1], "inline": [b(&[3]), b(&[1, 1])]})).unwrap();
+        assert_eq!(
+            (f, h.inline.clone()),
+            (3, vec![(no(3), vec![3]), (no(1), vec![1, 1])])
+        );
+        let row = HeadRow { text: r#"{"format":4,"page_size":4096,"page_count":2,"txid":3,"inline_nos":[1,2],"inline_lens":[2,1]}"#.into(), blob: Some(vec![1, 1, 2]) };
+        let (h, f) = Head::from_head_row(&row).unwrap();
+        assert_eq!(
+            (f, h.txid, h.inline.clone()),
+            (4, 3, vec![(no(1), vec![1, 1]), (no(2), vec![2])])
+        );
+    }
+
+    #[test]
+    fn earlier_records_that_do_not_add_up_are_refused() {
+        let b = |n: usize| json!({"$bytes": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, vec![1u8; n])});
+        for bad in [
+            json!({"page_size": 4096, "page_count": 1, "txid": 1}),
+            json!({"format": 3, "page_size": 4000, "page_count": 1, "txid": 1}),
+            json!({"format": 3, "page_size": 4096, "page_count": -1, "txid": 1}),
+            json!({"format": 3, "page_size": 4096, "page_count": 1, "txid": 9007199254740992u64}),
+            json!({"format": 3, "page_size": 4096, "page_count": 1, "txid": 1, "prefix": "x:"}),
+            json!({"format": 3, "page_size": 4096, "page_count": 1, "txid": 1, "page1": b(10)}),
+            json!({"format": 2, "page_size": 4096, "page_count": 0, "txid": 1, "page1": b(10)}),
+            json!({"format": 2, "page_size": 4096, "page_count": 1, "txid": 1, "inline_nos": [1], "inline": [b(1)]}),
+            json!({"format": 3, "page_size": 4096, "page_count": 1, "txid": 1, "inline_nos": [2], "inline": [b(1)]}),
+            json!({"format": 3, "page_size": 4096, "page_count": 2, "txid": 1, "inline_nos": [1, 1], "inline": [b(1), b(1)]}),
+            json!({"format": 3, "page_size": 4096, "page_count": 2, "txid": 1, "inline_nos": [1], "inline": [b(4097)]}),
+            json!({"format": 3, "page_size": 4096, "page_count": 2, "txid": 1, "inline_nos": [1, 2], "inline": [b(1)]}),
+            json!({"format": 4, "head": "dosql_head"}),
+        ] {
+            assert!(Head::from_meta(&bad).is_err(), "{bad}");
+        }
+        for (text, blob) in [
+            (
+                r#"{"format":4,"page_size":4096,"page_count":2,"txid":3,"inline_nos":[1],"inline_lens":[5]}"#,
+                Some(vec![1u8; 4]),
+            ),
+            (
+                r#"{"format":4,"page_size":4096,"page_count":2,"txid":3}"#,
+                Some(vec![1u8]),
+            ),
+            (
+                r#"{"format":3,"page_size":4096,"page_count":2,"txid":3}"#,
+                None,
+            ),
+            (r#"{"format":5}"#, None),
+            ("not json", None),
+        ] {
+            let row = HeadRow {
+                text: text.into(),
+                blob,
+            };
+            assert!(Head::from_head_row(&row).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn load_follows_the_storage_kind() {
+        let size = PageSize::DEFAULT;
+        let fresh = load(StorageKind::SqliteBacked, None, None, size).unwrap();
+        assert_eq!(
+            (fresh.format, fresh.head.txid, fresh.pointer_stored),
+            (0, 0, false)
+        );
+        let row = sample().to_head_row();
+        let l = load(
+            StorageKind::SqliteBacked,
+            Some(&row),
+            Some(&pointer()),
+            size,
+        )
+        .unwrap();
+        assert_eq!((l.format, l.pointer_stored), (5, true));
+        // The pointer without its row, and a classic record on SQLite-backed storage.
+        assert!(load(StorageKind::SqliteBacked, None, Some(&pointer()), size).is_err());
+        let bytes = Value::Bytes(sample().encode());
+        assert!(load(StorageKind::SqliteBacked, None, Some(&bytes), size).is_err());
+        let l = load(StorageKind::Classic, None, Some(&bytes), size).unwrap();
+        assert_eq!(l.head, sample());
+        assert!(load(StorageKind::Classic, None, Some(&pointer()), size).is_err());
+        assert!(is_pointer(&pointer()));
+    }
+}

@@ -1,0 +1,200 @@
+//! The keys dosql writes in Durable Object storage, typed.
+//!
+//! | key | what |
+//! |---|---|
+//! | `p:0000000001` … | page 1 …: a page's stored value (see `dosql_pagestore::codec`) |
+//! | `g<n>:p:0000000001` … | page 1 … of generation `n`: the database loaded by import `n` |
+//! | `meta` | the head ([`crate::head`]) on classic storage; on SQLite-backed storage (head format 4 on), a pointer to the head row |
+//! | `transfer` | the import record ([`crate::transfer`]) |
+//!
+//! Page numbers are written in decimal, zero-padded to 10 digits (u32's width), so that the
+//! keys of one generation sort in page order: a range of pages is a range of keys. Parsing is
+//! strict (exactly what [`Key::encode`] writes), so a key has one spelling.
+
+use std::fmt;
+
+use dosql_pagestore::{PageNo, StoreError};
+
+/// Which set of page keys holds the live database: 0 is `p:` (a database never imported
+/// into, the only layout before imports existed), `n` ≥ 1 is `g<n>:p:`, written by import
+/// number `n`. Generations are never reused, so a reader holding one never sees another's
+/// pages.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+pub struct Generation(pub u32);
+
+impl Generation {
+    /// The prefix of this generation's page keys.
+    pub fn prefix(self) -> String {
+        match self.0 {
+            0 => "p:".to_owned(),
+            n => format!("g{n}:p:"),
+        }
+    }
+
+    /// The generation of a key prefix (`p:` or `g<n>:p:`), strictly.
+    pub fn from_prefix(prefix: &str) -> Result<Generation, StoreError> {
+        if prefix == "p:" {
+            return Ok(Generation(0));
+        }
+        let n = prefix
+            .strip_prefix('g')
+            .and_then(|r| r.strip_suffix(":p:"))
+            .filter(|d| {
+                !d.is_empty() && !d.starts_with('0') && d.bytes().all(|b| b.is_ascii_digit())
+            })
+            .and_then(|d| d.parse::<u32>().ok())
+            .ok_or_else(|| StoreError::corrupt(format!("not a page key prefix: {prefix:?}")))?;
+        Ok(Generation(n))
+    }
+}
+
+/// A key dosql writes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Key {
+    /// A page of a generation.
+    Page(Generation, PageNo),
+    /// `meta`.
+    Meta,
+    /// `transfer`.
+    Transfer,
+}
+
+/// Decimal digits of a page number in a key (u32::MAX has 10).
+const PAGE_DIGITS: usize = 10;
+
+impl Key {
+    /// The key as stored.
+    pub fn encode(&self) -> String {
+        match self {
+            Key::Page(g, no) => {
+                let mut s = g.prefix();
+                s.push_str(&format!("{:0width$}", no.get(), width = PAGE_DIGITS));
+                s
+            }
+            Key::Meta => "meta".to_owned(),
+            Key::Transfer => "transfer".to_owned(),
+        }
+    }
+
+    /// The key `s` spells; anything [`Key::encode`] would not write is an error.
+    pub fn parse(s: &str) -> Result<Key, StoreError> {
+        match s {
+            "meta" => return Ok(Key::Meta),
+            "transfer" => return Ok(Key::Transfer),
+            _ => {}
+        }
+        let bad = || StoreError::corrupt(format!("not a dosql key: {s:?}"));
+        if s.len() < PAGE_DIGITS + 2 {
+            return Err(bad());
+        }
+        let (prefix, digits) = s.split_at(s.len() - PAGE_DIGITS);
+        if !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let generation = Generation::from_prefix(prefix).map_err(|_| bad())?;
+        let no = digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| u32::try_from(n).ok())
+            .and_then(PageNo::new)
+            .ok_or_else(bad)?;
+        Ok(Key::Page(generation, no))
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.encode())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(g: u32, n: u32) -> Key {
+        Key::Page(Generation(g), PageNo::new(n).unwrap())
+    }
+
+    #[test]
+    fn keys_round_trip() {
+        for key in [
+            Key::Meta,
+            Key::Transfer,
+            page(0, 1),
+            page(0, u32::MAX),
+            page(1, 42),
+            page(u32::MAX, 7),
+        ] {
+            assert_eq!(Key::parse(&key.encode()).unwrap(), key, "{key}");
+        }
+        assert_eq!(page(0, 2).encode(), "p:0000000002");
+        assert_eq!(page(3, 10).encode(), "g3:p:0000000010");
+    }
+
+    #[test]
+    fn bad_keys_are_refused() {
+        for bad in [
+            "",
+            "Meta",
+            "p:",
+            "p:0000000000",
+            "p:1",
+            "p:00000000001",
+            "p:4294967296",
+            "p:000000000x",
+            "g0:p:0000000001",
+            "g01:p:0000000001",
+            "g:p:0000000001",
+            "gx:p:0000000001",
+            "g4294967296:p:0000000001",
+            "q:0000000001",
+            "g1p:0000000001",
+            "p:-000000001",
+            "p:+000000001",
+        ] {
+            assert!(Key::parse(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn page_keys_sort_in_page_order_within_a_generation() {
+        for g in [0, 1, 12] {
+            let mut keys: Vec<String> = [1, 2, 9, 10, 11, 100, 999_999, u32::MAX]
+                .iter()
+                .map(|&n| page(g, n).encode())
+                .collect();
+            let in_page_order = keys.clone();
+            keys.sort();
+            assert_eq!(keys, in_page_order, "generation {g}");
+        }
+        // Generations do not interleave: each is one contiguous range.
+        let mut all: Vec<(String, u32)> = Vec::new();
+        for g in [0, 1, 2, 10] {
+            for n in [1, 5, 4000] {
+                all.push((page(g, n).encode(), g));
+            }
+        }
+        all.sort();
+        let gens: Vec<u32> = all.iter().map(|(_, g)| *g).collect();
+        let mut runs = gens.clone();
+        runs.dedup();
+        let mut distinct = runs.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(runs.len(), distinct.len(), "a generation split: {gens:?}");
+    }
+
+    #[test]
+    fn prefixes_round_trip() {
+        for g in [0, 1, 99, u32::MAX] {
+            assert_eq!(
+                Generation::from_prefix(&Generation(g).prefix()).unwrap(),
+                Generation(g)
+            );
+        }
+        for bad in ["", "p", "g0:p:", "g1:p", "g-1:p:", "G1:p:"] {
+            assert!(Generation::from_prefix(bad).is_err(), "{bad:?}");
+        }
+    }
+}

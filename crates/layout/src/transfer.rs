@@ -1,0 +1,440 @@
+//! Imports: a whole database image uploaded page by page under a fresh generation of page
+//! keys that no reader looks at, then switched in with the head in one atomic write (readers
+//! see the old database or the new one, never a mix), and the old generation's keys deleted
+//! afterwards in bounded batches (garbage collection).
+//!
+//! The state machine lives in the `transfer` record:
+//!
+//! ```text
+//!   idle ──begin──▶ staging(g, next=1) ──stage(next..k)──▶ staging(g, next=k+1) ─┐
+//!     ▲                 │  ▲                                                       │
+//!     │             abort │  └──────────────── begin (the staged pages: garbage) ──┤
+//!     │                 ▼                                                          │
+//!     └────────── idle + garbage ◀─── switch (all pages staged: the head moves to g;
+//!                                      the old generation's pages become garbage)
+//!   gc: deletes a bounded share of garbage keys and records what is left.
+//! ```
+//!
+//! # The record
+//!
+//! Format 2 (written by this code): the value of key `transfer` is an `ArrayBuffer` holding
+//! UTF-8 JSON: `{"format": 2, "next_gen": n, "staging": null | {"generation", "page_size",
+//! "page_count", "next"}, "garbage": [{"generation", "from", "to"}]}`. Format 1 (earlier
+//! releases) was a structured value `{format: 1, next_gen, staging: null | {id, prefix,
+//! page_size, page_count, next}, garbage: [{prefix, from, to}]}`; it is read, and the next
+//! change writes format 2 (an `ArrayBuffer`, which a format 1 reader refuses).
+
+use dosql_pagestore::{PageNo, PageSize, StoreError};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use crate::keys::{Generation, Key};
+use crate::plan::WritePlan;
+use crate::value::{StorageKind, Value, count_field};
+
+/// The transfer record format this code writes.
+pub const TRANSFER_FORMAT: u64 = 2;
+
+/// An import in progress: pages `1..next` of generation `generation` are stored.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Staging {
+    /// The generation its pages are stored under (the import's id, for clients).
+    pub generation: Generation,
+    /// Its page size.
+    pub page_size: u32,
+    /// Pages it will have.
+    pub page_count: u32,
+    /// The next page expected (pages arrive in order; a resend of stored pages is fine).
+    pub next: u32,
+}
+
+/// Keys of generation `generation`, pages `from..=to`, that no reader uses any more.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Garbage {
+    /// Their generation.
+    pub generation: Generation,
+    /// The first page still to delete.
+    pub from: u32,
+    /// The last.
+    pub to: u32,
+}
+
+/// The `transfer` record.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct Transfer {
+    /// The generation the next import gets (generations are never reused).
+    pub next_gen: u32,
+    /// The import being staged.
+    pub staging: Option<Staging>,
+    /// Dead generations' page ranges still to delete.
+    pub garbage: Vec<Garbage>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    format: u64,
+    #[serde(flatten)]
+    transfer: Transfer,
+}
+
+impl Serialize for Generation {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Generation {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Generation, D::Error> {
+        u32::deserialize(d).map(Generation)
+    }
+}
+
+impl Transfer {
+    /// The record of a database no import ever touched.
+    pub fn new() -> Transfer {
+        Transfer {
+            next_gen: 1,
+            staging: None,
+            garbage: Vec::new(),
+        }
+    }
+
+    /// Reads the record (format 1 or 2); none stored means [`Transfer::new`].
+    pub fn load(value: Option<&Value>) -> Result<Transfer, StoreError> {
+        match value {
+            None => Ok(Transfer::new()),
+            Some(Value::Bytes(b)) => {
+                let record: Record = serde_json::from_slice(b)
+                    .map_err(|e| StoreError::corrupt(format!("transfer record: {e}")))?;
+                if record.format != TRANSFER_FORMAT {
+                    return Err(StoreError::corrupt(format!(
+                        "transfer record format {}: written by a newer dosql (this release \
+                         reads 1 and {TRANSFER_FORMAT})",
+                        record.format
+                    )));
+                }
+                Ok(record.transfer)
+            }
+            Some(Value::Structured(j)) => from_format_1(j),
+        }
+    }
+
+    /// The record as stored (format 2).
+    pub fn encode(&self) -> Value {
+        let record = Record {
+            format: TRANSFER_FORMAT,
+            transfer: self.clone(),
+        };
+        Value::Bytes(serde_json::to_vec(&record).unwrap_or_default())
+    }
+
+    /// Pages still to delete.
+    pub fn garbage_pages(&self) -> u64 {
+        self.garbage
+            .iter()
+            .map(|g| u64::from(g.to.saturating_sub(g.from)) + u64::from(g.from <= g.to))
+            .sum()
+    }
+
+    /// Starts an import of `page_count` pages of `page_size` under a new generation (an
+    /// import already staged is abandoned: its pages become garbage).
+    pub fn begin(
+        &self,
+        page_size: PageSize,
+        page_count: u32,
+    ) -> Result<(Transfer, WritePlan), StoreError> {
+        if page_count == 0 {
+            return Err(StoreError::invalid("an import has at least one page"));
+        }
+        let mut next = self.clone();
+        if let Some(s) = next.staging.take() {
+            next.garbage.extend(staged_garbage(&s));
+        }
+        let generation = Generation(next.next_gen);
+        next.next_gen = next
+            .next_gen
+            .checked_add(1)
+            .ok_or_else(|| StoreError::invalid("no generation left"))?;
+        next.staging = Some(Staging {
+            generation,
+            page_size: page_size.get(),
+            page_count,
+            next: 1,
+        });
+        let plan = WritePlan {
+            puts: vec![(Key::Transfer, next.encode())],
+            ..WritePlan::default()
+        };
+        Ok((next, plan))
+    }
+
+    /// Stores `values` (stored page values, as the client sent them) as pages `from..` of the
+    /// staged import, with the record of how far it got, in one write. The caller checked
+    /// that `from` is at most `next` (in order, a resend is fine) and the values decode.
+    pub fn stage(
+        &self,
+        from: u32,
+        values: Vec<Vec<u8>>,
+        kind: StorageKind,
+    ) -> Result<(Transfer, WritePlan), StoreError> {
+        let s = self
+            .staging
+            .ok_or_else(|| StoreError::invalid("no import is staged"))?;
+        let last = u64::from(from) + values.len() as u64 - 1;
+        if from == 0 || values.is_empty() || from > s.next || last > u64::from(s.page_count) {
+            return Err(StoreError::invalid(format!(
+                "pages {from}..{last} do not follow the staged {} of {}",
+                s.next - 1,
+                s.page_count
+            )));
+        }
+        let mut next = self.clone();
+        let staging = next.staging.as_mut().expect("checked above");
+        staging.next = staging.next.max(last as u32 + 1);
+        let mut plan = WritePlan::default();
+        for (i, v) in values.into_iter().enumerate() {
+            let no = PageNo::new(from + i as u32).expect("from ≥ 1");
+            plan.puts
+                .push((Key::Page(s.generation, no), Value::Bytes(v)));
+        }
+        plan.puts.push((Key::Transfer, next.encode()));
+        plan.check(kind)?;
+        Ok((next, plan))
+    }
+
+    /// Drops the staged import: its pages become garbage.
+    pub fn abort(&self) -> Option<(Transfer, WritePlan)> {
+        let s = self.staging?;
+        let mut next = self.clone();
+        next.staging = None;
+        next.garbage.extend(staged_garbage(&s));
+        let plan = WritePlan {
+            puts: vec![(Key::Transfer, next.encode())],
+            ..WritePlan::default()
+        };
+        Some((next, plan))
+    }
+
+    /// The record after the staged import was switched in over a database of generation
+    /// `live` with `page_count` pages: those become garbage. (The caller writes the head.)
+    pub fn switched(
+        &self,
+        live: Generation,
+        page_count: u32,
+    ) -> Result<(Transfer, Staging), StoreError> {
+        let s = self
+            .staging
+            .ok_or_else(|| StoreError::invalid("no import is staged"))?;
+        if s.next != s.page_count + 1 {
+            return Err(StoreError::invalid(format!(
+                "the import has {} of its {} pages",
+                s.next - 1,
+                s.page_count
+            )));
+        }
+        let mut next = self.clone();
+        next.staging = None;
+        if page_count > 0 {
+            next.garbage.push(Garbage {
+                generation: live,
+                from: 1,
+                to: page_count,
+            });
+        }
+        Ok((next, s))
+    }
+
+    /// Deletes up to `max_calls` calls' worth of garbage keys (never of `live` or the staged
+    /// generation, whatever the record says) and records what is left, in one write.
+    /// Garbage keys are under generations no reader uses, so this needs no atomicity with
+    /// anything; the record only saves repeating work.
+    pub fn collect(
+        &self,
+        live: Generation,
+        max_calls: usize,
+        kind: StorageKind,
+    ) -> Option<(Transfer, WritePlan)> {
+        if self.garbage.is_empty() {
+            return None;
+        }
+        let per_call = kind.limits().max_keys_per_call;
+        let budget = max_calls.saturating_mul(per_call).min(u32::MAX as usize) as u32;
+        let mut next = self.clone();
+        let staged = next.staging.map(|s| s.generation);
+        next.garbage
+            .retain(|g| g.generation != live && Some(g.generation) != staged && g.from <= g.to);
+        let mut plan = WritePlan::default();
+        let mut left = budget;
+        while left > 0 && !next.garbage.is_empty() {
+            let g = &mut next.garbage[0];
+            let to = g.to.min(g.from.saturating_add(left - 1));
+            for n in g.from..=to {
+                if let Some(no) = PageNo::new(n) {
+                    plan.deletes.push(Key::Page(g.generation, no));
+                }
+            }
+            left -= to - g.from + 1;
+            if to >= g.to {
+                next.garbage.remove(0);
+            } else {
+                g.from = to + 1;
+            }
+        }
+        plan.puts.push((Key::Transfer, next.encode()));
+        Some((next, plan))
+    }
+}
+
+fn staged_garbage(s: &Staging) -> Option<Garbage> {
+    (s.next > 1).then_some(Garbage {
+        generation: s.generation,
+        from: 1,
+        to: s.next - 1,
+    })
+}
+
+fn from_format_1(j: &Json) -> Result<Transfer, StoreError> {
+    let bad = |why: &str| StoreError::corrupt(format!("unsupported transfer record ({why}): {j}"));
+    match count_field(j, "format", u64::MAX)? {
+        Some(1) => {}
+        Some(f) if f > TRANSFER_FORMAT => {
+            return Err(StoreError::corrupt(format!(
+                "transfer record format {f}: written by a newer dosql"
+            )));
+        }
+        _ => return Err(bad("format")),
+    }
+    let next_gen =
+        count_field(j, "next_gen", u32::MAX as u64)?.ok_or_else(|| bad("next_gen"))? as u32;
+    let generation = |v: &Json| -> Result<Generation, StoreError> {
+        Generation::from_prefix(
+            v.get("prefix")
+                .and_then(Json::as_str)
+                .ok_or_else(|| bad("prefix"))?,
+        )
+    };
+    let u32_of = |v: &Json, f: &str| -> Result<u32, StoreError> {
+        Ok(count_field(v, f, u32::MAX as u64)?.ok_or_else(|| bad(f))? as u32)
+    };
+    let staging = match j.get("staging") {
+        None | Some(Json::Null) => None,
+        Some(s) => Some(Staging {
+            generation: generation(s)?,
+            page_size: u32_of(s, "page_size")?,
+            page_count: u32_of(s, "page_count")?,
+            next: u32_of(s, "next")?,
+        }),
+    };
+    let garbage = j
+        .get("garbage")
+        .and_then(Json::as_array)
+        .ok_or_else(|| bad("garbage"))?
+        .iter()
+        .map(|g| {
+            Ok(Garbage {
+                generation: generation(g)?,
+                from: u32_of(g, "from")?,
+                to: u32_of(g, "to")?,
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(Transfer {
+        next_gen,
+        staging,
+        garbage,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn format_1_reads_and_format_2_round_trips() {
+        let old = json!({"format": 1, "next_gen": 3, "staging": {"id": "2", "prefix": "g2:p:", "page_size": 4096, "page_count": 9, "next": 4}, "garbage": [{"prefix": "p:", "from": 1, "to": 5}]});
+        let t = Transfer::load(Some(&Value::Structured(old))).unwrap();
+        assert_eq!(t.next_gen, 3);
+        assert_eq!(t.staging.unwrap().generation, Generation(2));
+        assert_eq!(
+            t.garbage,
+            vec![Garbage {
+                generation: Generation(0),
+                from: 1,
+                to: 5
+            }]
+        );
+        assert_eq!(t.garbage_pages(), 5);
+        assert_eq!(Transfer::load(Some(&t.encode())).unwrap(), t);
+        let Value::Bytes(b) = t.encode() else {
+            panic!()
+        };
+        assert!(String::from_utf8(b).unwrap().starts_with(r#"{"format":2,"#));
+        assert!(
+            Transfer::load(Some(&Value::Bytes(
+                br#"{"format":3,"next_gen":1,"staging":null,"garbage":[]}"#.to_vec()
+            )))
+            .is_err()
+        );
+        assert!(Transfer::load(Some(&Value::Structured(json!({"format": 1})))).is_err());
+    }
+
+    #[test]
+    fn an_import_moves_through_its_states() {
+        let kind = StorageKind::SqliteBacked;
+        let t = Transfer::new();
+        let (t, _) = t.begin(PageSize::DEFAULT, 3).unwrap();
+        let s = t.staging.unwrap();
+        assert_eq!((s.generation, s.next), (Generation(1), 1));
+        assert!(t.stage(2, vec![vec![1]], kind).is_err(), "out of order");
+        let (t, plan) = t.stage(1, vec![vec![1], vec![2]], kind).unwrap();
+        assert_eq!(plan.puts.len(), 3);
+        assert!(t.switched(Generation(0), 5).is_err(), "not all pages yet");
+        let (t, _) = t.stage(2, vec![vec![2], vec![3]], kind).unwrap(); // a resend and the last
+        assert!(
+            t.stage(3, vec![vec![3], vec![4]], kind).is_err(),
+            "beyond the count"
+        );
+        let (t, s) = t.switched(Generation(0), 5).unwrap();
+        assert_eq!(s.page_count, 3);
+        assert_eq!(
+            t.garbage,
+            vec![Garbage {
+                generation: Generation(0),
+                from: 1,
+                to: 5
+            }]
+        );
+        // A second import abandons nothing (none staged), then is aborted: its pages are garbage.
+        let (t, _) = t.begin(PageSize::DEFAULT, 2).unwrap();
+        let (t, _) = t.stage(1, vec![vec![1]], kind).unwrap();
+        let (t, _) = t.abort().unwrap();
+        assert_eq!(t.garbage_pages(), 6);
+        assert_eq!(t.next_gen, 3);
+        // Collection: a bounded share per call, never the live generation.
+        let (t, plan) = t.collect(Generation(1), 1, StorageKind::Classic).unwrap();
+        assert_eq!(plan.deletes.len(), 6);
+        assert!(t.garbage.is_empty());
+        let mut big = Transfer::new();
+        big.garbage.push(Garbage {
+            generation: Generation(0),
+            from: 1,
+            to: 300,
+        });
+        big.garbage.push(Garbage {
+            generation: Generation(5),
+            from: 1,
+            to: 10,
+        });
+        let (big, plan) = big.collect(Generation(5), 2, StorageKind::Classic).unwrap();
+        assert_eq!(plan.deletes.len(), 256);
+        assert_eq!(
+            big.garbage,
+            vec![Garbage {
+                generation: Generation(0),
+                from: 257,
+                to: 300
+            }]
+        );
+    }
+}

@@ -1,0 +1,256 @@
+//! The bytes that cross between the wasm and its host (worker/src/kv.ts) for storage: a read
+//! request, its response, and a write plan. The host only moves bytes: it reads the keys it is
+//! given and issues the writes it is given; this module and the layout decide what they are.
+//! All integers little-endian.
+//!
+//! ```text
+//! read request:   u32 n, then n × [u8 what (0: a key, 1: the head row), u16 key length, key]
+//! read response:  n × [u8 tag, payload]
+//!                   tag 0 absent; 1 bytes: u32 length, bytes;
+//!                   2 structured: u32 length, JSON (an ArrayBuffer inside as {"$bytes": base64});
+//!                   3 head row: u32 text length, text, u8 has blob, [u32 length, blob]
+//! write plan:     u8 flags (bit 0: a commit, i.e. it writes the head), u16 pages carried
+//!                 inside the head, u16 pages moved out of it (counters only), u32 n, then
+//!                 n × [u8 op, …]
+//!                   op 1 put bytes: u16 key length, key, u32 length, bytes
+//!                   op 2 put structured: u16 key length, key, u32 length, JSON
+//!                   op 3 delete: u16 key length, key
+//!                   op 4 head row: u32 text length, text, u8 has blob, [u32 length, blob]
+//! ```
+
+use dosql_pagestore::StoreError;
+
+use crate::keys::Key;
+use crate::plan::WritePlan;
+use crate::value::{HeadRow, Value};
+
+/// One item of a read request.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Read {
+    /// A key's value.
+    Key(Key),
+    /// SQLite-backed storage's head row.
+    HeadRow,
+}
+
+/// One item of a read response.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Answer {
+    /// A key's value, or `None`.
+    Value(Option<Value>),
+    /// The head row, or `None`.
+    HeadRow(Option<HeadRow>),
+}
+
+const TAG_ABSENT: u8 = 0;
+const TAG_BYTES: u8 = 1;
+const TAG_STRUCTURED: u8 = 2;
+const TAG_ROW: u8 = 3;
+const OP_PUT: u8 = 1;
+const OP_PUT_STRUCTURED: u8 = 2;
+const OP_DELETE: u8 = 3;
+const OP_HEAD_ROW: u8 = 4;
+
+/// Encodes a read request.
+pub fn read_request(items: &[Read]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + items.len() * 16);
+    out.extend_from_slice(&(items.len() as u32).to_le_bytes());
+    for item in items {
+        match item {
+            Read::Key(k) => {
+                out.push(0);
+                key(&mut out, k);
+            }
+            Read::HeadRow => {
+                out.push(1);
+                out.extend_from_slice(&0u16.to_le_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// Decodes the response to a request of `n` items.
+pub fn read_response(bytes: &[u8], n: usize) -> Result<Vec<Answer>, StoreError> {
+    let mut r = Reader { b: bytes, at: 0 };
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(match r.u8()? {
+            TAG_ABSENT => Answer::Value(None),
+            TAG_BYTES => Answer::Value(Some(Value::Bytes(r.sized()?.to_vec()))),
+            TAG_STRUCTURED => {
+                let json = serde_json::from_slice(r.sized()?).map_err(|e| {
+                    StoreError::read(format!("a structured value from the host: {e}"))
+                })?;
+                Answer::Value(Some(Value::Structured(json)))
+            }
+            TAG_ROW => Answer::HeadRow(Some(row(&mut r)?)),
+            t => return Err(StoreError::read(format!("the host answered tag {t}"))),
+        });
+    }
+    if r.at != bytes.len() {
+        return Err(StoreError::read("the host's answer is longer than asked"));
+    }
+    Ok(out)
+}
+
+/// Encodes a write plan (with its notes, for the host's counters).
+pub fn plan(plan: &WritePlan) -> Vec<u8> {
+    let notes = plan.notes;
+    let n = plan.puts.len() + plan.deletes.len() + usize::from(plan.head_row.is_some());
+    let bytes: usize = plan.puts.iter().map(|(_, v)| v.stored_len() + 24).sum();
+    let mut out = Vec::with_capacity(
+        9 + bytes
+            + plan.deletes.len() * 20
+            + plan.head_row.as_ref().map_or(0, HeadRow::stored_len)
+            + 16,
+    );
+    out.push(u8::from(notes.commit));
+    out.extend_from_slice(&notes.inline_pages.to_le_bytes());
+    out.extend_from_slice(&notes.evicted_pages.to_le_bytes());
+    out.extend_from_slice(&(n as u32).to_le_bytes());
+    for (k, v) in &plan.puts {
+        match v {
+            Value::Bytes(b) => {
+                out.push(OP_PUT);
+                key(&mut out, k);
+                sized(&mut out, b);
+            }
+            Value::Structured(j) => {
+                out.push(OP_PUT_STRUCTURED);
+                key(&mut out, k);
+                sized(&mut out, j.to_string().as_bytes());
+            }
+        }
+    }
+    for k in &plan.deletes {
+        out.push(OP_DELETE);
+        key(&mut out, k);
+    }
+    if let Some(r) = &plan.head_row {
+        out.push(OP_HEAD_ROW);
+        sized(&mut out, r.text.as_bytes());
+        match &r.blob {
+            None => out.push(0),
+            Some(b) => {
+                out.push(1);
+                sized(&mut out, b);
+            }
+        }
+    }
+    out
+}
+
+fn key(out: &mut Vec<u8>, k: &Key) {
+    let s = k.encode();
+    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn sized(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn row(r: &mut Reader<'_>) -> Result<HeadRow, StoreError> {
+    let text = String::from_utf8(r.sized()?.to_vec())
+        .map_err(|_| StoreError::read("the head row's text is not UTF-8"))?;
+    let blob = match r.u8()? {
+        0 => None,
+        _ => Some(r.sized()?.to_vec()),
+    };
+    Ok(HeadRow { text, blob })
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or_else(|| StoreError::read("the host's answer is cut short"))?;
+        let out = &self.b[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+    fn u8(&mut self) -> Result<u8, StoreError> {
+        Ok(self.take(1)?[0])
+    }
+    fn sized(&mut self) -> Result<&'a [u8], StoreError> {
+        let b = self.take(4)?;
+        let n = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        self.take(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::Generation;
+    use crate::plan::PlanNotes;
+    use dosql_pagestore::PageNo;
+    use serde_json::json;
+
+    #[test]
+    fn requests_and_plans_have_pinned_bytes() {
+        let req = read_request(&[Read::Key(Key::Meta), Read::HeadRow]);
+        assert_eq!(req, [2, 0, 0, 0, 0, 4, 0, b'm', b'e', b't', b'a', 1, 0, 0]);
+        let p = WritePlan {
+            puts: vec![(
+                Key::Page(Generation(0), PageNo::new(2).unwrap()),
+                Value::Bytes(vec![7, 8]),
+            )],
+            deletes: vec![Key::Transfer],
+            head_row: Some(HeadRow {
+                text: "{}".into(),
+                blob: None,
+            }),
+            notes: PlanNotes {
+                commit: true,
+                inline_pages: 3,
+                evicted_pages: 0,
+            },
+        };
+        let mut want = vec![1, 3, 0, 0, 0, 3, 0, 0, 0];
+        want.extend_from_slice(&[1, 12, 0]);
+        want.extend_from_slice(b"p:0000000002");
+        want.extend_from_slice(&[2, 0, 0, 0, 7, 8]);
+        want.extend_from_slice(&[3, 8, 0]);
+        want.extend_from_slice(b"transfer");
+        want.extend_from_slice(&[4, 2, 0, 0, 0, b'{', b'}', 0]);
+        assert_eq!(plan(&p), want);
+    }
+
+    #[test]
+    fn responses_decode_and_bad_ones_are_refused() {
+        let mut b = vec![TAG_ABSENT, TAG_BYTES, 2, 0, 0, 0, 5, 6];
+        let j = br#"{"format":1}"#;
+        b.push(TAG_STRUCTURED);
+        b.extend_from_slice(&(j.len() as u32).to_le_bytes());
+        b.extend_from_slice(j);
+        b.extend_from_slice(&[TAG_ROW, 1, 0, 0, 0, b'x', 1, 1, 0, 0, 0, 9]);
+        let got = read_response(&b, 4).unwrap();
+        assert_eq!(got[0], Answer::Value(None));
+        assert_eq!(got[1], Answer::Value(Some(Value::Bytes(vec![5, 6]))));
+        assert_eq!(
+            got[2],
+            Answer::Value(Some(Value::Structured(json!({"format": 1}))))
+        );
+        assert_eq!(
+            got[3],
+            Answer::HeadRow(Some(HeadRow {
+                text: "x".into(),
+                blob: Some(vec![9])
+            }))
+        );
+        assert!(read_response(&b, 5).is_err());
+        assert!(read_response(&b[..b.len() - 1], 4).is_err());
+        assert!(read_response(&[9], 1).is_err());
+        assert!(read_response(&[0, 0], 1).is_err());
+    }
+}

@@ -1,0 +1,122 @@
+// The storage bridge (src/kv.ts) on its own, with the built dosql.wasm: it issues the wasm's
+// write plans as Durable Object storage takes them (at most 128 keys per classic call, one
+// key per SQLite-backed call, the head row through SQL, all in one synchronous stretch),
+// refuses a plan past a limit before issuing anything, and what this code writes is refused,
+// not misread, by the storage code of the last release before the layout moved into Rust.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createRequire } from "node:module";
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const { build } = createRequire(import.meta.url)("esbuild");
+async function load(entry) {
+  const bundle = await build({ entryPoints: [join(here, "..", "src", entry)], bundle: true, format: "esm", platform: "neutral", write: false });
+  return import(`data:text/javascript;base64,${Buffer.from(bundle.outputFiles[0].text).toString("base64")}`);
+}
+const { DosqlInstance, OP_QUERY } = await load("dosql.ts");
+const { KvBridge, LimitError, HEAD_TABLE } = await load("kv.ts");
+const { MemoryStorage } = await load("warmup.ts");
+const old = await import("./fixtures/storage-12121ec.mjs");
+const module = new WebAssembly.Module(readFileSync(join(here, "..", "dist", "dosql.wasm")));
+
+/** MemoryStorage with a log of the calls issued, and the SQL the release of 12121ec ran. */
+class LoggedStorage extends MemoryStorage {
+  log = [];
+  constructor() {
+    super();
+    const kv = this.kv;
+    this.kv = {
+      get: (k) => kv.get(k),
+      put: (k, v) => { this.log.push(["kv.put", k]); kv.put(k, structuredClone(v)); },
+      delete: (k) => { this.log.push(["kv.delete", k]); return kv.delete(k); },
+    };
+    const sql = this.sql;
+    this.sql = {
+      exec: (query, ...params) => {
+        if (/FROM sqlite_master/.test(query)) return { toArray: () => (this.row === null ? [] : [{ 1: 1 }]) };
+        if (query.startsWith("INSERT")) this.log.push(["sql.head"]);
+        return sql.exec(query, ...params);
+      },
+    };
+  }
+  get = async (keys) => { assert.ok(keys.length <= 128, `${keys.length} keys in one get`); return new Map(keys.filter((k) => this.data.has(k)).map((k) => [k, structuredClone(this.data.get(k))])); };
+  put = async (entries) => { const n = Object.keys(entries).length; assert.ok(n <= 128); this.log.push(["put", n]); for (const [k, v] of Object.entries(entries)) this.data.set(k, structuredClone(v)); };
+  delete = async (keys) => { assert.ok(keys.length <= 128); this.log.push(["delete", keys.length]); for (const k of keys) this.data.delete(k); return keys.length; };
+}
+
+const enc = (v) => new TextEncoder().encode(JSON.stringify(v));
+const opts = { newPageSize: 4096, cachePages: 64, readAhead: 0, maxMemoryBytes: 64 << 20 };
+
+function open(storage, sqlite) {
+  // The synchronous bridge for both kinds in Node (no JSPI here: classic storage's reads go
+  // through the fake's kv, which it has); classic storage's writes are its put()/delete().
+  const bridge = new KvBridge(storage, sqlite);
+  return { bridge, db: DosqlInstance.createSync(module, bridge, opts) };
+}
+
+const run = (db, sql) => {
+  const r = db.execSync(OP_QUERY, enc({ sql }));
+  return { status: r.status, body: JSON.parse(new TextDecoder().decode(r.body)) };
+};
+
+for (const sqlite of [false, true]) {
+  const kind = sqlite ? "SQLite-backed" : "classic";
+
+  test(`${kind}: a one-row commit is the head alone; a big one stays within 128 keys per call`, () => {
+    const storage = new LoggedStorage();
+    const { bridge, db } = open(storage, sqlite);
+    run(db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)");
+    storage.log.length = 0;
+    assert.equal(run(db, "INSERT INTO t(v) VALUES ('one')").status, 200);
+    assert.deepEqual(storage.log, sqlite ? [["sql.head"]] : [["put", 1]]);
+    storage.log.length = 0;
+    const big = run(db, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<3000) INSERT INTO t(v) SELECT hex(randomblob(400)) FROM n");
+    assert.equal(big.status, 200, JSON.stringify(big.body));
+    if (sqlite) {
+      assert.ok(storage.log.every(([op]) => op === "kv.put" || op === "sql.head"));
+      assert.ok(storage.log.length > 300);
+    } else {
+      assert.ok(storage.log.every(([op, n]) => op === "put" && n <= 128));
+      assert.ok(storage.log.length >= 3, JSON.stringify(storage.log));
+    }
+    assert.ok(bridge.stats.put_keys_max <= 128);
+    assert.equal(bridge.stats.commits, 3);
+    assert.equal(bridge.stats.refused_calls, 0);
+    assert.equal(run(db, "SELECT count(*) FROM t").body.rows[0][0], 3001);
+  });
+
+  test(`${kind}: a plan past a limit is refused before anything is issued`, () => {
+    const storage = new LoggedStorage();
+    const bridge = new KvBridge(storage, sqlite);
+    // A plan by hand (crates/layout/src/wire.rs): one put of a value over the limit.
+    const value = new Uint8Array(sqlite ? 2_000_000 : 128 * 1024);
+    const key = new TextEncoder().encode("p:0000000001");
+    const plan = new Uint8Array(9 + 3 + key.length + 4 + value.length + 3 + key.length);
+    const dv = new DataView(plan.buffer);
+    let at = 0;
+    plan[at++] = 0; dv.setUint16(at, 0, true); at += 2; dv.setUint16(at, 0, true); at += 2;
+    dv.setUint32(at, 2, true); at += 4;
+    plan[at++] = 3; dv.setUint16(at, key.length, true); at += 2; plan.set(key, at); at += key.length; // a delete first
+    plan[at++] = 1; dv.setUint16(at, key.length, true); at += 2; plan.set(key, at); at += key.length;
+    dv.setUint32(at, value.length, true); at += 4; plan.set(value, at);
+    assert.throws(() => bridge.apply(plan.subarray(0, at + value.length)), LimitError);
+    assert.deepEqual(storage.log, [], "nothing was issued");
+    assert.equal(bridge.stats.refused_calls, 1);
+  });
+
+  test(`${kind}: what this code writes, the release of 12121ec refuses instead of misreading`, async () => {
+    const storage = new LoggedStorage();
+    const { db } = open(storage, sqlite);
+    run(db, "CREATE TABLE t(x); INSERT INTO t VALUES (42)");
+    const pages = new old.PageStorage(storage, { sync: sqlite });
+    await assert.rejects(pages.loadMeta(4096), /unsupported (meta record|head row)/);
+    if (sqlite) assert.deepEqual(storage.data.get("meta"), { format: 4, head: HEAD_TABLE }, "the pointer for releases before 4");
+    // Nothing was lost: this code still reads it.
+    const again = open(storage, sqlite);
+    assert.deepEqual(run(again.db, "SELECT x FROM t").body.rows, [[42]]);
+  });
+}
