@@ -7,7 +7,8 @@
 // replays its stack down to kv_get, which now returns the result. Warm reads never reach
 // kv_get, so they never unwind, but every instrumented function pays for its checks.
 
-import { type Exports as DosqlExports, type OpenOptions, type Opened, WASM_INITIAL_PAGES, type WasmResponse } from "../../worker/src/dosql";
+import { WASM_INITIAL_PAGES } from "../../worker/src/constants";
+import { type Exports as DosqlExports, type OpenOptions, type Opened, type WasmResponse } from "../../worker/src/dosql";
 import type { KvBridge } from "../../worker/src/kv";
 import { wasiImports } from "../../worker/src/wasi";
 

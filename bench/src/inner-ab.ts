@@ -15,9 +15,10 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createHash } from "node:crypto";
-import { DosqlInstance, OP_BATCH, OP_QUERY } from "../../worker/src/dosql";
+import { OP_BATCH, OP_QUERY } from "../../worker/src/constants";
+import { DosqlInstance } from "../../worker/src/dosql";
 import { KvBridge } from "../../worker/src/kv";
-import { MemoryStorage } from "../../worker/src/warmup";
+import { MemoryStorage } from "../../worker/test/memory-storage";
 
 const args = process.argv.slice(2);
 const arg = (name: string, fb?: string): string => { const i = args.indexOf(name); if (i >= 0) return args[i + 1]; if (fb === undefined) throw new Error(name); return fb; };

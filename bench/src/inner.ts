@@ -9,9 +9,10 @@
 
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { DosqlInstance, OP_BATCH, OP_QUERY } from "../../worker/src/dosql";
+import { OP_BATCH, OP_QUERY } from "../../worker/src/constants";
+import { DosqlInstance } from "../../worker/src/dosql";
 import { KvBridge } from "../../worker/src/kv";
-import { MemoryStorage } from "../../worker/src/warmup";
+import { MemoryStorage } from "../../worker/test/memory-storage";
 import { AsyncifyInstance } from "./asyncify";
 
 /** SQLite-backed storage in memory, as the wasm reaches it (reads answer at once). */

@@ -15,8 +15,8 @@
 //   probe-*                 W3 only: storage writes of a dosql commit, no SQL (storage floor)
 
 import { DosqlDatabase, DosqlSqlDatabase, type Env as DosqlEnv } from "../../worker/src/index";
-import { OP_BATCH, OP_QUERY } from "../../worker/src/dosql";
-import { cacheBytes, intVar, jsonError as dosqlJsonError, Lock } from "../../worker/src/http";
+import { DEFAULT_CACHE_BYTES, OP_BATCH, OP_QUERY } from "../../worker/src/constants";
+import { intVar, jsonError as dosqlJsonError, Lock } from "../../worker/src/http";
 import { KvBridge } from "../../worker/src/kv";
 import asyncifyModule from "./dosql-asyncify.wasm";
 import { Sqlite, type Connection } from "@rkusa/wasm-sqlite";
@@ -61,8 +61,10 @@ export default {
   },
 } satisfies ExportedHandler<Env>;
 
-/** The page cache as worker/src/index.ts sizes it when memory is plentiful. */
-const cachePages = (env: Env, pageSize: number): number => Math.max(16, Math.floor(cacheBytes(env, pageSize) / pageSize));
+/** The page cache as the wasm sizes it when memory is plentiful (crates/wasm: MemoryLimits::
+ *  for_share, with the default CACHE_BYTES unless CACHE_PAGES or CACHE_BYTES is set). */
+const cachePages = (env: Env, pageSize: number): number =>
+  env.CACHE_PAGES ? intVar(env.CACHE_PAGES, 0) : Math.max(16, Math.floor(intVar(env.CACHE_BYTES, DEFAULT_CACHE_BYTES) / pageSize));
 
 /** `Base` as a Durable Object class (workerd constructs it with ctx and env) of one page size. */
 function withPageSize(

@@ -1,21 +1,22 @@
 // One memory budget for every dosql instance in an isolate.
 //
-// Cloudflare runs many Durable Objects of one class in one isolate, and an isolate has 128 MB
-// in all. Each database's wasm instance has a linear memory that only grows, so the budget
-// is kept by dropping instances: every instance's memory counts (its current size, which is
-// its high-water mark), and when the sum would pass the budget, idle instances are dropped,
-// least recently used first. A dropped instance's memory is garbage for V8 to collect; its
-// database is rebuilt from storage on its next request (storage holds only committed
-// transactions, so nothing is lost; its Hrana streams end).
+// Cloudflare runs many Durable Objects of one class in one isolate, of 128 MB in all. A wasm
+// instance's memory only grows, so the budget is kept by dropping idle instances, least
+// recently used first, when the sum of their memories would pass it. A dropped instance is
+// garbage for V8; its database is rebuilt from storage on its next request (storage holds
+// only committed transactions: nothing is lost; its Hrana streams end).
 //
 // A database that needs an instance takes the one of the least recently used idle database
 // when starting a new one would take the others past half the budget: its memory is reused,
 // not left for V8's collector (which may take its time: garbage instances held workerd's
 // resident memory up by ~100 MB in the 100-database test). The instance serving a request
 // gets a share: the budget minus what the others hold, made at least half the budget by
-// dropping idle instances. Its limits (page cache, transaction
-// size, SQLite heap, answer size) are set from the share so that it stays within it; its
-// memory's maximum is the whole budget, so that even a bug cannot grow one instance past it.
+// dropping idle instances. The wasm sets its limits (page cache, transaction size, SQLite
+// heap, answer size) from the share so that it stays within it (crates/wasm: MemoryLimits::
+// for_share); its memory's maximum is the whole budget, so that even a bug cannot grow one
+// instance past it.
+
+import { DEFAULT_BUDGET_BYTES, MIN_BUDGET_BYTES } from "./constants";
 
 /** What the budget needs of a database object that holds an instance of type `I`. */
 export interface Tenant<I> {
@@ -28,41 +29,6 @@ export interface Tenant<I> {
   /** Gives up its instance (its database is rebuilt from storage on its next request) and
    *  returns it for another database, or null when it has none or it cannot be reused. */
   surrender(): I | null;
-}
-
-/** The default budget: the sum of every instance's wasm memory in the isolate. Leaves half of
- *  the 128 MB isolate to V8's heap, request and response buffers, and workerd. */
-export const DEFAULT_BUDGET_BYTES = 64 * 1024 * 1024;
-/** The smallest budget accepted: one instance's fixed costs (data, stack, request body and
- *  answer buffers, about 4 MB) must stay a small part of it. */
-export const MIN_BUDGET_BYTES = 32 * 1024 * 1024;
-
-/** What an instance may use of its share (see limitsFor). */
-export interface MemoryLimits {
-  cache_pages: number;
-  max_txn_bytes: number;
-  heap_bytes: number;
-  max_answer_bytes: number;
-}
-
-/** The largest answer, whatever the share (crates/api: Limits::DEFAULT_MAX_ANSWER_BYTES). */
-const MAX_ANSWER_BYTES = 8 * 1024 * 1024;
-
-/**
- * The limits for an instance with `share` bytes: a fifth each for the page cache, the
- * transaction's changed pages (which the commit briefly holds twice: pages and their stored
- * values), and SQLite's heap; a tenth (at most 8 MiB) for an answer. With the fixed costs
- * that is about 0.9 of the share, so that the instance stays within it even at every limit
- * at once. `cacheBytes` (CACHE_BYTES) caps the cache further.
- */
-export function limitsFor(share: number, pageSize: number, cacheBytes: number): MemoryLimits {
-  const fifth = Math.floor(share / 5);
-  return {
-    cache_pages: Math.max(16, Math.floor(Math.min(fifth, cacheBytes) / pageSize)),
-    max_txn_bytes: fifth,
-    heap_bytes: fifth,
-    max_answer_bytes: Math.min(MAX_ANSWER_BYTES, Math.floor(share / 10)),
-  };
 }
 
 /** What the budget needs of an instance it holds for later (a spare). */

@@ -2,22 +2,9 @@
 // cache and the storage layout, and produces every response body; this file only moves bytes
 // across the boundary (storage's side of it: kv.ts).
 
+import { WASM_INITIAL_PAGES } from "./constants";
 import type { KvBridge } from "./kv";
 import { wasiImports } from "./wasi";
-
-// Operation codes of dosql_exec (crates/wasm/src/lib.rs, `op`; a Rust test keeps them equal).
-export const OP_QUERY = 1;
-export const OP_BATCH = 2;
-export const OP_STATS = 3;
-export const OP_HRANA = 4;
-export const OP_LIMITS = 5;
-export const OP_TRANSFER = 6;
-export const OP_HEAD = 7;
-
-/** The memory the module asks for at instantiation (crates/wasm: INITIAL_MEMORY_BYTES, in
- *  64 KiB wasm pages; a Rust test checks that the two agree). */
-export const WASM_INITIAL_PAGES = 32;
-const WASM_PAGE_BYTES = 65536;
 
 /** What dosql.wasm exports (bench/src/asyncify.ts extends it with asyncify's exports). */
 export interface Exports {
@@ -25,6 +12,7 @@ export interface Exports {
   dosql_free(ptr: number, len: number): void;
   dosql_open(kind: number, newPageSize: number, cachePages: number, readAhead: number): number;
   dosql_exec(op: number, bodyPtr: number, bodyLen: number): number;
+  dosql_warm_up(): number;
   dosql_result_ptr(): number;
   dosql_result_len(): number;
   _initialize?: () => void;
@@ -40,43 +28,22 @@ export interface OpenOptions {
 }
 
 /** What dosql_open answers: the head it read. */
-export interface Opened {
-  page_size: number;
-  page_count: number;
-  txid: number;
-  format: number;
-}
-
-export interface WasmResponse {
-  status: number;
-  body: Uint8Array;
-}
-
-/** The storage of an instance that serves no database yet (never read: it is not open). */
-const NO_STORAGE = {
-  sqlite: true,
-  readSync: (): Uint8Array => {
-    throw new Error("this instance serves no database");
-  },
-  apply: (): void => {
-    throw new Error("this instance serves no database");
-  },
-} as unknown as KvBridge;
+export type Opened = { page_size: number; page_count: number; txid: number; format: number };
+/** An answer of the wasm: an HTTP status and the body, unparsed. */
+export type WasmResponse = { status: number; body: Uint8Array };
 
 /**
- * One dosql.wasm instance. Two bridges between the wasm's synchronous storage reads and
- * Durable Object storage:
- * - `create` (classic storage): JSPI. `kv_get` is a `WebAssembly.Suspending` import and the
- *   exports run under `WebAssembly.promising`.
- * - `createSync` (SQLite-backed storage): reads are synchronous (`ctx.storage.kv`), so the
- *   imports are plain functions and the exports are called directly: no stack switching, no
- *   promise per call.
- * The same module serves both.
+ * One dosql.wasm instance, over one of two bridges (the same module serves both): `create`
+ * (classic storage) runs under JSPI, `kv_get` a `WebAssembly.Suspending` import and the
+ * exports `WebAssembly.promising`; `createSync` (SQLite-backed storage, whose `kv` reads are
+ * synchronous) calls plain functions: no stack switching, no promise per call.
  */
 export class DosqlInstance {
   private exports!: Exports;
   /** The instance's linear memory: the module imports it, so that its maximum is ours. */
   readonly memory: WebAssembly.Memory;
+  /** The database's storage (null: the instance serves none yet). */
+  private storage: KvBridge | null = null;
   /** Last host-side error, handed to the wasm through the error_message import. */
   private lastError = "";
   /** The answer kv_get kept for kv_take. */
@@ -88,12 +55,11 @@ export class DosqlInstance {
   private execAsync!: (...a: Parameters<Exports["dosql_exec"]>) => Promise<number>;
 
   private constructor(
-    private storage: KvBridge,
     /** Whether this instance runs without JSPI (createSync). */
     readonly sync: boolean,
     maxMemoryBytes: number,
   ) {
-    const maximum = Math.max(WASM_INITIAL_PAGES, Math.floor(maxMemoryBytes / WASM_PAGE_BYTES));
+    const maximum = Math.max(WASM_INITIAL_PAGES, Math.floor(maxMemoryBytes / 65536));
     this.memory = new WebAssembly.Memory({ initial: WASM_INITIAL_PAGES, maximum });
   }
 
@@ -104,14 +70,10 @@ export class DosqlInstance {
 
   /** Instantiates `module` over classic storage (JSPI) and opens the database it holds. */
   static async create(module: WebAssembly.Module, storage: KvBridge, opts: OpenOptions): Promise<DosqlInstance> {
-    const self = new DosqlInstance(storage, false, opts.maxMemoryBytes);
-    const instance = await WebAssembly.instantiate(module, self.imports(
-      module,
-      // Typed as a plain import value: workers-types does not know Suspending.
-      new WebAssembly.Suspending(self.kvGet.bind(self)) as unknown as WebAssembly.ImportValue,
-    ));
-    self.exports = instance.exports as unknown as Exports;
-    self.exports._initialize?.();
+    const self = new DosqlInstance(false, opts.maxMemoryBytes);
+    // Typed as a plain import value: workers-types does not know Suspending.
+    const kvGet = new WebAssembly.Suspending(self.kvGet.bind(self)) as unknown as WebAssembly.ImportValue;
+    self.start(await WebAssembly.instantiate(module, self.imports(module, kvGet)));
     self.openAsync = WebAssembly.promising(self.exports.dosql_open);
     self.execAsync = WebAssembly.promising(self.exports.dosql_exec);
     await self.reopen(storage, opts);
@@ -120,44 +82,44 @@ export class DosqlInstance {
 
   /** Instantiates `module` over SQLite-backed storage (no JSPI) and opens the database it
    *  holds. Use `execSync` (or `exec`) afterwards. */
-  static createSync(
-    module: WebAssembly.Module,
-    storage: KvBridge,
-    opts: OpenOptions,
-    { fixedRandomness = false }: { fixedRandomness?: boolean } = {},
-  ): DosqlInstance {
-    const self = DosqlInstance.instantiateSync(module, opts, { fixedRandomness });
-    self.storage = storage;
-    self.checkOpen(self.exports.dosql_open(storage.kind, opts.newPageSize, opts.cachePages, opts.readAhead));
+  static createSync(module: WebAssembly.Module, storage: KvBridge, opts: OpenOptions): DosqlInstance {
+    const self = DosqlInstance.instantiateSync(module, opts);
+    void self.reopen(storage, opts);
     return self;
   }
 
   /**
    * Instantiates `module` for the synchronous bridge without opening a database: a spare
-   * instance, which `reopen` gives a database later. Makes no call into the wasm, so it
-   * consumes no randomness (and may be made at module scope).
+   * instance, which `reopen` gives a database later, or the warm-up's. Makes no call into the
+   * wasm, so it consumes no randomness (and may be made at module scope).
    */
-  static instantiateSync(
-    module: WebAssembly.Module,
-    opts: Pick<OpenOptions, "maxMemoryBytes">,
-    { fixedRandomness = false }: { fixedRandomness?: boolean } = {},
-  ): DosqlInstance {
-    const self = new DosqlInstance(NO_STORAGE, true, opts.maxMemoryBytes);
-    const instance = new WebAssembly.Instance(module, self.imports(module, self.kvGetSync.bind(self), fixedRandomness));
-    self.exports = instance.exports as unknown as Exports;
-    self.exports._initialize?.();
+  static instantiateSync(module: WebAssembly.Module, opts: Pick<OpenOptions, "maxMemoryBytes">, { fixedRandomness = false } = {}): DosqlInstance {
+    const self = new DosqlInstance(true, opts.maxMemoryBytes);
+    self.start(new WebAssembly.Instance(module, self.imports(module, self.kvGetSync.bind(self), fixedRandomness)));
     return self;
+  }
+
+  private start(instance: WebAssembly.Instance): void {
+    this.exports = instance.exports as unknown as Exports;
+    this.exports._initialize?.();
   }
 
   /**
    * Makes this instance serve the database `storage` holds (of the same bridge: SQLite-backed
-   * storage for a createSync instance). The previous database's session and Hrana streams
-   * are closed inside the wasm; its memory is reused.
+   * storage for a synchronous instance). The previous database's session and Hrana streams
+   * are closed inside the wasm; its memory is reused. A synchronous instance has opened it
+   * when this returns (the promise is already settled; an error throws here).
    */
-  async reopen(storage: KvBridge, opts: OpenOptions): Promise<void> {
+  reopen(storage: KvBridge, opts: OpenOptions): Promise<void> {
     this.storage = storage;
     const args = [storage.kind, opts.newPageSize, opts.cachePages, opts.readAhead] as const;
-    this.checkOpen(this.sync ? this.exports.dosql_open(...args) : await this.openAsync(...args));
+    if (this.sync) return Promise.resolve(this.checkOpen(this.exports.dosql_open(...args)));
+    return this.openAsync(...args).then((status) => this.checkOpen(status));
+  }
+
+  /** The warm-up (crates/wasm/src/warmup.rs) on an in-memory database of its own. */
+  warmUp(): WasmResponse {
+    return this.respond(this.exports.dosql_warm_up());
   }
 
   private imports(module: WebAssembly.Module, kvGet: WebAssembly.ImportValue, fixedRandomness = false): WebAssembly.Imports {
@@ -185,56 +147,51 @@ export class DosqlInstance {
   /** Runs one operation; the body goes in and the response comes out as bytes, unparsed. */
   async exec(op: number, body: Uint8Array): Promise<WasmResponse> {
     if (this.sync) return this.execSync(op, body);
-    return this.withBody(body, async (ptr, len) => this.respond(await this.execAsync(op, ptr, len)));
+    const ptr = this.copyIn(body);
+    return this.execAsync(op, ptr, body.byteLength).then(this.respond.bind(this)).finally(() => this.exports.dosql_free(ptr, Math.max(body.byteLength, 1)));
   }
 
   /** `exec` without a promise: only for an instance made by `createSync`. */
   execSync(op: number, body: Uint8Array): WasmResponse {
     if (!this.sync) throw new Error("execSync needs an instance made by createSync");
-    return this.withBody(body, (ptr, len) => this.respond(this.exports.dosql_exec(op, ptr, len)));
-  }
-
-  /** Copies `body` into wasm memory for the duration of `run`. */
-  private withBody<R>(body: Uint8Array, run: (ptr: number, len: number) => R): R {
-    const e = this.exports;
-    // Allocate at least one byte so the pointer is never dangling; free with the same length.
-    const cap = Math.max(body.byteLength, 1);
-    const ptr = e.dosql_alloc(cap);
-    if (ptr === 0) throw new Error(`dosql_alloc(${cap}) failed`);
-    let result: R;
+    const ptr = this.copyIn(body);
     try {
-      new Uint8Array(this.memory.buffer, ptr >>> 0, body.byteLength).set(body);
-      result = run(ptr, body.byteLength);
-    } catch (err) {
-      e.dosql_free(ptr, cap);
-      throw err;
+      return this.respond(this.exports.dosql_exec(op, ptr, body.byteLength));
+    } finally {
+      this.exports.dosql_free(ptr, Math.max(body.byteLength, 1));
     }
-    if (result instanceof Promise) {
-      return result.finally(() => e.dosql_free(ptr, cap)) as R;
-    }
-    e.dosql_free(ptr, cap);
-    return result;
   }
 
+  /** Copies `body` into memory the wasm allocated (at least one byte, so the pointer is never
+   *  dangling; the caller frees it with the same length). */
+  private copyIn(body: Uint8Array): number {
+    const ptr = this.exports.dosql_alloc(Math.max(body.byteLength, 1));
+    if (ptr === 0) throw new Error(`dosql_alloc(${body.byteLength}) failed`);
+    new Uint8Array(this.memory.buffer, ptr >>> 0, body.byteLength).set(body);
+    return ptr;
+  }
+
+  /** The answer of a call that returned `status`: it and a copy of the result buffer. */
   private respond(status: number): WasmResponse {
     return { status, body: this.result() };
   }
-
-  /** A copy of the result buffer. */
   private result(): Uint8Array {
-    const e = this.exports;
-    const ptr = e.dosql_result_ptr() >>> 0;
-    return new Uint8Array(this.memory.buffer.slice(ptr, ptr + (e.dosql_result_len() >>> 0)));
+    const ptr = this.exports.dosql_result_ptr() >>> 0;
+    return new Uint8Array(this.memory.buffer.slice(ptr, ptr + (this.exports.dosql_result_len() >>> 0)));
   }
 
   // ---- imports, module "dosql" ----
+
+  private get kv(): KvBridge {
+    if (this.storage === null) throw new Error("this instance serves no database");
+    return this.storage;
+  }
 
   /** kv_get(req, len) -> answer length | -1. Async: runs under JSPI. */
   private async kvGet(reqPtr: number, len: number): Promise<number> {
     try {
       // A copy: the request must survive the suspension unchanged.
-      const req = new Uint8Array(this.memory.buffer.slice(reqPtr >>> 0, (reqPtr >>> 0) + len));
-      return this.keep(await this.storage.read(req));
+      return this.keep(await this.kv.read(new Uint8Array(this.memory.buffer.slice(reqPtr >>> 0, (reqPtr >>> 0) + len))));
     } catch (err) {
       return this.fail("kv_get", err);
     }
@@ -243,7 +200,7 @@ export class DosqlInstance {
   /** kv_get for createSync: the same contract, answered without suspending. */
   private kvGetSync(reqPtr: number, len: number): number {
     try {
-      return this.keep(this.storage.readSync(new Uint8Array(this.memory.buffer, reqPtr >>> 0, len)));
+      return this.keep(this.kv.readSync(new Uint8Array(this.memory.buffer, reqPtr >>> 0, len)));
     } catch (err) {
       return this.fail("kv_get", err);
     }
@@ -264,7 +221,7 @@ export class DosqlInstance {
   /** kv_apply(plan, len) -> 0 | -1. Synchronous: see KvBridge.apply. */
   private kvApply(planPtr: number, len: number): number {
     try {
-      this.storage.apply(new Uint8Array(this.memory.buffer, planPtr >>> 0, len));
+      this.kv.apply(new Uint8Array(this.memory.buffer, planPtr >>> 0, len));
       return 0;
     } catch (err) {
       return this.fail("kv_apply", err);

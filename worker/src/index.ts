@@ -1,75 +1,58 @@
 // dosql's Worker and Durable Object: HTTP in, bytes into dosql.wasm, bytes out.
 //
-// Worker routes:   GET /                       → banner
-//                  * /db/<name>/...            → the Durable Object idFromName(<name>), of
-//                                                DosqlSqlDatabase (DOSQL_STORAGE "sqlite", the
-//                                                default) or DosqlDatabase ("classic")
-// Durable Object:  POST /db/<name>/query       → {"sql","params"}       (wasm op 1)
-//                  POST /db/<name>/batch       → [{"sql","params"},...] (wasm op 2)
-//                  GET  /db/<name>/stats       → wasm statistics        (wasm op 3)
-//                  GET  /db/<name>/_storage_stats → storage call counters (kv.ts) and the head
-//                  /db/<name>/v2..., /v3...    → libSQL's Hrana over HTTP (hrana.ts)
-//                  /db/<name>/pages..., /import... → page transfer for dosql import/export
-//                                                (wasm op 6: crates/api/src/transfer.rs)
-// Database names: 1-64 characters of [A-Za-z0-9_.-]. Request bodies: at most 1 MiB (413).
-// Auth: with the secret DOSQL_TOKEN set, every route needs `Authorization: Bearer <token>`.
+// The Worker sends /db/<name>/... to the Durable Object idFromName(<name>): DosqlSqlDatabase
+// (DOSQL_STORAGE "sqlite", the default) or DosqlDatabase ("classic"). Under /db/<name>/:
+// POST query, POST batch, GET stats, GET _storage_stats (wasm ops QUERY, BATCH, STATS, HEAD);
+// v2/..., v3/... (libSQL's Hrana, op HRANA) and pages, import/... (page transfer, op TRANSFER),
+// whose routes the wasm serves whole. Names: 1-64 of [A-Za-z0-9_.-]; bodies: MAX_BODY_BYTES at
+// most. With the secret DOSQL_TOKEN set, every route needs `Authorization: Bearer <token>`.
 
 import { env as moduleEnv } from "cloudflare:workers";
 import wasmModule from "./dosql.wasm";
-import { DosqlInstance, OP_BATCH, OP_HEAD, OP_LIMITS, OP_QUERY, OP_STATS, OP_TRANSFER, type OpenOptions, WASM_INITIAL_PAGES, type WasmResponse } from "./dosql";
-import { budgetSetting, DEFAULT_BUDGET_BYTES, isolateBudget, limitsFor, type MemoryBudget, type Tenant } from "./budget";
+import { MAX_BODY_BYTES, OP_BATCH, OP_HEAD, OP_HRANA, OP_LIMITS, OP_QUERY, OP_STATS, OP_TRANSFER, WASM_INITIAL_PAGES } from "./constants";
+import { DosqlInstance, type OpenOptions, type WasmResponse } from "./dosql";
+import { budgetSetting, isolateBudget, type MemoryBudget, type Tenant } from "./budget";
 import { KvBridge } from "./kv";
-import { cacheBytes, type DbContext, intVar, JSON_HEADERS, jsonError, Lock } from "./http";
-import { handleHrana } from "./hrana";
+import { authorized, hranaError, intVar, JSON_HEADERS, jsonError, Lock, pathOf, readBody } from "./http";
 import { warmUp } from "./warmup";
 
 export interface Env {
-  /** Classic (KV-backed) storage: DosqlDatabase, the wasm under JSPI. */
+  /** Classic (KV-backed) storage: DosqlDatabase, the wasm under JSPI; SQLite-backed storage:
+   *  DosqlSqlDatabase, the wasm called synchronously. */
   DB: DurableObjectNamespace;
-  /** SQLite-backed storage: DosqlSqlDatabase, the wasm called synchronously. */
   DB_SQL?: DurableObjectNamespace;
   /** Which of the two serves the databases: "sqlite" (default when unset or empty: the faster,
    *  synchronous bridge, see bench/RESULTS.md) or "classic". */
   DOSQL_STORAGE?: string;
-  /** Page size of a new database (bytes, power of two 512..65536); default 4096. */
+  /** Page size of a new database (bytes, power of two 512..65536); default 4096 (crates/wasm). */
   PAGE_SIZE?: string;
-  /** Pages in the wasm's page cache; unset: CACHE_BYTES / page size. */
+  /** Pages in the wasm's page cache, else CACHE_BYTES of them (default: crates/wasm). */
   CACHE_PAGES?: string;
-  /** The page cache's budget in bytes when CACHE_PAGES is unset; default 32 MiB. */
   CACHE_BYTES?: string;
   /** Pages read ahead on a cache miss; default 0. */
   READ_AHEAD?: string;
-  /** Bytes of wasm memory every dosql instance of the isolate may hold in all (budget.ts);
-   *  default 64 MiB, at least 32 MiB. */
+  /** Bytes of wasm memory every instance of the isolate may hold in all (budget.ts). */
   DOSQL_MEMORY_BUDGET?: string | null;
   /** "off": no warm-up when the isolate starts (warmup.ts); anything else: warm up. */
   DOSQL_WARMUP?: string | null;
   /** When set (a secret), every request must carry `Authorization: Bearer <DOSQL_TOKEN>`. */
   DOSQL_TOKEN?: string;
+  /** Milliseconds a Hrana stream may idle before it is rolled back and closed. */
+  HRANA_STREAM_TIMEOUT_MS?: string | null;
 }
 
-/** The warm-up (warmup.ts) runs once per isolate, here at module scope: V8 compiles the
- *  wasm's request paths now instead of during the isolate's first request. */
+// The warm-up (warmup.ts), once per isolate at module scope, and one instance instantiated
+// ahead (no call into it yet, so no randomness consumed) for the first SQLite-backed database.
 const WARMUP = warmUp(wasmModule, (moduleEnv as Partial<Env>).DOSQL_WARMUP);
-// And one instance instantiated ahead (no call into it yet, so no randomness consumed): the
-// isolate's first SQLite-backed database adopts it instead of instantiating one then.
 if (WARMUP.ran) {
   try {
-    let bytes = DEFAULT_BUDGET_BYTES;
-    try {
-      bytes = budgetSetting((moduleEnv as Partial<Env>).DOSQL_MEMORY_BUDGET);
-    } catch {
-      // The objects answer BAD_CONFIG for it (see DosqlDatabase's constructor).
-    }
+    // A bad setting: the objects answer BAD_CONFIG for it, and no spare is made.
+    const bytes = budgetSetting((moduleEnv as Partial<Env>).DOSQL_MEMORY_BUDGET);
     isolateBudget<DosqlInstance>(bytes).offer("sync", DosqlInstance.instantiateSync(wasmModule, { maxMemoryBytes: bytes }));
   } catch (err) {
     console.error("dosql: no spare instance:", err);
   }
 }
-
-/** Largest request body passed to the wasm (crates/api: transfer::MAX_BODY_BYTES; a Rust
- *  test keeps them equal). */
-const MAX_BODY_BYTES = 1024 * 1024;
 
 const NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 
@@ -80,124 +63,38 @@ export default {
       return jsonError(401, "UNAUTHORIZED", "missing or wrong bearer token", { "www-authenticate": "Bearer" });
     }
     if (pathname === "/") {
-      return new Response(
-        JSON.stringify({
-          name: "dosql",
-          about: "SQLite in a Durable Object, one database per name",
-          routes: ["POST /db/<name>/query", "POST /db/<name>/batch", "GET /db/<name>/stats", "GET /db/<name>/_storage_stats"],
-        }),
-        { headers: JSON_HEADERS },
-      );
+      const routes = ["POST /db/<name>/query", "POST /db/<name>/batch", "GET /db/<name>/stats", "GET /db/<name>/_storage_stats"];
+      return new Response(JSON.stringify({ name: "dosql", about: "SQLite in a Durable Object, one database per name", routes }), { headers: JSON_HEADERS });
     }
     const m = /^\/db\/([^/]*)(?:\/.*)?$/.exec(pathname);
     if (m === null) return jsonError(404, "NOT_FOUND", `no route for ${pathname}`);
-    const name = m[1];
     // A libSQL client given ".../db/<name>" without the trailing slash resolves its endpoints
     // against "/db/" and asks for "/db/v2/pipeline" (or probes "/db/v3-protobuf"): that would
     // address a database named "v2". Say what is wrong instead. ("/db/v2/query" etc. still
     // reach a database named "v2".)
     if (/^\/db\/(?:v1|v2|v3|v3-protobuf)(?:\/(?:pipeline|cursor|execute)?)?$/.test(pathname)) {
-      const message =
-        `${pathname} is a libSQL (Hrana) endpoint right under /db/: the client URL lacks its trailing slash. ` +
-        `Use "http(s)://<host>/db/<name>/" (ending in "/"), so that the client's requests go to /db/<name>/v2/pipeline.`;
-      const code = "URL_NEEDS_TRAILING_SLASH";
-      return new Response(JSON.stringify({ message, code, error: { code, message } }), { status: 400, headers: JSON_HEADERS });
+      const why = `${pathname} is a libSQL (Hrana) endpoint right under /db/: the client URL lacks its trailing slash. `;
+      return hranaError(400, "URL_NEEDS_TRAILING_SLASH", `${why}Use "http(s)://<host>/db/<name>/" (ending in "/"), so that the client's requests go to /db/<name>/v2/pipeline.`);
     }
-    if (!NAME_RE.test(name)) {
-      return jsonError(400, "BAD_DATABASE_NAME", "a database name is 1-64 characters of A-Z a-z 0-9 _ . -");
+    if (!NAME_RE.test(m[1])) return jsonError(400, "BAD_DATABASE_NAME", "a database name is 1-64 characters of A-Z a-z 0-9 _ . -");
+    const storage = env.DOSQL_STORAGE || "sqlite";
+    const ns = storage === "classic" ? env.DB : storage === "sqlite" ? env.DB_SQL : undefined;
+    if (ns === undefined) {
+      const why = storage === "sqlite" ? "the DB_SQL binding is missing" : `unknown value ${JSON.stringify(storage)}`;
+      return jsonError(500, "BAD_CONFIG", `DOSQL_STORAGE: ${why} (use "classic" or "sqlite")`);
     }
-    const ns = namespace(env);
-    if (ns instanceof Response) return ns;
-    return ns.get(ns.idFromName(name)).fetch(request);
+    return ns.get(ns.idFromName(m[1])).fetch(request);
   },
 } satisfies ExportedHandler<Env>;
 
-/** The Durable Object namespace DOSQL_STORAGE selects, or a 500 answer for a bad setting. */
-function namespace(env: Env): DurableObjectNamespace | Response {
-  const storage = env.DOSQL_STORAGE || "sqlite";
-  if (storage === "classic") return env.DB;
-  if (storage === "sqlite" && env.DB_SQL !== undefined) return env.DB_SQL;
-  const why = storage === "sqlite" ? "the DB_SQL binding is missing" : `unknown value ${JSON.stringify(storage)}`;
-  return jsonError(500, "BAD_CONFIG", `DOSQL_STORAGE: ${why} (use "classic" or "sqlite")`);
-}
-
-/** Whether the request carries `Authorization: Bearer <token>`, compared in constant time. */
-async function authorized(request: Request, token: string): Promise<boolean> {
-  const header = request.headers.get("authorization") ?? "";
-  const given = header.startsWith("Bearer ") ? header.slice(7) : "";
-  // Compare digests, so neither the length nor a prefix of the token leaks through timing.
-  const digest = async (s: string) => new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(s)));
-  const [a, b] = await Promise.all([digest(given), digest(token)]);
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
-  return diff === 0 && given.length > 0;
+/** The wasm's answer as an HTTP response (a status outside 200..599 would not be one). */
+function answer(res: WasmResponse): Response {
+  return new Response(res.body, { status: res.status >= 200 && res.status <= 599 ? res.status : 500, headers: JSON_HEADERS });
 }
 
 /** Throws unless the wasm took its limits (a bug: the instance is then dropped). */
 function checkLimits(res: WasmResponse): void {
   if (res.status !== 200) throw new Error(`setting the instance's memory limits failed: ${new TextDecoder().decode(res.body)}`);
-}
-
-/** The wasm's answer as an HTTP response (a status outside 200..599 would not be one). */
-function answer(res: WasmResponse): Response {
-  const status = res.status >= 200 && res.status <= 599 ? res.status : 500;
-  return new Response(res.body, { status, headers: JSON_HEADERS });
-}
-
-/** The path of an absolute URL, without `new URL` (a runtime object per request): the
- *  Durable Object only ever sees URLs of the form scheme://host/path[?query][#fragment]. */
-function pathOf(url: string): string {
-  const start = url.indexOf("/", url.indexOf("//") + 2);
-  if (start < 0) return "/";
-  let end = url.length;
-  const q = url.indexOf("?", start);
-  if (q >= 0) end = q;
-  const h = url.indexOf("#", start);
-  if (h >= 0 && h < end) end = h;
-  return url.slice(start, end);
-}
-
-/** Most bytes read (and dropped) from an oversized body before answering 413, so that the
- *  client, still sending, reads the answer instead of a reset connection. */
-const MAX_DRAIN_BYTES = 16 * 1024 * 1024;
-
-/** Reads the body, refusing (null) one over `limit` bytes without buffering all of it. */
-async function readBody(request: Request, limit: number): Promise<Uint8Array | null> {
-  if (request.body === null) return new Uint8Array(0);
-  // A declared length within the limit (the usual case): one read by the runtime. The stream
-  // reader below costs a promise and an event-loop turn per chunk, about 7% of a one-row
-  // insert request (bench/README.md).
-  const declared = Number(request.headers.get("content-length") ?? NaN);
-  if (Number.isInteger(declared) && declared >= 0 && declared <= limit) {
-    const body = new Uint8Array(await request.arrayBuffer());
-    return body.byteLength <= limit ? body : null;
-  }
-  const parts: Uint8Array[] = [];
-  let total = 0;
-  const reader = request.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > limit) {
-      // Drop the rest (up to a cap) rather than reset a client that is still sending.
-      while (total <= MAX_DRAIN_BYTES) {
-        const next = await reader.read();
-        if (next.done) return null;
-        total += next.value.byteLength;
-      }
-      await reader.cancel();
-      return null;
-    }
-    parts.push(value);
-  }
-  const body = new Uint8Array(total);
-  let off = 0;
-  for (const p of parts) {
-    body.set(p, off);
-    off += p.byteLength;
-  }
-  return body;
 }
 
 /**
@@ -220,13 +117,13 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     ctx: DurableObjectState,
     protected readonly env: Env,
   ) {
-    let bytes = DEFAULT_BUDGET_BYTES;
+    let bytes = 0;
     try {
       bytes = budgetSetting(env.DOSQL_MEMORY_BUDGET);
     } catch (err) {
       this.configError = err instanceof Error ? err.message : String(err);
     }
-    this.budget = isolateBudget(bytes);
+    this.budget = isolateBudget(bytes || budgetSetting(undefined));
     this.storage = new KvBridge(ctx.storage, this.sqliteBacked());
     // Open before the first request is delivered. A failure is kept out of
     // blockConcurrencyWhile (which would reset the object) and retried by the next request.
@@ -239,61 +136,49 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     // The path after /db/<name>/ (the Worker checked the name).
     const rest = pathname.replace(/^\/db\/[^/]+\/?/, "");
     const first = rest.split("/")[0];
+    const method = (want: string) => (request.method === want ? null : jsonError(405, "METHOD_NOT_ALLOWED", `${first} takes ${want}`, { allow: want }));
     switch (first) {
       case "query":
       case "batch": {
         if (rest !== first) break;
-        if (request.method !== "POST") return jsonError(405, "METHOD_NOT_ALLOWED", `${first} takes POST`, { allow: "POST" });
-        const body = await this.body(request);
+        const body = method("POST") ?? (await this.body(request));
         if (body instanceof Response) return body;
         const op = first === "query" ? OP_QUERY : OP_BATCH;
         // The common case: an open synchronous instance and nothing queued for it. Its call
         // runs to completion without yielding, so nothing can interleave: skip the queue.
-        if (this.lock.queued === 0 && this.db !== null && this.db.sync) return this.respond(this.db, op, body);
+        if (this.lock.queued === 0 && this.db?.sync) return this.respond(this.db, op, body);
         return this.locked(() => this.exec(op, body));
       }
       case "stats":
-        if (rest !== first) break;
-        if (request.method !== "GET") return jsonError(405, "METHOD_NOT_ALLOWED", "stats takes GET", { allow: "GET" });
-        return this.locked(() => this.stats());
       case "_storage_stats":
         if (rest !== first) break;
-        if (request.method !== "GET") return jsonError(405, "METHOD_NOT_ALLOWED", "_storage_stats takes GET", { allow: "GET" });
-        return this.locked(() => this.storageStats());
+        return method("GET") ?? this.locked(() => (first === "stats" ? this.stats() : this.storageStats()));
       case "v2":
       case "v3":
-        return handleHrana(request, rest, this.context());
       case "pages":
       case "import":
-        return this.transfer(request, rest);
+        return this.routed(first === "v2" || first === "v3" ? OP_HRANA : OP_TRANSFER, request, rest);
     }
     return jsonError(404, "NOT_FOUND", `no route for ${pathname}`);
   }
 
-  /** What hrana.ts may use of this object. */
-  private context(): DbContext {
-    return {
-      locked: (fn) => this.locked(fn),
-      exec: (op, body) => this.exec(op, body),
-      body: (request) => this.body(request),
-    };
-  }
-
-  /** /pages and /import (crates/api/src/transfer.rs): the request goes to the wasm as a header
-   *  line and the body; the answer comes back as a header line and the body. */
-  private async transfer(request: Request, rest: string): Promise<Response> {
+  /** Hrana and page transfer, whose routes the wasm serves whole (crates/api/src/http.rs): the
+   *  request goes in as a header line and the body, the answer comes out the same way. */
+  private async routed(op: number, request: Request, rest: string): Promise<Response> {
+    const hrana = op === OP_HRANA;
     const body = request.method === "GET" || request.method === "HEAD" ? new Uint8Array(0) : await this.body(request);
-    if (body instanceof Response) return body;
+    if (body instanceof Response) return hrana ? hranaError(413, "PAYLOAD_TOO_LARGE", `request body over ${MAX_BODY_BYTES} bytes`) : body;
     const q = request.url.indexOf("?");
-    const header = new TextEncoder().encode(JSON.stringify({ method: request.method, path: rest, query: q < 0 ? "" : request.url.slice(q + 1) }) + "\n");
+    const line = { method: request.method, path: rest, query: q < 0 ? "" : request.url.slice(q + 1), hrana_stream_timeout_ms: (hrana && this.env.HRANA_STREAM_TIMEOUT_MS) || null };
+    const header = new TextEncoder().encode(JSON.stringify(line) + "\n");
     const input = new Uint8Array(header.byteLength + body.byteLength);
     input.set(header);
     input.set(body, header.byteLength);
     return this.locked(async () => {
-      const res = await this.exec(OP_TRANSFER, input);
+      const res = await this.exec(op, input);
       const bytes = new Uint8Array(await res.arrayBuffer());
       const split = bytes.indexOf(10);
-      // Not a transfer answer: an error from before the wasm's route (open failed, a trap).
+      // Not a framed answer: an error from before the wasm's route (open failed, a trap).
       if (split < 0 || bytes[0] !== 123) return new Response(bytes, { status: res.status, headers: JSON_HEADERS });
       const headers = { ...JSON_HEADERS, ...(JSON.parse(new TextDecoder().decode(bytes.subarray(0, split))) as Record<string, string>) };
       return new Response(bytes.subarray(split + 1), { status: res.status, headers });
@@ -310,6 +195,15 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     Object.assign(this.storage.stats, stats);
     const meta = res.ok ? ((await res.json()) as unknown) : null;
     return new Response(JSON.stringify({ ...stats, meta }), { headers: JSON_HEADERS });
+  }
+
+  /** /stats: the wasm's statistics, and the memory this instance and the isolate hold. */
+  private async stats(): Promise<Response> {
+    const res = await this.exec(OP_STATS, new Uint8Array(0));
+    if (!res.ok) return res;
+    const b = this.budget;
+    const memory = { instance_bytes: this.memoryBytes(), isolate_bytes: b.total(), budget_bytes: b.budgetBytes, instances: b.instances, dropped_instances: b.dropped, reused_instances: b.reused, share_bytes: this.limitsShare };
+    return new Response(JSON.stringify({ ...((await res.json()) as object), memory, warmup: WARMUP }), { headers: JSON_HEADERS });
   }
 
   // ---- the isolate's memory budget (budget.ts) ----
@@ -333,41 +227,17 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     return db;
   }
 
-  /** Drops the instance for good (it trapped, or holds a state that must not be reused). */
-  private dropInstance(): void {
-    this.db = null;
-    this.limitsShare = 0;
-    this.budget.forget(this);
-  }
-
   /**
-   * Makes room in the isolate's budget for a request to this instance and returns the limits
-   * to give it when its share moved by more than an eighth since they were last set (null:
-   * keep them; a wasm call per request would cost more than the precision is worth).
+   * Makes room in the isolate's budget for a request to this instance and returns the share
+   * to set its limits from when it moved by more than an eighth since they were last set
+   * (null: keep them; a wasm call per request would cost more than the precision is worth).
    */
-  private share(pageSize: number): Uint8Array | null {
+  private share(): Uint8Array | null {
     const share = this.budget.use(this);
     if (this.limitsShare !== 0 && Math.abs(share - this.limitsShare) * 8 < this.limitsShare) return null;
     this.limitsShare = share;
-    return new TextEncoder().encode(JSON.stringify(limitsFor(share, pageSize, cacheBytes(this.env, pageSize))));
-  }
-
-  /** /stats: the wasm's statistics, and the memory this instance and the isolate hold. */
-  private async stats(): Promise<Response> {
-    const res = await this.exec(OP_STATS, new Uint8Array(0));
-    if (!res.ok) return res;
-    const stats = (await res.json()) as Record<string, unknown>;
-    stats.memory = {
-      instance_bytes: this.memoryBytes(),
-      isolate_bytes: this.budget.total(),
-      budget_bytes: this.budget.budgetBytes,
-      instances: this.budget.instances,
-      dropped_instances: this.budget.dropped,
-      reused_instances: this.budget.reused,
-      share_bytes: this.limitsShare,
-    };
-    stats.warmup = WARMUP;
-    return new Response(JSON.stringify(stats), { headers: JSON_HEADERS });
+    const setting = (v: string | undefined) => (v ? intVar(v, 0) : null);
+    return new TextEncoder().encode(JSON.stringify({ share_bytes: share, cache_pages: setting(this.env.CACHE_PAGES), cache_bytes: setting(this.env.CACHE_BYTES) }));
   }
 
   /** The request body, or the 413 answer when it is over the limit. */
@@ -384,21 +254,12 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
   /** The open instance, created from storage's committed head if there is none. */
   private async instance(): Promise<DosqlInstance> {
     if (this.db === null) {
-      const opts: OpenOptions = {
-        newPageSize: intVar(this.env.PAGE_SIZE, 4096),
-        cachePages: 16,
-        readAhead: intVar(this.env.READ_AHEAD, 0),
-        maxMemoryBytes: this.budget.budgetBytes,
-      };
+      const opts: OpenOptions = { newPageSize: intVar(this.env.PAGE_SIZE, 0), cachePages: 16, readAhead: intVar(this.env.READ_AHEAD, 0), maxMemoryBytes: this.budget.budgetBytes };
       // An idle database's instance when the isolate has no room for another; its limits
       // (the cache's size among them) are set from this database's share before its request.
       const reused = this.budget.adopt(this, WASM_INITIAL_PAGES * 65536);
-      if (reused !== null) {
-        await reused.reopen(this.storage, opts);
-        this.db = reused;
-      } else {
-        this.db = await this.createInstance(opts);
-      }
+      if (reused !== null) await reused.reopen(this.storage, opts);
+      this.db = reused ?? (await this.createInstance(opts));
       this.limitsShare = 0;
       this.budget.use(this);
     }
@@ -416,41 +277,42 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
   }
 
   private async exec(op: number, body: Uint8Array): Promise<Response> {
-    let db: DosqlInstance;
     try {
-      db = await this.instance();
+      return await this.respond(await this.instance(), op, body);
     } catch (err) {
       return jsonError(500, "OPEN_FAILED", err instanceof Error ? err.message : String(err));
     }
-    if (db.sync) return this.respond(db, op, body);
-    try {
-      const limits = this.share(db.opened?.page_size ?? 4096);
-      if (limits !== null) checkLimits(await db.exec(OP_LIMITS, limits));
-      return answer(await db.exec(op, body));
-    } catch (err) {
-      return this.trapped(err);
-    } finally {
+  }
+
+  /** Runs `op` on `db`, first setting its limits when its share moved. A synchronous instance
+   *  answers without a promise: its call runs to completion, nothing can interleave. */
+  private respond(db: DosqlInstance, op: number, body: Uint8Array): Response | Promise<Response> {
+    const settle = (res: Response) => {
       this.budget.settle(this);
+      return res;
+    };
+    try {
+      const limits = this.share();
+      if (db.sync) {
+        if (limits !== null) checkLimits(db.execSync(OP_LIMITS, limits));
+        return settle(answer(db.execSync(op, body)));
+      }
+      const run = async () => {
+        if (limits !== null) checkLimits(await db.exec(OP_LIMITS, limits));
+        return answer(await db.exec(op, body));
+      };
+      return run().then(settle, (err: unknown) => settle(this.trapped(err)));
+    } catch (err) {
+      return settle(this.trapped(err));
     }
   }
 
-  /** Runs `op` on a createSync instance, which runs to completion without yielding. */
-  private respond(db: DosqlInstance, op: number, body: Uint8Array): Response {
-    try {
-      const limits = this.share(db.opened?.page_size ?? 4096);
-      if (limits !== null) checkLimits(db.execSync(OP_LIMITS, limits));
-      return answer(db.execSync(op, body));
-    } catch (err) {
-      return this.trapped(err);
-    } finally {
-      this.budget.settle(this);
-    }
-  }
-
-  /** A trap (or a throw out of an import) leaves the instance in an unknown state. Drop it:
-   *  the next request re-creates it from storage, which holds only committed transactions. */
+  /** A trap (or a throw out of an import) leaves the instance in an unknown state. Drop it for
+   *  good: the next request re-creates it from storage, which holds only committed work. */
   private trapped(err: unknown): Response {
-    this.dropInstance();
+    this.db = null;
+    this.limitsShare = 0;
+    this.budget.forget(this);
     console.error("dosql.wasm trapped:", err);
     return jsonError(500, "WASM_TRAP", err instanceof Error ? err.message : String(err));
   }

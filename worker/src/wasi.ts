@@ -2,9 +2,7 @@
 // so only a clock, randomness, stdout/stderr (Rust panics, debug prints) and empty
 // args/environment are real; every other import the module names answers ENOSYS.
 
-const ESUCCESS = 0;
-const EBADF = 8;
-const ENOSYS = 52;
+const [ESUCCESS, EBADF, ENOSYS] = [0, 8, 52];
 
 /** Thrown by proc_exit: unwinds out of the wasm like a trap (the instance is then dropped). */
 export class WasiExit extends Error {
@@ -17,26 +15,27 @@ type WasiFn = (...args: never[]) => number | void;
 
 /**
  * The `wasi_snapshot_preview1` import object for `module`: every WASI function it imports,
- * real or ENOSYS. `memory` is called on each use because the instance (and so its memory)
- * exists only after instantiation, and the memory's buffer changes when it grows.
+ * real or ENOSYS. `memory` is called on each use because the memory's buffer changes when it
+ * grows. `fixedRandomness`: a fixed xorshift stream instead of crypto.getRandomValues, for the
+ * warm-up's instance (warmup.ts): Workers forbid generating random values at module scope.
  */
-export function wasiImports(
-  module: WebAssembly.Module,
-  memory: () => WebAssembly.Memory,
-  { fixedRandomness = false }: { fixedRandomness?: boolean } = {},
-): Record<string, WasiFn> {
-  // A fixed xorshift stream instead of crypto.getRandomValues, for the warm-up's instance
-  // (warmup.ts): Workers forbid generating random values at module scope.
+export function wasiImports(module: WebAssembly.Module, memory: () => WebAssembly.Memory, { fixedRandomness = false } = {}): Record<string, WasiFn> {
   let fixed = 0x9e3779b9;
   // One DataView per memory buffer (a new one only after the memory grew).
   let dataView: DataView | null = null;
   const view = (): DataView => {
     const buffer = memory().buffer;
-    if (dataView === null || dataView.buffer !== buffer) dataView = new DataView(buffer);
+    if (dataView?.buffer !== buffer) dataView = new DataView(buffer);
     return dataView;
   };
+  const bytes = (ptr: number, len: number) => new Uint8Array(memory().buffer, ptr, len);
   const decoder = new TextDecoder();
   const pending: Record<number, string> = { 1: "", 2: "" };
+  const zeroPair = (countPtr: number, sizePtr: number): number => {
+    view().setUint32(countPtr, 0, true);
+    view().setUint32(sizePtr, 0, true);
+    return ESUCCESS;
+  };
 
   const impl: Record<string, WasiFn> = {
     clock_time_get(_id: number, _precision: bigint, outPtr: number): number {
@@ -45,44 +44,38 @@ export function wasiImports(
       // ms < 2^42, so (ms mod 2^32) * 10^6 < 2^52 and (ms div 2^32) * 10^6 < 2^30.
       const ms = Date.now();
       const low = (ms % 0x1_0000_0000) * 1_000_000;
-      const dv = view();
-      dv.setUint32(outPtr, low % 0x1_0000_0000, true);
-      dv.setUint32(outPtr + 4, Math.floor(ms / 0x1_0000_0000) * 1_000_000 + Math.floor(low / 0x1_0000_0000), true);
+      view().setUint32(outPtr, low % 0x1_0000_0000, true);
+      view().setUint32(outPtr + 4, Math.floor(ms / 0x1_0000_0000) * 1_000_000 + Math.floor(low / 0x1_0000_0000), true);
       return ESUCCESS;
     },
     random_get(ptr: number, len: number): number {
       if (fixedRandomness) {
-        const bytes = new Uint8Array(memory().buffer, ptr, len);
+        const out = bytes(ptr, len);
         for (let i = 0; i < len; i++) {
           fixed ^= fixed << 13;
           fixed ^= fixed >>> 17;
           fixed ^= fixed << 5;
-          bytes[i] = fixed & 0xff;
+          out[i] = fixed & 0xff;
         }
-        return ESUCCESS;
-      }
-      // getRandomValues fills at most 65536 bytes per call.
-      for (let off = 0; off < len; off += 65536) {
-        crypto.getRandomValues(new Uint8Array(memory().buffer, ptr + off, Math.min(65536, len - off)));
+      } else {
+        // getRandomValues fills at most 65536 bytes per call.
+        for (let off = 0; off < len; off += 65536) crypto.getRandomValues(bytes(ptr + off, Math.min(65536, len - off)));
       }
       return ESUCCESS;
     },
     fd_write(fd: number, iovs: number, iovsLen: number, nwrittenPtr: number): number {
       if (fd !== 1 && fd !== 2) return EBADF;
       const dv = view();
-      let total = 0;
-      let text = "";
+      let [total, text] = [0, ""];
       for (let i = 0; i < iovsLen; i++) {
-        const buf = dv.getUint32(iovs + i * 8, true);
         const len = dv.getUint32(iovs + i * 8 + 4, true);
-        text += decoder.decode(new Uint8Array(memory().buffer, buf, len), { stream: true });
+        text += decoder.decode(bytes(dv.getUint32(iovs + i * 8, true), len), { stream: true });
         total += len;
       }
       // Line-buffer so that one message written in pieces logs as one line.
       const lines = (pending[fd] + text).split("\n");
       pending[fd] = lines.pop() ?? "";
-      const log = fd === 1 ? console.log : console.error;
-      for (const line of lines) log(`dosql.wasm: ${line}`);
+      for (const line of lines) (fd === 1 ? console.log : console.error)(`dosql.wasm: ${line}`);
       dv.setUint32(nwrittenPtr, total, true);
       return ESUCCESS;
     },
@@ -96,18 +89,9 @@ export function wasiImports(
     },
   };
 
-  function zeroPair(countPtr: number, sizePtr: number): number {
-    const dv = view();
-    dv.setUint32(countPtr, 0, true);
-    dv.setUint32(sizePtr, 0, true);
-    return ESUCCESS;
-  }
-
   const imports: Record<string, WasiFn> = {};
   for (const imp of WebAssembly.Module.imports(module)) {
-    if (imp.module === "wasi_snapshot_preview1" && imp.kind === "function") {
-      imports[imp.name] = impl[imp.name] ?? (() => ENOSYS);
-    }
+    if (imp.module === "wasi_snapshot_preview1" && imp.kind === "function") imports[imp.name] = impl[imp.name] ?? (() => ENOSYS);
   }
   return imports;
 }

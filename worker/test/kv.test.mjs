@@ -17,9 +17,10 @@ async function load(entry) {
   const bundle = await build({ entryPoints: [join(here, "..", "src", entry)], bundle: true, format: "esm", platform: "neutral", write: false });
   return import(`data:text/javascript;base64,${Buffer.from(bundle.outputFiles[0].text).toString("base64")}`);
 }
-const { DosqlInstance, OP_QUERY } = await load("dosql.ts");
-const { KvBridge, LimitError, HEAD_TABLE } = await load("kv.ts");
-const { MemoryStorage } = await load("warmup.ts");
+const { DosqlInstance } = await load("dosql.ts");
+const { OP_QUERY } = await load("constants.ts");
+const { KvBridge, LimitError } = await load("kv.ts");
+const { MemoryStorage } = await load("../test/memory-storage.ts");
 const old = await import("./fixtures/storage-12121ec.mjs");
 const module = new WebAssembly.Module(readFileSync(join(here, "..", "dist", "dosql.wasm")));
 
@@ -92,13 +93,15 @@ for (const sqlite of [false, true]) {
   test(`${kind}: a plan past a limit is refused before anything is issued`, () => {
     const storage = new LoggedStorage();
     const bridge = new KvBridge(storage, sqlite);
-    // A plan by hand (crates/layout/src/wire.rs): one put of a value over the limit.
-    const value = new Uint8Array(sqlite ? 2_000_000 : 128 * 1024);
+    // A plan by hand (crates/layout/src/wire.rs): one put of a value over the limit it states
+    // (the production limit less 64 bytes of framing).
+    const value = new Uint8Array((sqlite ? 2_000_000 : 128 * 1024) - 63);
     const key = new TextEncoder().encode("p:0000000001");
-    const plan = new Uint8Array(9 + 3 + key.length + 4 + value.length + 3 + key.length);
+    const plan = new Uint8Array(17 + 3 + key.length + 4 + value.length + 3 + key.length);
     const dv = new DataView(plan.buffer);
     let at = 0;
     plan[at++] = 0; dv.setUint16(at, 0, true); at += 2; dv.setUint16(at, 0, true); at += 2;
+    dv.setUint16(at, 128, true); at += 2; dv.setUint16(at, 2048, true); at += 2; dv.setUint32(at, value.length - 1, true); at += 4;
     dv.setUint32(at, 2, true); at += 4;
     plan[at++] = 3; dv.setUint16(at, key.length, true); at += 2; plan.set(key, at); at += key.length; // a delete first
     plan[at++] = 1; dv.setUint16(at, key.length, true); at += 2; plan.set(key, at); at += key.length;
@@ -114,7 +117,7 @@ for (const sqlite of [false, true]) {
     run(db, "CREATE TABLE t(x); INSERT INTO t VALUES (42)");
     const pages = new old.PageStorage(storage, { sync: sqlite });
     await assert.rejects(pages.loadMeta(4096), /unsupported (meta record|head row)/);
-    if (sqlite) assert.deepEqual(storage.data.get("meta"), { format: 4, head: HEAD_TABLE }, "the pointer for releases before 4");
+    if (sqlite) assert.deepEqual(storage.data.get("meta"), { format: 4, head: "dosql_head" }, "the pointer for releases before 4");
     // Nothing was lost: this code still reads it.
     const again = open(storage, sqlite);
     assert.deepEqual(run(again.db, "SELECT x FROM t").body.rows, [[42]]);

@@ -17,11 +17,12 @@ async function load(entry) {
   const bundle = await build({ entryPoints: [join(here, "..", "src", entry)], bundle: true, format: "esm", platform: "neutral", write: false });
   return import(`data:text/javascript;base64,${Buffer.from(bundle.outputFiles[0].text).toString("base64")}`);
 }
-const { DosqlInstance, OP_QUERY, OP_LIMITS } = await load("dosql.ts");
-const { MemoryBudget, limitsFor } = await load("budget.ts");
+const { DosqlInstance } = await load("dosql.ts");
+const { OP_QUERY, OP_LIMITS } = await load("constants.ts");
+const { MemoryBudget } = await load("budget.ts");
 const module = new WebAssembly.Module(readFileSync(join(here, "..", "dist", "dosql.wasm")));
 
-const { MemoryStorage } = await load("warmup.ts");
+const { MemoryStorage } = await load("../test/memory-storage.ts");
 const { KvBridge } = await load("kv.ts");
 
 /** SQLite-backed Durable Object storage in memory, as the wasm reaches it. */
@@ -54,7 +55,9 @@ test("a statement that needs more memory than the instance may grow to fails wit
 test("with its limits from a share, the heap limit answers before memory runs out", () => {
   const max = 32 * 1024 * 1024;
   const db = DosqlInstance.createSync(module, memoryStorage(), { newPageSize: 4096, cachePages: 64, readAhead: 0, maxMemoryBytes: max });
-  assert.equal(run(db, OP_LIMITS, limitsFor(max, 4096, 32 << 20)).status, 200);
+  const set = run(db, OP_LIMITS, { share_bytes: max });
+  assert.equal(set.status, 200);
+  assert.equal(set.body.heap_bytes, Math.floor(max / 5), "a fifth of the share for SQLite's heap");
   const r = run(db, OP_QUERY, { sql: "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<100000) SELECT count(*) FROM (SELECT randomblob(1000) b FROM c ORDER BY b LIMIT 99999)" });
   assert.equal(r.body.error?.code, "SQLITE_NOMEM", JSON.stringify(r.body));
   assert.ok(db.memoryBytes() < max * 0.6, `${db.memoryBytes()} bytes: the heap limit stopped it well before the maximum`);

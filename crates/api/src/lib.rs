@@ -9,12 +9,14 @@
 //! Both bind arguments to statements through one routine (`bind`), answer with a
 //! [`Response`] under the same [`Limits`], and report SQLite's errors through [`error`].
 //! [`transfer`] moves whole databases in and out as pages (`dosql import`, `dosql export`).
+//! [`http`] frames the routes the host hands over whole (page transfer, Hrana).
 
 #![forbid(unsafe_code)]
 
 mod bind;
 pub mod error;
 pub mod hrana;
+pub mod http;
 pub mod json;
 mod response;
 pub mod transfer;

@@ -30,6 +30,7 @@ use dosql_pagestore::{PageNo, PageSize, SQLITE_MAGIC, StoreError, codec};
 use serde_json::{Value as Json, json};
 
 use crate::ApiError;
+pub use crate::http::{Answer, Request};
 
 /// Largest request body the Durable Object accepts (worker/src/index.ts checks it too; a
 /// test keeps the two equal).
@@ -40,53 +41,6 @@ pub const GC_CALLS_PER_REQUEST: usize = 64;
 pub const PAGES_FORMAT: &str = "2";
 /// Pages one request reads or stages at most (one storage call's worth of keys).
 pub const MAX_CHUNK_PAGES: u32 = 128;
-
-/// A transfer request.
-#[derive(Debug, Clone, Copy)]
-pub struct Request<'a> {
-    /// The HTTP method.
-    pub method: &'a str,
-    /// The path after `/db/<name>/`: `pages`, `import`, `import/<id>`, ...
-    pub path: &'a str,
-    /// The query string without its `?`.
-    pub query: &'a str,
-    /// The body.
-    pub body: &'a [u8],
-}
-
-/// An answer: status, headers, body; and whether the database was switched (the caller then
-/// reopens its session: the head, page size and pages all changed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
-    /// HTTP status.
-    pub status: u16,
-    /// Headers besides `content-type` (JSON unless one is given here).
-    pub headers: Vec<(&'static str, String)>,
-    /// The body.
-    pub body: Vec<u8>,
-    /// An import was switched in.
-    pub switched: bool,
-}
-
-impl Answer {
-    fn json(value: &Json) -> Answer {
-        Answer {
-            status: 200,
-            headers: Vec::new(),
-            body: value.to_string().into_bytes(),
-            switched: false,
-        }
-    }
-
-    fn error(e: &ApiError) -> Answer {
-        Answer {
-            status: e.status,
-            headers: Vec::new(),
-            body: e.body().to_string().into_bytes(),
-            switched: false,
-        }
-    }
-}
 
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::bad_request(message)
@@ -125,15 +79,7 @@ fn route<K: Kv>(
     schema_objects: &mut dyn FnMut() -> Result<i64, ApiError>,
 ) -> Result<Answer, ApiError> {
     let parts: Vec<&str> = req.path.split('/').collect();
-    let not_allowed = |what: &str, allow: &str| {
-        let mut e = Answer::error(&ApiError::new(
-            405,
-            "METHOD_NOT_ALLOWED",
-            format!("{what} takes {allow}"),
-        ));
-        e.headers.push(("allow", allow.replace(" or ", ", ")));
-        Ok(e)
-    };
+    let not_allowed = |what: &str, allow: &str| Ok(Answer::not_allowed(what, allow));
     match (parts.as_slice(), req.method) {
         (["pages"], "GET") => pages(store, req.query),
         (["pages"], _) => not_allowed("pages", "GET"),
@@ -502,16 +448,7 @@ mod tests {
     }
 
     fn send(s: &mut DoStore<MemKv>, method: &str, path: &str, query: &str, body: &[u8]) -> Answer {
-        handle(
-            s,
-            Request {
-                method,
-                path,
-                query,
-                body,
-            },
-            &mut || Ok(0),
-        )
+        handle(s, Request::new(method, path, query, body), &mut || Ok(0))
     }
 
     fn page1() -> Vec<u8> {
@@ -572,24 +509,24 @@ mod tests {
         let mut s = store();
         let a = handle(
             &mut s,
-            Request {
-                method: "POST",
-                path: "import",
-                query: "",
-                body: br#"{"page_size": 4096, "page_count": 1}"#,
-            },
+            Request::new(
+                "POST",
+                "import",
+                "",
+                br#"{"page_size": 4096, "page_count": 1}"#,
+            ),
             &mut || Ok(3),
         );
         assert_eq!(a.status, 409);
         assert!(String::from_utf8_lossy(&a.body).contains("NOT_EMPTY"));
         let a = handle(
             &mut s,
-            Request {
-                method: "POST",
-                path: "import",
-                query: "",
-                body: br#"{"page_size": 4096, "page_count": 1, "force": true}"#,
-            },
+            Request::new(
+                "POST",
+                "import",
+                "",
+                br#"{"page_size": 4096, "page_count": 1, "force": true}"#,
+            ),
             &mut || Ok(3),
         );
         assert_eq!(a.status, 200);

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use dosql_api::hrana::{Hrana, MAX_STREAMS, Version};
+use dosql_api::http::Request;
 use dosql_pagestore::{MemStore, PageSize};
 use dosql_vfs::{Database, VfsConfig};
 use serde_json::{Value, json};
@@ -764,16 +765,18 @@ fn cursors_answer_lines_of_entries() {
     let db = database("hrana-cursor");
     let mut h = Hrana::new();
     once(&mut h, &db, sql("CREATE TABLE t(x INTEGER)"));
-    let header = json!({"version": 3, "endpoint": "cursor", "stream_timeout_ms": 5000});
     let body = json!({"baton": null, "batch": {"steps": [
         {"stmt": sql("INSERT INTO t VALUES (1), (2)")},
         {"stmt": sql("SELECT x FROM t ORDER BY x")},
         {"stmt": sql("SELECT nope")},
         {"condition": {"type": "ok", "step": 2}, "stmt": sql("SELECT 1")},
     ]}});
-    let input = format!("{header}\n{body}");
-    let r = h.handle(&db, input.as_bytes(), Instant::now());
+    let body_text = body.to_string();
+    let mut req = Request::new("POST", "v3/cursor", "", body_text.as_bytes());
+    req.hrana_stream_timeout_ms = Some("5000");
+    let r = h.route(&db, &req, Instant::now());
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.headers, [("content-type", "text/plain".to_owned())]);
     assert_eq!(h.stream_timeout(), Duration::from_secs(5));
     let text = String::from_utf8(r.body).unwrap();
     assert!(text.ends_with('\n'));
@@ -801,22 +804,31 @@ fn cursors_answer_lines_of_entries() {
     let r = c.execute(&mut h, &db, sql("SELECT count(*) FROM t"));
     assert_eq!(rows(&r), json!([[int(2)]]));
 
-    // Cursors are Hrana 3; the header line is required.
-    let input = format!("{}\n{body}", json!({"version": 2, "endpoint": "cursor"}));
-    assert_eq!(h.handle(&db, input.as_bytes(), Instant::now()).status, 404);
+    // Cursors are Hrana 3; the routes answer methods and unknown endpoints as HTTP does.
+    let route = |h: &mut Hrana, method, path, body: &[u8]| {
+        h.route(&db, &Request::new(method, path, "", body), Instant::now())
+    };
     assert_eq!(
-        h.handle(&db, body.to_string().as_bytes(), Instant::now())
-            .status,
-        400
+        route(&mut h, "POST", "v2/cursor", body_text.as_bytes()).status,
+        404
     );
-    let pipeline = format!(
-        "{}\n{}",
-        json!({"version": 2, "endpoint": "pipeline"}),
-        json!({"requests": []})
-    );
+    assert_eq!(route(&mut h, "POST", "v3-protobuf", b"").status, 404);
+    let wrong = route(&mut h, "GET", "v3/pipeline", b"");
+    assert_eq!((wrong.status, wrong.headers[0].1.as_str()), (405, "POST"));
+    assert_eq!(route(&mut h, "HEAD", "v2", b"").status, 200);
+    assert_eq!(route(&mut h, "POST", "v2", b"").status, 405);
     assert_eq!(
-        h.handle(&db, pipeline.as_bytes(), Instant::now()).status,
+        route(&mut h, "POST", "v2/pipeline", br#"{"requests": []}"#).status,
         200
+    );
+    assert_eq!(route(&mut h, "POST", "v2/pipeline", b"nope").status, 400);
+    let mut bad = Request::new("POST", "v2/pipeline", "", br#"{"requests": []}"#);
+    bad.hrana_stream_timeout_ms = Some("0");
+    assert_eq!(h.route(&db, &bad, Instant::now()).status, 500);
+    assert_eq!(
+        h.stream_timeout(),
+        Duration::from_secs(5),
+        "a bad setting changes nothing"
     );
 }
 

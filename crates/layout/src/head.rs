@@ -54,6 +54,13 @@ use crate::value::{HeadRow, StorageKind, Value, bytes_of, count_field};
 pub const HEAD_FORMAT: u16 = 5;
 /// SQLite-backed storage's table holding the head (row 0).
 pub const HEAD_TABLE: &str = "dosql_head";
+/// Creates [`HEAD_TABLE`] (the host runs it before the first write of the row).
+pub const HEAD_CREATE_SQL: &str = "CREATE TABLE IF NOT EXISTS dosql_head(id INTEGER PRIMARY KEY, head TEXT NOT NULL, inline BLOB)";
+/// Reads the head row: columns `head` and `inline` (a missing table means no row).
+pub const HEAD_SELECT_SQL: &str = "SELECT head, inline FROM dosql_head WHERE id = 0";
+/// Writes the head row; parameters: `head`, `inline`.
+pub const HEAD_UPSERT_SQL: &str =
+    "INSERT OR REPLACE INTO dosql_head(id, head, inline) VALUES (0, ?, ?)";
 const MAGIC: &[u8; 4] = b"dqhd";
 const FIXED: usize = 32;
 /// The largest txid the earlier formats could hold (a JavaScript number, exactly).
@@ -476,6 +483,14 @@ mod tests {
             generation: Generation(3),
             inline: vec![(no(7), vec![1, 2, 3]), (no(1), vec![9; 4096])],
         }
+    }
+
+    #[test]
+    fn the_head_statements_name_the_head_table() {
+        for sql in [HEAD_CREATE_SQL, HEAD_SELECT_SQL, HEAD_UPSERT_SQL] {
+            assert!(sql.contains(&format!(" {HEAD_TABLE}")), "{sql}");
+        }
+        assert_eq!(HEAD_UPSERT_SQL.matches('?').count(), 2);
     }
 
     #[test]

@@ -1,28 +1,38 @@
 //! The bytes that cross between the wasm and its host (worker/src/kv.ts) for storage: a read
 //! request, its response, and a write plan. The host only moves bytes: it reads the keys it is
-//! given and issues the writes it is given; this module and the layout decide what they are.
-//! All integers little-endian.
+//! given, issues the writes it is given and checks them against the limits the request states;
+//! this module and the layout decide all of it (keys, the head table's SQL, the limits), so
+//! that nothing about the layout is decided twice. All integers little-endian.
 //!
 //! ```text
-//! read request:   u32 n, then n × [u8 what (0: a key, 1: the head row), u16 key length, key]
+//! limits:         u16 keys per call, u16 bytes per key, u32 bytes per value (serialized
+//!                 framing already subtracted)
+//! read request:   limits, u32 n, then n × [u8 what, u16 length, string]
+//!                   what 0: a key; 1: the head row, the string being the SELECT that reads it
 //! read response:  n × [u8 tag, payload]
 //!                   tag 0 absent; 1 bytes: u32 length, bytes;
 //!                   2 structured: u32 length, JSON (an ArrayBuffer inside as {"$bytes": base64});
 //!                   3 head row: u32 text length, text, u8 has blob, [u32 length, blob]
 //! write plan:     u8 flags (bit 0: a commit, i.e. it writes the head), u16 pages carried
-//!                 inside the head, u16 pages moved out of it (counters only), u32 n, then
-//!                 n × [u8 op, …]
+//!                 inside the head, u16 pages moved out of it (both counters only), limits,
+//!                 u32 n, then n × [u8 op, …]
 //!                   op 1 put bytes: u16 key length, key, u32 length, bytes
 //!                   op 2 put structured: u16 key length, key, u32 length, JSON
 //!                   op 3 delete: u16 key length, key
-//!                   op 4 head row: u32 text length, text, u8 has blob, [u32 length, blob]
+//!                   op 4 head row: u16 length, CREATE TABLE statement, u16 length, the
+//!                        statement writing the row (parameters: text, blob), u32 text length,
+//!                        text, u8 has blob, [u32 length, blob]
 //! ```
+//!
+//! The host issues puts and deletes in calls of at most "keys per call" keys, in the order
+//! given, and refuses (writing nothing) a plan with a key or value over the limits.
 
 use dosql_pagestore::StoreError;
 
+use crate::head::{HEAD_CREATE_SQL, HEAD_SELECT_SQL, HEAD_UPSERT_SQL};
 use crate::keys::Key;
 use crate::plan::WritePlan;
-use crate::value::{HeadRow, Value};
+use crate::value::{HeadRow, Limits, StorageKind, VALUE_OVERHEAD_BYTES, Value};
 
 /// One item of a read request.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -51,9 +61,10 @@ const OP_PUT_STRUCTURED: u8 = 2;
 const OP_DELETE: u8 = 3;
 const OP_HEAD_ROW: u8 = 4;
 
-/// Encodes a read request.
-pub fn read_request(items: &[Read]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + items.len() * 16);
+/// Encodes a read request to storage of `kind`.
+pub fn read_request(kind: StorageKind, items: &[Read]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + items.len() * 16);
+    limits(&mut out, kind.limits());
     out.extend_from_slice(&(items.len() as u32).to_le_bytes());
     for item in items {
         match item {
@@ -63,11 +74,20 @@ pub fn read_request(items: &[Read]) -> Vec<u8> {
             }
             Read::HeadRow => {
                 out.push(1);
-                out.extend_from_slice(&0u16.to_le_bytes());
+                short(&mut out, HEAD_SELECT_SQL);
             }
         }
     }
     out
+}
+
+fn limits(out: &mut Vec<u8>, l: Limits) {
+    // The production limits fit these widths (value.rs pins them); saturate rather than wrap.
+    let narrow = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
+    out.extend_from_slice(&narrow(l.max_keys_per_call).to_le_bytes());
+    out.extend_from_slice(&narrow(l.max_key_bytes).to_le_bytes());
+    let value = l.max_value_bytes.saturating_sub(VALUE_OVERHEAD_BYTES);
+    out.extend_from_slice(&u32::try_from(value).unwrap_or(u32::MAX).to_le_bytes());
 }
 
 /// Decodes the response to a request of `n` items.
@@ -94,8 +114,8 @@ pub fn read_response(bytes: &[u8], n: usize) -> Result<Vec<Answer>, StoreError> 
     Ok(out)
 }
 
-/// Encodes a write plan (with its notes, for the host's counters).
-pub fn plan(plan: &WritePlan) -> Vec<u8> {
+/// Encodes a write plan for storage of `kind` (with its notes, for the host's counters).
+pub fn plan(kind: StorageKind, plan: &WritePlan) -> Vec<u8> {
     let notes = plan.notes;
     let n = plan.puts.len() + plan.deletes.len() + usize::from(plan.head_row.is_some());
     let bytes: usize = plan.puts.iter().map(|(_, v)| v.stored_len() + 24).sum();
@@ -103,11 +123,12 @@ pub fn plan(plan: &WritePlan) -> Vec<u8> {
         9 + bytes
             + plan.deletes.len() * 20
             + plan.head_row.as_ref().map_or(0, HeadRow::stored_len)
-            + 16,
+            + 256,
     );
     out.push(u8::from(notes.commit));
     out.extend_from_slice(&notes.inline_pages.to_le_bytes());
     out.extend_from_slice(&notes.evicted_pages.to_le_bytes());
+    limits(&mut out, kind.limits());
     out.extend_from_slice(&(n as u32).to_le_bytes());
     for (k, v) in &plan.puts {
         match v {
@@ -129,6 +150,8 @@ pub fn plan(plan: &WritePlan) -> Vec<u8> {
     }
     if let Some(r) = &plan.head_row {
         out.push(OP_HEAD_ROW);
+        short(&mut out, HEAD_CREATE_SQL);
+        short(&mut out, HEAD_UPSERT_SQL);
         sized(&mut out, r.text.as_bytes());
         match &r.blob {
             None => out.push(0),
@@ -142,7 +165,11 @@ pub fn plan(plan: &WritePlan) -> Vec<u8> {
 }
 
 fn key(out: &mut Vec<u8>, k: &Key) {
-    let s = k.encode();
+    short(out, &k.encode());
+}
+
+/// A string of at most 64 KiB (keys are at most 2 KiB; the statements are constants).
+fn short(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u16).to_le_bytes());
     out.extend_from_slice(s.as_bytes());
 }
@@ -198,8 +225,16 @@ mod tests {
 
     #[test]
     fn requests_and_plans_have_pinned_bytes() {
-        let req = read_request(&[Read::Key(Key::Meta), Read::HeadRow]);
-        assert_eq!(req, [2, 0, 0, 0, 0, 4, 0, b'm', b'e', b't', b'a', 1, 0, 0]);
+        let req = read_request(
+            StorageKind::SqliteBacked,
+            &[Read::Key(Key::Meta), Read::HeadRow],
+        );
+        // 128 keys per call, 2048 bytes per key, 2,000,000 - 64 bytes per value.
+        let mut want = vec![128, 0, 0, 8, 0x40, 0x84, 0x1e, 0];
+        want.extend_from_slice(&[2, 0, 0, 0, 0, 4, 0, b'm', b'e', b't', b'a', 1]);
+        want.extend_from_slice(&(HEAD_SELECT_SQL.len() as u16).to_le_bytes());
+        want.extend_from_slice(HEAD_SELECT_SQL.as_bytes());
+        assert_eq!(req, want);
         let p = WritePlan {
             puts: vec![(
                 Key::Page(Generation(0), PageNo::new(2).unwrap()),
@@ -216,14 +251,20 @@ mod tests {
                 evicted_pages: 0,
             },
         };
-        let mut want = vec![1, 3, 0, 0, 0, 3, 0, 0, 0];
+        // Flags, 3 pages inline, none evicted, classic's limits (131072 - 64 bytes per value).
+        let mut want = vec![1, 3, 0, 0, 0, 128, 0, 0, 8, 0xc0, 0xff, 1, 0, 3, 0, 0, 0];
         want.extend_from_slice(&[1, 12, 0]);
         want.extend_from_slice(b"p:0000000002");
         want.extend_from_slice(&[2, 0, 0, 0, 7, 8]);
         want.extend_from_slice(&[3, 8, 0]);
         want.extend_from_slice(b"transfer");
-        want.extend_from_slice(&[4, 2, 0, 0, 0, b'{', b'}', 0]);
-        assert_eq!(plan(&p), want);
+        want.push(4);
+        for sql in [HEAD_CREATE_SQL, HEAD_UPSERT_SQL] {
+            want.extend_from_slice(&(sql.len() as u16).to_le_bytes());
+            want.extend_from_slice(sql.as_bytes());
+        }
+        want.extend_from_slice(&[2, 0, 0, 0, b'{', b'}', 0]);
+        assert_eq!(plan(StorageKind::Classic, &p), want);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::time::Instant;
 
 use dosql_api::hrana::Hrana;
-use dosql_api::{ApiError, Response, Session, transfer};
+use dosql_api::{ApiError, Response, Session, http, transfer};
 use dosql_layout::wire::{self, Answer, Read};
 use dosql_layout::{DoStore, HeadRow, Key, Kv, StorageKind, Value, WritePlan};
 use dosql_pagestore::{PageSize, StoreError};
@@ -59,7 +59,7 @@ struct HostKv {
 
 impl HostKv {
     fn read(&self, items: &[Read]) -> Result<Vec<Answer>, StoreError> {
-        let req = wire::read_request(items);
+        let req = wire::read_request(self.kind, items);
         // SAFETY: `req` is a buffer we own, alive across the call (which may suspend the
         // instance, never free it).
         let len = unsafe { kv_get(req.as_ptr(), req.len() as u32) };
@@ -106,7 +106,7 @@ impl Kv for HostKv {
 
     fn apply(&mut self, plan: &WritePlan) -> Result<(), StoreError> {
         plan.check(self.kind)?;
-        let bytes = wire::plan(plan);
+        let bytes = wire::plan(self.kind, plan);
         // SAFETY: `bytes` is a buffer we own for the call.
         let rc = unsafe { kv_apply(bytes.as_ptr(), bytes.len() as u32) };
         if rc != 0 {
@@ -166,7 +166,13 @@ pub extern "C" fn dosql_open(
             ))));
         }
     };
-    let Some(size) = PageSize::new(new_page_size) else {
+    // 0: the default.
+    let size = if new_page_size == 0 {
+        Some(PageSize::DEFAULT)
+    } else {
+        PageSize::new(new_page_size)
+    };
+    let Some(size) = size else {
         return set_result(error_response(&ApiError::bad_request(format!(
             "invalid page size {new_page_size}"
         ))));
@@ -224,6 +230,14 @@ fn open(o: Opened) -> Response {
     }
 }
 
+/// Runs the isolate's warm-up ([`crate::warmup`]) on a database of its own, in memory; the
+/// open database (if any) is not touched. Returns an HTTP status; the answer is in the result
+/// buffer.
+#[unsafe(no_mangle)]
+pub extern "C" fn dosql_warm_up() -> u32 {
+    set_result(crate::warmup::run())
+}
+
 /// Runs one request (see [`crate::op`]) on `len` bytes at `body`.
 ///
 /// # Safety
@@ -257,7 +271,10 @@ pub unsafe extern "C" fn dosql_exec(op: u32, body: *const u8, len: usize) -> u32
                 crate::op::QUERY => session.query(body),
                 crate::op::BATCH => session.batch(body),
                 crate::op::STATS => session.stats(),
-                crate::op::HRANA => hrana.handle(session.database(), body, Instant::now()),
+                crate::op::HRANA => framed(
+                    http::Request::parse(body)
+                        .map(|req| hrana.route(session.database(), &req, Instant::now())),
+                ),
                 crate::op::LIMITS => set_limits(session, hrana, body),
                 crate::op::HEAD => head_op(),
                 _ => error_response(&ApiError::new(
@@ -273,8 +290,11 @@ pub unsafe extern "C" fn dosql_exec(op: u32, body: *const u8, len: usize) -> u32
 
 /// Applies [`crate::MemoryLimits`] to the open database, its SQLite and its Hrana streams.
 fn set_limits(session: &mut Session, hrana: &mut Hrana, body: &[u8]) -> Response {
-    let limits: crate::MemoryLimits = match serde_json::from_slice(body) {
-        Ok(l) => l,
+    let limits = match serde_json::from_slice(body) {
+        Ok(crate::LimitsRequest::Limits(l)) => l,
+        Ok(crate::LimitsRequest::Share(share)) => {
+            crate::MemoryLimits::for_share(share, session.database().page_size().bytes())
+        }
         Err(e) => return error_response(&ApiError::bad_request(format!("invalid limits: {e}"))),
     };
     session
@@ -293,7 +313,7 @@ fn set_limits(session: &mut Session, hrana: &mut Hrana, body: &[u8]) -> Response
     });
     Response {
         status: 200,
-        body: b"{}".to_vec(),
+        body: serde_json::to_vec(&limits).unwrap_or_default(),
     }
 }
 
@@ -345,42 +365,32 @@ fn head_op() -> Response {
     }
 }
 
-/// The page-transfer routes (`dosql_api::transfer`). The input is a header line
-/// `{"method", "path", "query"}`, `\n`, then the request body; the answer is a header line
-/// (a JSON object of response headers), `\n`, then the body. After an import is switched in,
-/// the database is opened again (its head, page size and pages all changed).
-fn transfer_op(input: &[u8]) -> Response {
-    #[derive(serde::Deserialize)]
-    struct Header<'a> {
-        method: &'a str,
-        path: &'a str,
-        #[serde(default)]
-        query: &'a str,
+/// A framed route's answer ([`dosql_api::http`]), errors framed too.
+fn framed(answer: Result<http::Answer, ApiError>) -> Response {
+    let a = answer.unwrap_or_else(|e| http::Answer::error(&e));
+    Response {
+        status: a.status,
+        body: a.framed(),
     }
-    let Some(split) = input.iter().position(|&b| b == b'\n') else {
-        return error_response(&ApiError::bad_request("missing the transfer header line"));
-    };
-    let header: Header<'_> = match serde_json::from_slice(&input[..split]) {
-        Ok(h) => h,
-        Err(e) => {
-            return error_response(&ApiError::bad_request(format!("bad transfer header: {e}")));
-        }
+}
+
+/// The page-transfer routes (`dosql_api::transfer`), framed ([`dosql_api::http`]). After an
+/// import is switched in, the database is opened again (its head, page size and pages all
+/// changed).
+fn transfer_op(input: &[u8]) -> Response {
+    let req = match http::Request::parse(input) {
+        Ok(r) => r,
+        Err(e) => return framed(Err(e)),
     };
     let Some(o) = OPENED.with(|x| *x.borrow()) else {
-        return error_response(&ApiError::new(500, "INTERNAL", "database not open"));
+        return framed(Err(ApiError::new(500, "INTERNAL", "database not open")));
     };
     // A store of its own over the same storage: reads see every commit (each is applied to
     // storage before it returns), and only a switch changes the head, after which the
     // session is opened again.
     let mut store = match DoStore::open(HostKv { kind: o.kind }, o.new_page_size) {
         Ok(s) => s,
-        Err(e) => return error_response(&ApiError::new(500, "OPEN_FAILED", e.to_string())),
-    };
-    let req = transfer::Request {
-        method: header.method,
-        path: header.path,
-        query: header.query,
-        body: &input[split + 1..],
+        Err(e) => return framed(Err(ApiError::new(500, "OPEN_FAILED", e.to_string()))),
     };
     let mut schema_objects = || {
         SESSION.with(|s| {
@@ -405,21 +415,10 @@ fn transfer_op(input: &[u8]) -> Response {
     if answer.switched {
         let reopened = open(o);
         if reopened.status != 200 {
-            return reopened;
+            return framed(Ok(reopened.into()));
         }
     }
-    let headers: serde_json::Map<String, serde_json::Value> = answer
-        .headers
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), json!(v)))
-        .collect();
-    let mut body = serde_json::Value::Object(headers).to_string().into_bytes();
-    body.push(b'\n');
-    body.extend_from_slice(&answer.body);
-    Response {
-        status: answer.status,
-        body,
-    }
+    framed(Ok(answer))
 }
 
 /// Where the last answer is.

@@ -16,8 +16,8 @@
 //! Exports: `dosql_open(kind, new_page_size, cache_pages, read_ahead)` (reads the head from
 //! storage; kind 1 classic, 2 SQLite-backed), `dosql_exec(op, body, len)` (see [`op`];
 //! returns an HTTP status and leaves the answer in the result buffer),
-//! `dosql_result_ptr/len`, `dosql_alloc/free`. Everything but the ABI lives in `dosql-api`
-//! and `dosql-layout`.
+//! `dosql_result_ptr/len`, `dosql_alloc/free`, and `dosql_warm_up()` (see [`warmup`]).
+//! Everything but the ABI lives in `dosql-api` and `dosql-layout`.
 //!
 //! The module imports its memory (`env.memory`, at least [`INITIAL_MEMORY_BYTES`]): the host
 //! gives each instance a memory whose maximum is the isolate's memory budget, so that an
@@ -26,11 +26,39 @@
 
 #[cfg(target_arch = "wasm32")]
 mod abi;
+pub mod warmup;
 
 /// The memory the module asks of its host when it is instantiated (`--initial-memory`, set by
-/// build.rs): its data and its 1 MiB stack fit in it. The host (worker/src/dosql.ts,
+/// build.rs): its data and its 1 MiB stack fit in it. The host (worker/src/constants.ts,
 /// `WASM_INITIAL_PAGES`) provides exactly this much to start with.
 pub const INITIAL_MEMORY_BYTES: u32 = 2 * 1024 * 1024;
+
+/// Limits the host (worker/src) keeps on the module's behalf. They are decided here, with the
+/// rest, and reach the TypeScript through worker/src/constants.ts, which
+/// tests/generated_constants.rs writes from them (and fails on when it is stale).
+pub mod host {
+    /// The largest request body the host reads and hands to the module (413 above it).
+    pub const MAX_BODY_BYTES: usize = dosql_api::transfer::MAX_BODY_BYTES;
+    /// The most of an oversized body the host reads and drops before answering 413, so that a
+    /// client still sending reads the answer instead of a reset connection.
+    pub const MAX_DRAIN_BYTES: usize = 16 * 1024 * 1024;
+    /// The largest answer, whatever the instance's share of memory.
+    pub const MAX_ANSWER_BYTES: usize = dosql_api::Limits::DEFAULT_MAX_ANSWER_BYTES;
+    /// How long a Hrana stream may go without a request before it is rolled back and closed,
+    /// unless HRANA_STREAM_TIMEOUT_MS says otherwise.
+    pub const DEFAULT_STREAM_TIMEOUT_MS: u64 =
+        dosql_api::hrana::DEFAULT_STREAM_TIMEOUT.as_millis() as u64;
+    /// The isolate's memory budget: every instance's linear memory together (DOSQL_MEMORY_BUDGET
+    /// overrides it). Leaves half of the 128 MB isolate to V8's heap, request and response
+    /// buffers, and workerd.
+    pub const DEFAULT_MEMORY_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+    /// The smallest budget accepted: one instance's fixed costs (data, stack, request body and
+    /// answer buffers, about 4 MB) must stay a small part of it.
+    pub const MIN_MEMORY_BUDGET_BYTES: usize = 32 * 1024 * 1024;
+    /// The page cache's bytes unless CACHE_PAGES or CACHE_BYTES say otherwise (within the
+    /// instance's share: a fifth of it at most).
+    pub const DEFAULT_CACHE_BYTES: usize = 32 * 1024 * 1024;
+}
 
 /// Operation codes of `dosql_exec`.
 pub mod op {
@@ -40,25 +68,21 @@ pub mod op {
     pub const BATCH: u32 = 2;
     /// Page size, page count, txid, VFS counters.
     pub const STATS: u32 = 3;
-    /// libSQL's Hrana over HTTP: a header line `{"version", "endpoint", "stream_timeout_ms"}`,
-    /// `\n`, then the pipeline (or cursor) request body → its answer (see
-    /// `dosql_api::hrana`).
+    /// libSQL's Hrana over HTTP, its routes under `/db/<name>/` (`dosql_api::hrana::Hrana::
+    /// route`): the request and the answer framed as `dosql_api::http` says.
     pub const HRANA: u32 = 4;
-    /// `{"cache_pages", "max_txn_bytes", "heap_bytes", "max_answer_bytes"}`: the memory this
-    /// instance may use from now on (its share of the isolate's budget, see
-    /// `worker/src/budget.ts`) → `{}`.
+    /// [`LimitsRequest`]: the memory this instance may use from now on (from its share of the
+    /// isolate's budget, see `worker/src/budget.ts`) → the [`MemoryLimits`] set.
     pub const LIMITS: u32 = 5;
-    /// The page-transfer routes (`dosql_api::transfer`): a header line `{"method", "path",
-    /// "query"}`, `\n`, the body → a header line (response headers as a JSON object), `\n`,
-    /// the body.
+    /// The page-transfer routes (`dosql_api::transfer`), framed as `dosql_api::http` says.
     pub const TRANSFER: u32 = 6;
     /// The committed head as storage holds it (format, page size and count, txid, prefix,
     /// pages inline), for `/_storage_stats`.
     pub const HEAD: u32 = 7;
 }
 
-/// What [`op::LIMITS`] sets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+/// What [`op::LIMITS`] sets: the memory one instance may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryLimits {
     /// Pages the VFS's page cache may hold.
@@ -71,21 +95,91 @@ pub struct MemoryLimits {
     pub max_answer_bytes: usize,
 }
 
+/// The body of [`op::LIMITS`]: the limits themselves, or the instance's share of the
+/// isolate's memory budget to make them from ([`MemoryLimits::for_share`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum LimitsRequest {
+    /// `{"share_bytes", "cache_bytes"}`.
+    Share(Share),
+    /// `{"cache_pages", "max_txn_bytes", "heap_bytes", "max_answer_bytes"}`.
+    Limits(MemoryLimits),
+}
+
+/// An instance's share of the isolate's memory budget (worker/src/budget.ts), and the page
+/// cache's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Share {
+    /// Bytes the instance may hold.
+    pub share_bytes: usize,
+    /// CACHE_PAGES: the most pages the page cache may hold, within the share.
+    #[serde(default)]
+    pub cache_pages: Option<usize>,
+    /// CACHE_BYTES: the most bytes the page cache may hold when `cache_pages` is unset
+    /// (default [`host::DEFAULT_CACHE_BYTES`]), so that 64 KiB pages take no more memory than
+    /// 4 KiB ones.
+    #[serde(default)]
+    pub cache_bytes: Option<usize>,
+}
+
+impl MemoryLimits {
+    /// The limits for an instance with a share of `share.share_bytes`: a fifth each for the
+    /// page cache, the transaction's changed pages (which a commit briefly holds twice: the
+    /// pages and their stored values) and SQLite's heap, and a tenth (at most
+    /// [`host::MAX_ANSWER_BYTES`]) for an answer. With the instance's fixed costs (data,
+    /// stack, request and answer buffers) that is about 0.9 of the share, so the instance
+    /// stays within it even with every limit reached at once.
+    pub fn for_share(share: Share, page_size: usize) -> MemoryLimits {
+        let fifth = share.share_bytes / 5;
+        let cache_bytes = match share.cache_pages {
+            Some(pages) => pages.saturating_mul(page_size),
+            None => share.cache_bytes.unwrap_or(host::DEFAULT_CACHE_BYTES),
+        };
+        MemoryLimits {
+            cache_pages: (fifth.min(cache_bytes) / page_size.max(1)).max(16),
+            max_txn_bytes: fifth,
+            heap_bytes: i64::try_from(fifth).unwrap_or(i64::MAX),
+            max_answer_bytes: (share.share_bytes / 10).min(host::MAX_ANSWER_BYTES),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
-    fn build_rs_asks_for_the_initial_memory_the_host_provides() {
-        let build = include_str!("../build.rs");
-        assert!(
-            build.contains(&format!("--initial-memory={}", super::INITIAL_MEMORY_BYTES)),
-            "build.rs and INITIAL_MEMORY_BYTES disagree"
+    fn a_share_makes_limits_within_it() {
+        use super::{LimitsRequest, MemoryLimits, Share, host};
+        let share = Share {
+            share_bytes: 40 << 20,
+            cache_pages: None,
+            cache_bytes: None,
+        };
+        let l = MemoryLimits::for_share(share, 4096);
+        assert_eq!(l.cache_pages, (8 << 20) / 4096);
+        assert_eq!(l.max_txn_bytes, 8 << 20);
+        assert_eq!(l.heap_bytes, 8 << 20);
+        assert_eq!(l.max_answer_bytes, 4 << 20);
+        // CACHE_BYTES caps the cache; at least 16 pages; answers at most MAX_ANSWER_BYTES.
+        let small = Share {
+            share_bytes: 1 << 30,
+            cache_pages: None,
+            cache_bytes: Some(4096),
+        };
+        assert_eq!(MemoryLimits::for_share(small, 4096).cache_pages, 16);
+        let pages = Share {
+            cache_pages: Some(1000),
+            ..small
+        };
+        assert_eq!(MemoryLimits::for_share(pages, 65536).cache_pages, 1000);
+        assert_eq!(
+            MemoryLimits::for_share(small, 4096).max_answer_bytes,
+            host::MAX_ANSWER_BYTES
         );
-        let host = include_str!("../../../worker/src/dosql.ts");
-        let pages = super::INITIAL_MEMORY_BYTES / 65536;
-        assert!(
-            host.contains(&format!("WASM_INITIAL_PAGES = {pages};")),
-            "worker/src/dosql.ts must provide {pages} pages"
-        );
+        let r: LimitsRequest =
+            serde_json::from_str(r#"{"share_bytes": 41943040, "cache_bytes": null}"#).unwrap();
+        assert_eq!(r, LimitsRequest::Share(share));
+        assert!(serde_json::from_str::<LimitsRequest>(r#"{"share_bytes": 1, "x": 2}"#).is_err());
     }
 
     #[test]

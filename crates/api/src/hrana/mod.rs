@@ -33,12 +33,11 @@
 //! libSQL syntax; here it runs as `BEGIN DEFERRED` with `PRAGMA query_only` on until the
 //! transaction ends, so writes inside it fail with `SQLITE_READONLY` as on libSQL.
 //!
-//! # The wasm operation
+//! # The routes
 //!
-//! [`Hrana::handle`] takes one line of JSON, `{"version": 2|3, "endpoint": "pipeline"|"cursor",
-//! "stream_timeout_ms": N}`, a newline, then the HTTP request body unchanged. The Durable
-//! Object writes the line: the endpoint and the configured timeout travel with every call,
-//! because the wasm instance can be re-created at any time.
+//! [`Hrana::route`] serves the HTTP routes under `/db/<name>/` (`v2`, `v3`, `v2/pipeline`,
+//! `v3/pipeline`, `v3/cursor`), methods, errors and headers included; the Durable Object only
+//! frames the request ([`crate::http`]).
 //!
 //! # Modules
 //!
@@ -62,8 +61,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use dosql_vfs::Database;
-use serde::Deserialize;
 
+use crate::http::{Answer, Request};
 use crate::{Limits, Response};
 use proto::{
     PipelineReq, PipelineResp, ProtoError, StreamRequest, StreamResult, http_error, json_response,
@@ -111,22 +110,6 @@ impl Default for Hrana {
     fn default() -> Hrana {
         Hrana::new()
     }
-}
-
-/// The first line of [`Hrana::handle`]'s input.
-#[derive(Debug, Deserialize)]
-struct Header {
-    version: u8,
-    endpoint: Endpoint,
-    #[serde(default)]
-    stream_timeout_ms: Option<u64>,
-}
-
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-enum Endpoint {
-    Pipeline,
-    Cursor,
 }
 
 impl Hrana {
@@ -201,33 +184,61 @@ impl Hrana {
         stale.len()
     }
 
-    /// The wasm operation: a header line, `\n`, then the request body (see the module docs).
-    pub fn handle(&mut self, db: &Database, input: &[u8], now: Instant) -> Response {
-        let Some(split) = input.iter().position(|&b| b == b'\n') else {
-            return http_error(400, "PROTOCOL_ERROR", "missing the Hrana header line");
-        };
-        let header: Header = match serde_json::from_slice(&input[..split]) {
-            Ok(h) => h,
-            Err(e) => {
-                return http_error(400, "PROTOCOL_ERROR", format!("bad Hrana header: {e}"));
+    /// Serves one request under `/db/<name>/` (the host's framing: [`crate::http`]):
+    ///
+    /// - `GET v2`, `GET v3` → 200, the versions served (clients probe them);
+    /// - `POST v2/pipeline`, `POST v3/pipeline` → [`Hrana::pipeline`];
+    /// - `POST v3/cursor` → [`Hrana::cursor`], lines of JSON (`text/plain`);
+    /// - anything else (Protobuf's `v3-protobuf` among them) → 404, so clients fall back to
+    ///   JSON.
+    ///
+    /// `HRANA_STREAM_TIMEOUT_MS`, when the host has it, sets the stream timeout first: the
+    /// instance can be re-created at any time, so every request carries it.
+    pub fn route(&mut self, db: &Database, req: &Request<'_>, now: Instant) -> Answer {
+        if let Some(raw) = req.hrana_stream_timeout_ms {
+            match raw.parse::<u64>() {
+                Ok(ms) if ms > 0 => self.set_stream_timeout(Duration::from_millis(ms)),
+                _ => {
+                    let why = format!("HRANA_STREAM_TIMEOUT_MS is not a positive integer: {raw}");
+                    return http_error(500, "BAD_CONFIG", why).into();
+                }
+            }
+        }
+        let (method, version) = match req.path {
+            "v2" | "v3" => ("GET", None),
+            "v2/pipeline" => ("POST", Some(Version::V2)),
+            "v3/pipeline" | "v3/cursor" => ("POST", Some(Version::V3)),
+            p => {
+                let why = format!(
+                    "no Hrana endpoint {p} (served: v2/pipeline, v3/pipeline, v3/cursor; JSON only)"
+                );
+                return http_error(404, "NOT_FOUND", why).into();
             }
         };
-        if let Some(ms) = header.stream_timeout_ms {
-            self.set_stream_timeout(Duration::from_millis(ms));
+        if !req.is(method) {
+            let why = format!("{} takes {method}", req.path);
+            return Answer::from(http_error(405, "METHOD_NOT_ALLOWED", why)).with("allow", method);
         }
-        let body = &input[split + 1..];
-        let version = match header.version {
-            2 => Version::V2,
-            3 => Version::V3,
-            v => {
-                return http_error(404, "NOT_FOUND", format!("Hrana version {v} is not served"));
-            }
+        let Some(version) = version else {
+            let banner = format!("dosql: Hrana over HTTP {} (JSON)\n", req.path);
+            return Answer::from(Response {
+                status: 200,
+                body: banner.into_bytes(),
+            })
+            .with("content-type", "text/plain");
         };
-        match header.endpoint {
-            Endpoint::Pipeline => self.pipeline(db, version, body, now),
-            Endpoint::Cursor if version >= Version::V3 => self.cursor(db, body, now),
-            Endpoint::Cursor => http_error(404, "NOT_FOUND", "cursors need Hrana 3 (v3/cursor)"),
+        if req.path == "v3/cursor" {
+            let r = self.cursor(db, req.body, now);
+            // Lines of JSON, not one JSON document.
+            let text = r.status == 200;
+            let a = Answer::from(r);
+            return if text {
+                a.with("content-type", "text/plain")
+            } else {
+                a
+            };
         }
+        self.pipeline(db, version, req.body, now).into()
     }
 
     /// `POST v2/pipeline`, `POST v3/pipeline`: runs the requests on the stream the baton names

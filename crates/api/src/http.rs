@@ -1,0 +1,173 @@
+//! Routes the host hands over whole: page transfer ([`crate::transfer`]) and Hrana
+//! ([`crate::hrana::Hrana::route`]). The host frames the HTTP request as one line of JSON,
+//! `{"method", "path", "query", "hrana_stream_timeout_ms"?}`, a newline, then the body
+//! unchanged; the answer comes back as one line of JSON (the response's headers), a newline,
+//! then the body. The host copies bytes and nothing else: routes, methods, errors and headers
+//! are decided here.
+
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use crate::{ApiError, Response};
+
+/// A framed request.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The HTTP method.
+    pub method: &'a str,
+    /// The path after `/db/<name>/`: `pages`, `import/<id>`, `v3/pipeline`, ...
+    pub path: &'a str,
+    /// The query string without its `?`.
+    pub query: &'a str,
+    /// HRANA_STREAM_TIMEOUT_MS as the host's environment has it (unset: `None`).
+    pub hrana_stream_timeout_ms: Option<&'a str>,
+    /// The body.
+    pub body: &'a [u8],
+}
+
+#[derive(Deserialize)]
+struct Line<'a> {
+    #[serde(borrow)]
+    method: &'a str,
+    #[serde(borrow)]
+    path: &'a str,
+    #[serde(default, borrow)]
+    query: &'a str,
+    #[serde(default, borrow)]
+    hrana_stream_timeout_ms: Option<&'a str>,
+}
+
+impl<'a> Request<'a> {
+    /// A request without settings.
+    pub fn new(method: &'a str, path: &'a str, query: &'a str, body: &'a [u8]) -> Request<'a> {
+        Request {
+            method,
+            path,
+            query,
+            hrana_stream_timeout_ms: None,
+            body,
+        }
+    }
+
+    /// Reads the host's framing (see the module docs).
+    pub fn parse(input: &'a [u8]) -> Result<Request<'a>, ApiError> {
+        let split = input
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| ApiError::bad_request("missing the request's header line"))?;
+        let line: Line<'a> = serde_json::from_slice(&input[..split])
+            .map_err(|e| ApiError::bad_request(format!("bad request header line: {e}")))?;
+        Ok(Request {
+            method: line.method,
+            path: line.path,
+            query: line.query,
+            hrana_stream_timeout_ms: line.hrana_stream_timeout_ms,
+            body: &input[split + 1..],
+        })
+    }
+
+    /// Whether the method is `want` (a `HEAD` counts as a `GET`).
+    pub fn is(&self, want: &str) -> bool {
+        self.method == want || (want == "GET" && self.method == "HEAD")
+    }
+}
+
+/// An answer: status, headers, body; and whether the database was switched under the session
+/// (an import committed: the caller opens it again, its head, page size and pages changed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers besides `content-type` (JSON unless one is given here).
+    pub headers: Vec<(&'static str, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// The database was switched.
+    pub switched: bool,
+}
+
+impl Answer {
+    /// 200 with `value`.
+    pub fn json(value: &Json) -> Answer {
+        Answer::from(Response {
+            status: 200,
+            body: value.to_string().into_bytes(),
+        })
+    }
+
+    /// `e` as dosql's JSON error.
+    pub fn error(e: &ApiError) -> Answer {
+        Answer::from(Response {
+            status: e.status,
+            body: e.body().to_string().into_bytes(),
+        })
+    }
+
+    /// 405 for a route that takes `allow` (e.g. "GET or POST").
+    pub fn not_allowed(what: &str, allow: &str) -> Answer {
+        let e = ApiError::new(405, "METHOD_NOT_ALLOWED", format!("{what} takes {allow}"));
+        Answer::error(&e).with("allow", allow.replace(" or ", ", "))
+    }
+
+    /// With one more header.
+    pub fn with(mut self, name: &'static str, value: impl Into<String>) -> Answer {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The host's framing: the headers as one line of JSON, a newline, the body.
+    pub fn framed(&self) -> Vec<u8> {
+        let headers: serde_json::Map<String, Json> = self
+            .headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), json!(v)))
+            .collect();
+        let mut out = Json::Object(headers).to_string().into_bytes();
+        out.push(b'\n');
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+impl From<Response> for Answer {
+    fn from(r: Response) -> Answer {
+        Answer {
+            status: r.status,
+            headers: Vec::new(),
+            body: r.body,
+            switched: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_and_answers_frame() {
+        let r =
+            Request::parse(b"{\"method\":\"PUT\",\"path\":\"import/1\",\"query\":\"from=1\"}\nab")
+                .unwrap();
+        assert_eq!(
+            (r.method, r.path, r.query, r.body),
+            ("PUT", "import/1", "from=1", &b"ab"[..])
+        );
+        assert_eq!(r.hrana_stream_timeout_ms, None);
+        let r = Request::parse(
+            b"{\"method\":\"HEAD\",\"path\":\"v2\",\"hrana_stream_timeout_ms\":\"5\"}\n",
+        )
+        .unwrap();
+        assert!(r.is("GET") && !r.is("POST"));
+        assert_eq!(r.hrana_stream_timeout_ms, Some("5"));
+        assert!(Request::parse(b"no line").is_err());
+        assert!(Request::parse(b"{\"path\":\"v2\"}\n").is_err());
+        let a = Answer::not_allowed("import", "GET or POST");
+        assert_eq!(a.status, 405);
+        let framed = a.framed();
+        let split = framed.iter().position(|&b| b == b'\n').unwrap();
+        let headers: Json = serde_json::from_slice(&framed[..split]).unwrap();
+        assert_eq!(headers, json!({"allow": "GET, POST"}));
+        assert_eq!(&framed[split + 1..], &a.body[..]);
+    }
+}
