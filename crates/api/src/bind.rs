@@ -22,7 +22,8 @@ pub(crate) struct Rules {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Count {
     /// Exactly as many arguments (positional and named together) as the statement has
-    /// parameters. Which parameters they reach is not checked further.
+    /// parameters, each reaching a parameter of its own (two names for one parameter, `a`
+    /// and `:a`, are refused), so that every parameter gets a value.
     Exact,
     /// At most as many positional arguments as parameters; then every parameter must have
     /// got a value, positional or named.
@@ -55,7 +56,9 @@ pub(crate) enum BindError<'a> {
     NoParameter(&'a str),
     /// An argument's value is not a SQLite value: the conversion's message.
     Value(Arg<'a>, String),
-    /// Parameter `index` (from 1; `name` when it has one) got no value ([`Count::Cover`]).
+    /// Parameter `index` (from 1; `name` when it has one) got a value twice ([`Count::Exact`]).
+    Twice { index: usize, name: Option<String> },
+    /// Parameter `index` (from 1; `name` when it has one) got no value.
     Unbound {
         index: usize,
         name: Option<String>,
@@ -65,10 +68,9 @@ pub(crate) enum BindError<'a> {
     Sqlite(rusqlite::Error),
 }
 
-/// Binds `positional` to parameters 1.., then `named` (which win over positional ones for
-/// the same parameter), converting each value with `to_value` just before it is bound.
-/// Checks the counts of `rules` first, and for [`Count::Cover`] that every parameter got a
-/// value last.
+/// Binds `positional` to parameters 1.., then `named` (which, with [`Count::Cover`], win over
+/// positional ones for the same parameter), converting each value with `to_value` just before
+/// it is bound. Checks the counts of `rules` first, and that every parameter got a value last.
 pub(crate) fn bind<'a, V: 'a>(
     stmt: &mut Statement<'_>,
     positional: &'a [V],
@@ -88,18 +90,13 @@ pub(crate) fn bind<'a, V: 'a>(
     if !count_ok {
         return Err(BindError::Count(counts));
     }
-    // Which parameters got a value: only `Count::Cover` asks (no allocation otherwise).
-    let mut bound = (rules.count == Count::Cover).then(|| vec![false; counts.parameters]);
-    let mut mark = |index: usize| {
-        if let Some(bound) = &mut bound {
-            bound[index - 1] = true;
-        }
-    };
+    // Which parameters got a value.
+    let mut bound = vec![false; counts.parameters];
     for (i, v) in positional.iter().enumerate() {
         let value = to_value(v).map_err(|m| BindError::Value(Arg::Position(i + 1), m))?;
         stmt.raw_bind_parameter(i + 1, value)
             .map_err(BindError::Sqlite)?;
-        mark(i + 1);
+        bound[i] = true;
     }
     for (name, v) in named {
         let index = if name.starts_with(rules.prefixes) {
@@ -111,12 +108,16 @@ pub(crate) fn bind<'a, V: 'a>(
                 .find_map(|p| stmt.parameter_index(&format!("{p}{name}")).ok().flatten())
         };
         let index = index.ok_or(BindError::NoParameter(name))?;
+        if rules.count == Count::Exact && bound[index - 1] {
+            let name = stmt.parameter_name(index).map(str::to_owned);
+            return Err(BindError::Twice { index, name });
+        }
         let value = to_value(v).map_err(|m| BindError::Value(Arg::Name(name), m))?;
         stmt.raw_bind_parameter(index, value)
             .map_err(BindError::Sqlite)?;
-        mark(index);
+        bound[index - 1] = true;
     }
-    if let Some(index) = bound.and_then(|b| b.iter().position(|b| !b)).map(|i| i + 1) {
+    if let Some(index) = bound.iter().position(|b| !b).map(|i| i + 1) {
         return Err(BindError::Unbound {
             index,
             name: stmt.parameter_name(index).map(str::to_owned),
@@ -192,5 +193,22 @@ mod tests {
         assert!(err(run("SELECT ?1", &[], &[("?1", 1)], EXACT)).starts_with("NoParameter"));
         assert!(err(run("SELECT ?", &[-1], &[], EXACT)).starts_with("Value(Position(1)"));
         assert!(err(run("SELECT :a", &[], &[("a", -1)], EXACT)).starts_with("Value(Name(\"a\")"));
+    }
+
+    #[test]
+    fn exact_rules_refuse_two_names_for_one_parameter() {
+        // Two arguments for two parameters, but both reach :a and :b would stay NULL.
+        let twice = run("SELECT :a, :b", &[], &[("a", 1), (":a", 2)], EXACT).unwrap_err();
+        assert!(
+            twice.starts_with("Twice { index: 1, name: Some(\":a\")"),
+            "{twice}"
+        );
+        assert_eq!(
+            run("SELECT :a, :b", &[], &[("a", 1), (":b", 2)], EXACT),
+            Ok(vec![Value::Integer(1), Value::Integer(2)])
+        );
+        // Under the cover rules the later name wins, and :b unbound is an error.
+        let cover = run("SELECT :a, :b", &[], &[("a", 1), (":a", 2)], COVER).unwrap_err();
+        assert!(cover.starts_with("Unbound { index: 2"), "{cover}");
     }
 }

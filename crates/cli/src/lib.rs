@@ -2,7 +2,8 @@
 //!
 //! Every subcommand takes a `<target>`: `http(s)://host[:port]/db/<name>` for a database on a
 //! dosql server (the Worker; `--token`/`DOSQL_TOKEN` for its bearer token), or the path of a
-//! local store file (a durable `RedbStore`), so everything also works offline.
+//! local store file (the Durable Object layout in a redb file: `dosql_layout::RedbKv`), so
+//! everything also works offline.
 //!
 //! Errors are one line on stderr, `dosql: <what went wrong>`, and exit code 1 (usage errors:
 //! clap's message and 2).

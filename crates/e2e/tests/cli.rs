@@ -1,5 +1,6 @@
 //! The `dosql` CLI against workerd: import, export, verify, info and shell over HTTP, the page
-//! transfer protocol under it (worker/src/transfer.ts), and its atomicity when killed.
+//! transfer protocol under it (crates/api/src/transfer.rs in the wasm), and its atomicity when
+//! killed.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -344,6 +345,29 @@ fn bad_targets_files_and_tokens_get_one_clear_line() {
     args.extend(tok);
     ok(run(&args));
     assert_eq!(integrity(&out), "ok");
+}
+
+#[test]
+fn an_empty_database_exports_verifies_and_reports_its_info() {
+    let server = Server::start();
+    let url = format!("{}/db/never-written", server.url());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("empty.sqlite");
+    ok(run(&["export", &url, s(&out)]));
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().len(),
+        0,
+        "an empty database is an empty file"
+    );
+    assert_eq!(integrity(&out), "ok");
+    let verified = ok(run(&["verify", &url]));
+    // SHA-256 of nothing.
+    assert!(
+        verified.contains("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+        "{verified}"
+    );
+    let info: Json = serde_json::from_str(&ok(run(&["info", "--json", &url]))).unwrap();
+    assert_eq!(info["page_count"], 0);
 }
 
 #[test]

@@ -295,16 +295,25 @@ unsafe extern "C" fn x_open(
     let name = unsafe { name_of(name) };
     let open = if flags & ffi::SQLITE_OPEN_MAIN_DB != 0 {
         match name.and_then(find) {
-            Some(state) => OpenFile::Db {
+            Some(state) => Ok(OpenFile::Db {
                 state,
                 lock: Lock::None,
-            },
-            None => return VfsError::UnknownDatabase(name.unwrap_or("").to_owned()).sqlite_code(),
+            }),
+            None => Err(VfsError::UnknownDatabase(name.unwrap_or("").to_owned())),
         }
     } else if flags & ffi::SQLITE_OPEN_WAL != 0 {
-        return VfsError::Unsupported("WAL files are not supported".into()).sqlite_code();
+        Err(VfsError::Unsupported("WAL files are not supported".into()))
     } else {
-        OpenFile::Mem(MemFile::default())
+        Ok(OpenFile::Mem(MemFile::default()))
+    };
+    let open = match open {
+        Ok(open) => open,
+        Err(e) => {
+            // SAFETY: `file` points at the `szOsFile` bytes SQLite allocated. xOpen's contract:
+            // on failure pMethods is NULL, or SQLite would call xClose on a file never opened.
+            unsafe { ptr::addr_of_mut!((*file).pMethods).write(ptr::null()) };
+            return e.sqlite_code();
+        }
     };
     // SAFETY: SQLite allocated `szOsFile` = size_of::<File>() bytes at `file` for us to fill;
     // pMethods is set last, only on success, as the VFS contract requires.
@@ -616,4 +625,39 @@ pub extern "C" fn sqlite3_os_init() -> c_int {
 #[unsafe(no_mangle)]
 pub extern "C" fn sqlite3_os_end() -> c_int {
     ffi::SQLITE_OK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_open_leaves_no_methods_for_sqlite_to_close() {
+        for (name, flags) in [
+            (c"no-such-database", ffi::SQLITE_OPEN_MAIN_DB),
+            (c"x-wal", ffi::SQLITE_OPEN_WAL),
+        ] {
+            // A file whose pMethods holds garbage, as SQLite's allocation may.
+            let mut file = File {
+                base: ffi::sqlite3_file {
+                    pMethods: &IO_METHODS,
+                },
+                open: ptr::null_mut(),
+            };
+            let mut out = 0;
+            // SAFETY: `file` is a File-sized buffer we own, `name` a NUL-terminated string;
+            // x_open does not use its vfs argument.
+            let rc = unsafe {
+                x_open(
+                    ptr::null_mut(),
+                    name.as_ptr(),
+                    (&raw mut file).cast(),
+                    flags,
+                    &mut out,
+                )
+            };
+            assert_ne!(rc, ffi::SQLITE_OK);
+            assert!(file.base.pMethods.is_null(), "{name:?}");
+        }
+    }
 }

@@ -99,6 +99,8 @@ fn apply_args(prepared: &mut rusqlite::Statement<'_>, stmt: &Stmt) -> Result<(),
                 counts.positional, counts.named, counts.parameters
             ))
         }
+        // Only `Count::Exact` refuses a second value (here a named one wins).
+        BindError::Twice { index, .. } => args_error(format!("parameter {index} given twice")),
         BindError::Sqlite(e) => args_error(e.to_string()),
     })
 }

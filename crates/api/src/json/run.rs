@@ -259,7 +259,15 @@ fn apply_params(
         BindError::Value(Arg::Position(i), m) => param_error(format!("parameter {i}: {m}")),
         BindError::Value(Arg::Name(name), m) => param_error(format!("parameter {name}: {m}")),
         BindError::Sqlite(e) => ApiError::from_sqlite(&e, None),
-        // Only `Count::Cover` checks that each parameter got a value: not reached here.
+        BindError::Twice { index, name } => ApiError::new(
+            400,
+            "SQLITE_RANGE",
+            format!(
+                "parameter {} is given twice (a name with and without its prefix?)",
+                name.unwrap_or_else(|| format!("?{index}"))
+            ),
+        ),
+        // Unreachable after `Twice` with exact counts; worded all the same.
         BindError::Unbound { index, .. } => ApiError::new(
             400,
             "SQLITE_RANGE",

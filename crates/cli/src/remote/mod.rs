@@ -133,20 +133,21 @@ impl Database for Remote {
                 }
                 sink.pages(&answer.bytes)?;
                 let got = (answer.bytes.len() / size.max(1) as usize) as u32;
-                if got == 0 {
-                    bail!("{url}: GET /pages from {from} answered no pages of the {count}");
-                }
                 progress.add(u64::from(got));
                 from += got;
-                if let Some(d) = delay {
-                    std::thread::sleep(d);
-                }
+                // Checked before "no pages": an empty database (0 pages) is read in full.
                 if from > count {
                     return Ok(DbHead {
                         page_size: size,
                         page_count: count,
                         txid,
                     });
+                }
+                if got == 0 {
+                    bail!("{url}: GET /pages from {from} answered no pages of the {count}");
+                }
+                if let Some(d) = delay {
+                    std::thread::sleep(d);
                 }
             }
         }
