@@ -405,8 +405,32 @@ fn commit<K: Kv>(
     }
     // Checked again at the switch: someone may have written to the database since the start.
     refuse_non_empty(schema_objects, b.get("force") == Some(&Json::Bool(true)))?;
+    // The importer's checksum of what it sent (LTX's, 16 hex digits), against the pages
+    // as they were stored.
+    if let Some(want) = b.get("checksum") {
+        let want = want
+            .as_str()
+            .filter(|h| h.len() == 16)
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .ok_or_else(|| bad("checksum must be 16 hex digits"))?;
+        if s.checksum != 0 && s.checksum != want {
+            return Err(conflict(
+                "CHECKSUM_MISMATCH",
+                format!(
+                    "the pages stored have checksum {:016x}, not the {want:016x} the importer \
+                     computed: pages were lost or changed on the way; nothing was switched \
+                     (start the import again)",
+                    s.checksum
+                ),
+            ));
+        }
+    }
+    let note = match b.get("parent") {
+        Some(p) => json!({ "branch": p }),
+        None => json!({ "import": { "pages": s.page_count } }),
+    };
     let head = store
-        .switch_import(Generation(s.generation.0))
+        .switch_import(Generation(s.generation.0), None, note)
         .map_err(|e| failed(&e))?
         .clone();
     let garbage = store

@@ -9,13 +9,24 @@
 //! offset size field
 //!  0      4   magic b"dqhd"
 //!  4      2   format: 5
-//!  6      2   flags: 0 (a reader refuses a flag it does not know)
+//!  6      2   flags: bit 0 = the checksum is complete (a reader refuses a flag it does not
+//!             know)
 //!  8      4   page size in bytes (a power of two, 512..=65536)
 //! 12      4   page count
 //! 16      8   txid: commits so far (0: never committed to)
 //! 24      4   generation of the page keys: 0 `p:…`, n `g<n>:p:…` (see `keys`)
-//! 28      4   n: pages carried inline
-//! 32      …   n × [page number u32, value length u32, value]: each value is a page's
+//! 28      4   checksum cursor: while the checksum is being computed (a database from before
+//!             checksums), the pages below it are folded in; 0 once complete
+//! 32      8   checksum: the database's LTX checksum (see `checksum`), or the partial one
+//! 40      8   log oldest: the txid of the oldest record of the commit log still in the window
+//!             (see `log`); txid + 1 when there is none
+//! 48      8   log floor: records from it to log oldest are being deleted; ≤ log oldest
+//! 56      8   log bytes: bytes of the records in the window
+//! 64      8   timestamp of the last commit, ms since the Unix epoch (0: not known)
+//! 72      8   lineage: names this database's line of commits; a new one when the database
+//!             is replaced (an import, a restore, a branch); 0: not assigned yet
+//! 80      4   n: pages carried inline
+//! 84      …   n × [page number u32, value length u32, value]: each value is a page's
 //!             stored value (1..=page size bytes, see `dosql_pagestore::codec`); page
 //!             numbers distinct and within the page count; nothing follows the last
 //! ```
@@ -34,6 +45,9 @@
 //!
 //! # Formats read (written by earlier releases), moved to format 5 by the next commit
 //!
+//! A database read from an earlier format has no checksum yet (it is computed in the
+//! background: cursor 1), an empty log, timestamp 0 and lineage 0.
+//!
 //! - 4 (SQLite-backed): the row's `head` is JSON `{"format": 4, "page_size", "page_count",
 //!   "txid", "prefix"?, "inline_nos"?, "inline_lens"?}` and `inline` the values back to back.
 //! - 3 (classic): `meta` = `{format: 3, page_size, page_count, txid, prefix?, inline_nos?,
@@ -47,6 +61,7 @@
 use dosql_pagestore::{PageNo, PageSize, StoreError};
 use serde_json::{Value as Json, json};
 
+use crate::checksum;
 use crate::keys::Generation;
 use crate::value::{HeadRow, StorageKind, Value, bytes_of, count_field};
 
@@ -62,7 +77,8 @@ pub const HEAD_SELECT_SQL: &str = "SELECT head, inline FROM dosql_head WHERE id 
 pub const HEAD_UPSERT_SQL: &str =
     "INSERT OR REPLACE INTO dosql_head(id, head, inline) VALUES (0, ?, ?)";
 const MAGIC: &[u8; 4] = b"dqhd";
-const FIXED: usize = 32;
+const FIXED: usize = 84;
+const FLAG_CHECKSUM_COMPLETE: u16 = 1;
 /// The largest txid the earlier formats could hold (a JavaScript number, exactly).
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
@@ -79,6 +95,89 @@ pub struct Head {
     pub generation: Generation,
     /// Stored values of the pages carried inside the head, in the order written.
     pub inline: Vec<(PageNo, Vec<u8>)>,
+    /// The database's checksum.
+    pub checksum: DbChecksum,
+    /// Which records of the commit log exist.
+    pub log: LogWindow,
+    /// When the last commit was made, ms since the Unix epoch (0: not known).
+    pub timestamp_ms: i64,
+    /// This database's line of commits (0: not assigned yet).
+    pub lineage: u64,
+}
+
+/// The database's LTX checksum (see `checksum`), or how far computing it got.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum DbChecksum {
+    /// The XOR of every page's checksum (with bit 63 set).
+    Known(u64),
+    /// Being computed, for a database from before checksums: `partial` covers the pages
+    /// below `cursor`; commits keep it up to date for those pages only.
+    Partial {
+        /// The checksum of pages `1..cursor`.
+        partial: u64,
+        /// The first page not folded in yet (≥ 1).
+        cursor: u32,
+    },
+}
+
+impl DbChecksum {
+    /// The checksum when it is known.
+    pub fn known(self) -> Option<u64> {
+        match self {
+            DbChecksum::Known(c) => Some(c),
+            DbChecksum::Partial { .. } => None,
+        }
+    }
+
+    /// Whether page `no`'s content is part of the value held (every page when known).
+    pub fn covers(self, no: u32) -> bool {
+        match self {
+            DbChecksum::Known(_) => true,
+            DbChecksum::Partial { cursor, .. } => no < cursor,
+        }
+    }
+
+    /// The value held (known or partial).
+    pub fn value(self) -> u64 {
+        match self {
+            DbChecksum::Known(c) | DbChecksum::Partial { partial: c, .. } => c,
+        }
+    }
+
+    /// The same state holding `value`.
+    pub fn with_value(self, value: u64) -> DbChecksum {
+        match self {
+            DbChecksum::Known(_) => DbChecksum::Known(value),
+            DbChecksum::Partial { cursor, .. } => DbChecksum::Partial {
+                partial: value,
+                cursor,
+            },
+        }
+    }
+}
+
+/// Which records of the commit log (see `log`) exist: those of commits `oldest..=txid` are in
+/// the window (every state from `oldest - 1` to now can be rebuilt), those of `floor..oldest`
+/// are left over from pruning and being deleted.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct LogWindow {
+    /// The oldest record in the window; the head's txid + 1 when there is none.
+    pub oldest: u64,
+    /// The oldest record whose keys may still exist (≤ `oldest`).
+    pub floor: u64,
+    /// Bytes of the records in the window.
+    pub bytes: u64,
+}
+
+impl LogWindow {
+    /// No records, at txid `txid`.
+    pub fn empty(txid: u64) -> LogWindow {
+        LogWindow {
+            oldest: txid + 1,
+            floor: txid + 1,
+            bytes: 0,
+        }
+    }
 }
 
 impl Head {
@@ -90,7 +189,17 @@ impl Head {
             txid: 0,
             generation: Generation(0),
             inline: Vec::new(),
+            checksum: DbChecksum::Known(checksum::EMPTY),
+            log: LogWindow::empty(0),
+            timestamp_ms: 0,
+            lineage: 0,
         }
+    }
+
+    /// The oldest txid whose state can be rebuilt from the log (the head's txid when the log
+    /// is empty).
+    pub fn oldest_restorable(&self) -> u64 {
+        self.log.oldest - 1
     }
 
     /// The stored value of page `no` when it is carried inline.
@@ -105,13 +214,24 @@ impl Head {
     pub fn encode(&self) -> Vec<u8> {
         let n: usize = self.inline.iter().map(|(_, v)| 8 + v.len()).sum();
         let mut out = Vec::with_capacity(FIXED + n);
+        let (flags, cursor) = match self.checksum {
+            DbChecksum::Known(_) => (FLAG_CHECKSUM_COMPLETE, 0),
+            DbChecksum::Partial { cursor, .. } => (0, cursor),
+        };
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&HEAD_FORMAT.to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&flags.to_le_bytes());
         out.extend_from_slice(&self.page_size.get().to_le_bytes());
         out.extend_from_slice(&self.page_count.to_le_bytes());
         out.extend_from_slice(&self.txid.to_le_bytes());
         out.extend_from_slice(&self.generation.0.to_le_bytes());
+        out.extend_from_slice(&cursor.to_le_bytes());
+        out.extend_from_slice(&self.checksum.value().to_le_bytes());
+        out.extend_from_slice(&self.log.oldest.to_le_bytes());
+        out.extend_from_slice(&self.log.floor.to_le_bytes());
+        out.extend_from_slice(&self.log.bytes.to_le_bytes());
+        out.extend_from_slice(&self.timestamp_ms.to_le_bytes());
+        out.extend_from_slice(&self.lineage.to_le_bytes());
         out.extend_from_slice(&(self.inline.len() as u32).to_le_bytes());
         for (no, v) in &self.inline {
             out.extend_from_slice(&no.get().to_le_bytes());
@@ -133,9 +253,9 @@ impl Head {
             return Err(newer(format));
         }
         let flags = r.u16()?;
-        if flags != 0 {
+        if flags & !FLAG_CHECKSUM_COMPLETE != 0 {
             return Err(corrupt(format!(
-                "flags {flags:#x}: written by a newer dosql; this release knows none"
+                "flags {flags:#x}: written by a newer dosql; this release knows bit 0 only"
             )));
         }
         let size = r.u32()?;
@@ -143,6 +263,33 @@ impl Head {
         let page_count = r.u32()?;
         let txid = r.u64()?;
         let generation = Generation(r.u32()?);
+        let cursor = r.u32()?;
+        let value = r.u64()?;
+        let checksum = match (flags & FLAG_CHECKSUM_COMPLETE != 0, cursor) {
+            (true, 0) if value & checksum::FLAG != 0 => DbChecksum::Known(value),
+            (false, c) if c >= 1 && value & checksum::FLAG != 0 => DbChecksum::Partial {
+                partial: value,
+                cursor: c,
+            },
+            _ => {
+                return Err(corrupt(format!(
+                    "checksum {value:#x} with cursor {cursor} and flags {flags:#x}"
+                )));
+            }
+        };
+        let log = LogWindow {
+            oldest: r.u64()?,
+            floor: r.u64()?,
+            bytes: r.u64()?,
+        };
+        if log.floor > log.oldest || log.oldest > txid.saturating_add(1) || log.oldest == 0 {
+            return Err(corrupt(format!(
+                "log window {}..={txid} with floor {}",
+                log.oldest, log.floor
+            )));
+        }
+        let timestamp_ms = r.u64()? as i64;
+        let lineage = r.u64()?;
         let n = r.u32()?;
         let mut inline: Vec<(PageNo, Vec<u8>)> = Vec::new();
         for _ in 0..n {
@@ -171,6 +318,10 @@ impl Head {
             txid,
             generation,
             inline,
+            checksum,
+            log,
+            timestamp_ms,
+            lineage,
         })
     }
 
@@ -381,6 +532,14 @@ fn old_fields(m: &Json, format: u16) -> Result<Head, StoreError> {
         txid,
         generation,
         inline: Vec::new(),
+        // No checksum yet: it is computed in the background, from page 1.
+        checksum: DbChecksum::Partial {
+            partial: checksum::EMPTY,
+            cursor: 1,
+        },
+        log: LogWindow::empty(txid),
+        timestamp_ms: 0,
+        lineage: 0,
     })
 }
 
@@ -482,6 +641,17 @@ mod tests {
             txid: 1 << 40,
             generation: Generation(3),
             inline: vec![(no(7), vec![1, 2, 3]), (no(1), vec![9; 4096])],
+            checksum: DbChecksum::Partial {
+                partial: checksum::FLAG | 77,
+                cursor: 5,
+            },
+            log: LogWindow {
+                oldest: (1 << 40) - 9,
+                floor: (1 << 40) - 20,
+                bytes: 12_345,
+            },
+            timestamp_ms: 1_765_000_000_000,
+            lineage: 0xfeed,
         }
     }
 
@@ -498,13 +668,18 @@ mod tests {
         let h = sample();
         assert_eq!(Head::decode(&h.encode()).unwrap(), h);
         let empty = Head::empty(PageSize::new(512).unwrap()).encode();
-        assert_eq!(
-            empty,
-            [
-                b'd', b'q', b'h', b'd', 5, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                0, 0, 0, 0, 0, 0, 0, 0
-            ]
-        );
+        let mut want = vec![b'd', b'q', b'h', b'd', 5, 0, 1, 0, 0, 2, 0, 0];
+        want.extend_from_slice(&[0; 4 + 8 + 4 + 4]); // count, txid, generation, cursor
+        want.extend_from_slice(&checksum::EMPTY.to_le_bytes());
+        want.extend_from_slice(&1u64.to_le_bytes()); // log oldest: txid + 1
+        want.extend_from_slice(&1u64.to_le_bytes()); // log floor
+        want.extend_from_slice(&[0; 8 + 8 + 8 + 4]); // bytes, timestamp, lineage, n
+        assert_eq!(empty, want);
+        let known = Head {
+            checksum: DbChecksum::Known(checksum::FLAG | 5),
+            ..sample()
+        };
+        assert_eq!(Head::decode(&known.encode()).unwrap(), known);
         let row = h.to_head_row();
         assert_eq!(row.text, r#"{"format":5}"#);
         assert_eq!(Head::from_head_row(&row).unwrap(), (h, 5));
@@ -516,13 +691,17 @@ mod tests {
         let mut newer_format = good.clone();
         newer_format[4] = 6;
         let mut flagged = good.clone();
-        flagged[6] = 1;
+        flagged[6] = 2;
         let mut cut = good.clone();
         cut.pop();
         let mut long = good.clone();
         long.push(0);
         let mut bad_page = good.clone();
-        bad_page[32] = 10; // inline page 10 of 9
+        bad_page[84] = 10; // inline page 10 of 9
+        let mut no_flag = good.clone();
+        no_flag[39] = 0; // a checksum without bit 63
+        let mut window = good.clone();
+        window[48..56].copy_from_slice(&u64::MAX.to_le_bytes()); // floor above oldest
         let mut zero_len = Head {
             inline: vec![(no(1), vec![])],
             ..sample()
@@ -535,6 +714,8 @@ mod tests {
             (cut, "cut short"),
             (long, "after the last"),
             (bad_page, "inline page 10"),
+            (no_flag, "checksum"),
+            (window, "log window"),
             (zero_len, "0 bytes"),
             (b"dqhd\x05\x00".to_vec(), "cut short"),
             (vec![], "magic"),

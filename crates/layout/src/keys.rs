@@ -6,10 +6,14 @@
 //! | `g<n>:p:0000000001` … | page 1 … of generation `n`: the database loaded by import `n` |
 //! | `meta` | the head ([`crate::head`]) on classic storage; on SQLite-backed storage (head format 4 on), a pointer to the head row |
 //! | `transfer` | the import record ([`crate::transfer`]) |
+//! | `l:00000000000000000042` | the commit log's record of commit 42 ([`crate::log`]) |
+//! | `l:00000000000000000042:000001` … | its pre-images when they do not fit in the record |
 //!
 //! Page numbers are written in decimal, zero-padded to 10 digits (u32's width), so that the
-//! keys of one generation sort in page order: a range of pages is a range of keys. Parsing is
-//! strict (exactly what [`Key::encode`] writes), so a key has one spelling.
+//! keys of one generation sort in page order: a range of pages is a range of keys. Txids are
+//! written in 20 digits (u64's width) and parts in 6, so the log sorts in commit order, each
+//! record before its parts. Parsing is strict (exactly what [`Key::encode`] writes), so a key
+//! has one spelling.
 
 use std::fmt;
 
@@ -57,10 +61,20 @@ pub enum Key {
     Meta,
     /// `transfer`.
     Transfer,
+    /// The commit log's record of a commit (its txid).
+    Log(u64),
+    /// Part `n` (from 1) of a log record's pre-images.
+    LogPart(u64, u32),
 }
 
 /// Decimal digits of a page number in a key (u32::MAX has 10).
 const PAGE_DIGITS: usize = 10;
+/// Decimal digits of a txid in a key (u64::MAX has 20).
+const TXID_DIGITS: usize = 20;
+/// Decimal digits of a log record's part number.
+const PART_DIGITS: usize = 6;
+/// The most parts a record may have (what [`PART_DIGITS`] can spell).
+pub const MAX_LOG_PARTS: u32 = 999_999;
 
 impl Key {
     /// The key as stored.
@@ -73,6 +87,8 @@ impl Key {
             }
             Key::Meta => "meta".to_owned(),
             Key::Transfer => "transfer".to_owned(),
+            Key::Log(txid) => format!("l:{txid:0TXID_DIGITS$}"),
+            Key::LogPart(txid, part) => format!("l:{txid:0TXID_DIGITS$}:{part:0PART_DIGITS$}"),
         }
     }
 
@@ -84,6 +100,25 @@ impl Key {
             _ => {}
         }
         let bad = || StoreError::corrupt(format!("not a dosql key: {s:?}"));
+        if let Some(rest) = s.strip_prefix("l:") {
+            let digits = |d: &str, n: usize| d.len() == n && d.bytes().all(|b| b.is_ascii_digit());
+            let (txid, part) = match rest.split_once(':') {
+                None => (rest, None),
+                Some((t, p)) => (t, Some(p)),
+            };
+            if !digits(txid, TXID_DIGITS) {
+                return Err(bad());
+            }
+            let txid: u64 = txid.parse().map_err(|_| bad())?;
+            return match part {
+                None => Ok(Key::Log(txid)),
+                Some(p) if digits(p, PART_DIGITS) => match p.parse::<u32>() {
+                    Ok(n) if n >= 1 => Ok(Key::LogPart(txid, n)),
+                    _ => Err(bad()),
+                },
+                Some(_) => Err(bad()),
+            };
+        }
         if s.len() < PAGE_DIGITS + 2 {
             return Err(bad());
         }
@@ -125,11 +160,21 @@ mod tests {
             page(0, u32::MAX),
             page(1, 42),
             page(u32::MAX, 7),
+            Key::Log(0),
+            Key::Log(42),
+            Key::Log(u64::MAX),
+            Key::LogPart(42, 1),
+            Key::LogPart(u64::MAX, MAX_LOG_PARTS),
         ] {
             assert_eq!(Key::parse(&key.encode()).unwrap(), key, "{key}");
         }
         assert_eq!(page(0, 2).encode(), "p:0000000002");
         assert_eq!(page(3, 10).encode(), "g3:p:0000000010");
+        assert_eq!(Key::Log(42).encode(), "l:00000000000000000042");
+        assert_eq!(
+            Key::LogPart(42, 3).encode(),
+            "l:00000000000000000042:000003"
+        );
     }
 
     #[test]
@@ -152,6 +197,17 @@ mod tests {
             "g1p:0000000001",
             "p:-000000001",
             "p:+000000001",
+            "l:",
+            "l:42",
+            "l:0000000000000000004",
+            "l:000000000000000000042",
+            "l:18446744073709551616",
+            "l:00000000000000000042:",
+            "l:00000000000000000042:000000",
+            "l:00000000000000000042:1",
+            "l:00000000000000000042:0000001",
+            "l:00000000000000000042:00000x",
+            "l:0000000000000000004x",
         ] {
             assert!(Key::parse(bad).is_err(), "{bad:?} parsed");
         }
@@ -183,6 +239,30 @@ mod tests {
         distinct.sort();
         distinct.dedup();
         assert_eq!(runs.len(), distinct.len(), "a generation split: {gens:?}");
+    }
+
+    #[test]
+    fn log_keys_sort_in_commit_order_each_record_before_its_parts() {
+        let keys = [
+            Key::Log(1),
+            Key::LogPart(1, 1),
+            Key::LogPart(1, 2),
+            Key::LogPart(1, 10),
+            Key::Log(2),
+            Key::Log(10),
+            Key::LogPart(10, 1),
+            Key::Log(u64::MAX),
+        ];
+        let encoded: Vec<String> = keys.iter().map(Key::encode).collect();
+        let mut sorted = encoded.clone();
+        sorted.sort();
+        assert_eq!(sorted, encoded);
+        // And apart from every page key and the records.
+        assert!(
+            encoded
+                .iter()
+                .all(|k| k.as_str() > "g" && k.as_str() < "meta" && k.as_str() < "p:")
+        );
     }
 
     #[test]

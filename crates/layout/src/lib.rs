@@ -11,9 +11,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod checksum;
 pub mod head;
+pub mod history;
 pub mod keys;
 pub mod kv;
+pub mod log;
 pub mod plan;
 #[cfg(feature = "redb")]
 mod redb_kv;
@@ -22,12 +25,13 @@ pub mod transfer;
 pub mod value;
 pub mod wire;
 
-pub use head::{HEAD_FORMAT, HEAD_TABLE, Head};
+pub use head::{DbChecksum, HEAD_FORMAT, HEAD_TABLE, Head, LogWindow};
+pub use history::{CommitInfo, Maintenance, Restored};
 pub use keys::{Generation, Key};
 pub use kv::{CallCounts, FaultKv, Kv, KvFaults, MemKv};
 pub use plan::{INLINE_MAX_BYTES, INLINE_MAX_PAGES, PlanNotes, WritePlan};
 #[cfg(feature = "redb")]
 pub use redb_kv::RedbKv;
-pub use store::{DoStore, LayoutStats};
+pub use store::{Clock, DoStore, HistoryConfig, LayoutStats, system_clock};
 pub use transfer::{Garbage, Staging, Transfer};
 pub use value::{HeadRow, Limits, StorageKind, Value};

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 
 use dosql_pagestore::{PageNo, StoreError};
 
-use crate::head::{Head, pointer};
+use crate::head::{DbChecksum, Head, LogWindow, pointer};
 use crate::keys::Key;
 use crate::value::{HeadRow, StorageKind, VALUE_OVERHEAD_BYTES, Value};
 
@@ -148,12 +148,48 @@ pub struct CommitPlan {
 /// and this commit does not rewrite go under their keys, pages above a shrunk count are
 /// deleted, and the head gets txid + 1. On SQLite-backed storage the head is the row, and the
 /// first one also puts the pointer under `meta` (`pointer_stored` says whether it is there).
+/// What a commit changes besides its pages (see `store`, which works them out): the new
+/// head's checksum, log window, timestamp and lineage, and the keys of its log record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Extras {
+    /// The checksum after the commit.
+    pub checksum: DbChecksum,
+    /// The log window after it.
+    pub log: LogWindow,
+    /// The commit's timestamp.
+    pub timestamp_ms: i64,
+    /// The lineage after it.
+    pub lineage: u64,
+    /// The log record's keys written with the commit (the first; parts too when they fit).
+    pub log_keys: Vec<(Key, Vec<u8>)>,
+    /// Keys the commit deletes besides its pages (log records pruned with it).
+    pub deletes: Vec<Key>,
+}
+
+impl Extras {
+    /// Nothing besides the pages: `prev`'s checksum, log and lineage carried over (tests of
+    /// page placement).
+    pub fn carry(prev: &Head) -> Extras {
+        Extras {
+            checksum: prev.checksum,
+            log: prev.log,
+            timestamp_ms: prev.timestamp_ms,
+            lineage: prev.lineage,
+            log_keys: Vec::new(),
+            deletes: Vec::new(),
+        }
+    }
+}
+
+/// Plans the commit of `pages` (stored values) with `page_count` pages after it, on top of
+/// `prev`.
 pub fn plan_commit(
     prev: &Head,
     kind: StorageKind,
     pointer_stored: bool,
     page_count: u32,
     pages: Vec<(PageNo, Vec<u8>)>,
+    extras: Extras,
 ) -> Result<CommitPlan, StoreError> {
     let g = prev.generation;
     let mut plan = WritePlan::default();
@@ -219,7 +255,15 @@ pub fn plan_commit(
         txid: prev.txid + 1,
         generation: g,
         inline,
+        checksum: extras.checksum,
+        log: extras.log,
+        timestamp_ms: extras.timestamp_ms,
+        lineage: extras.lineage,
     };
+    for (key, value) in extras.log_keys {
+        plan.puts.push((key, Value::Bytes(value)));
+    }
+    plan.deletes.extend(extras.deletes);
     place_head(&mut plan, &head, kind, pointer_stored);
     plan.notes = PlanNotes {
         commit: true,
@@ -260,7 +304,6 @@ mod tests {
 
     fn head(count: u32, inline: Vec<(u32, usize)>) -> Head {
         Head {
-            page_size: PageSize::DEFAULT,
             page_count: count,
             txid: 7,
             generation: Generation(0),
@@ -268,7 +311,26 @@ mod tests {
                 .into_iter()
                 .map(|(n, len)| (no(n), vec![n as u8; len]))
                 .collect(),
+            ..Head::empty(PageSize::DEFAULT)
         }
+    }
+
+    /// A commit of pages alone.
+    fn plan_pages(
+        prev: &Head,
+        kind: StorageKind,
+        pointer_stored: bool,
+        page_count: u32,
+        pages: Vec<(PageNo, Vec<u8>)>,
+    ) -> Result<CommitPlan, StoreError> {
+        plan_commit(
+            prev,
+            kind,
+            pointer_stored,
+            page_count,
+            pages,
+            Extras::carry(prev),
+        )
     }
 
     fn keys(plan: &WritePlan) -> Vec<String> {
@@ -278,7 +340,7 @@ mod tests {
     #[test]
     fn a_small_commit_is_the_head_alone() {
         for kind in [StorageKind::Classic, StorageKind::SqliteBacked] {
-            let c = plan_commit(
+            let c = plan_pages(
                 &head(2, vec![]),
                 kind,
                 true,
@@ -297,7 +359,7 @@ mod tests {
             }
         }
         // SQLite-backed, the first time: the pointer too.
-        let c = plan_commit(
+        let c = plan_pages(
             &head(0, vec![]),
             StorageKind::SqliteBacked,
             false,
@@ -313,7 +375,7 @@ mod tests {
         let prev = head(20, vec![(1, 100), (5, 100), (9, 100)]);
         let pages: Vec<(PageNo, Vec<u8>)> =
             (1..=10).map(|n| (no(n), vec![n as u8; 1000])).collect();
-        let c = plan_commit(&prev, StorageKind::Classic, true, 20, pages).unwrap();
+        let c = plan_pages(&prev, StorageKind::Classic, true, 20, pages).unwrap();
         // Nothing evicted (1, 5, 9 are rewritten); 10 pages of 1000 bytes: keep 4 (4000
         // bytes), page 1 among them since it leaves last.
         assert_eq!(c.evicted, 0);
@@ -332,7 +394,7 @@ mod tests {
         let nos: Vec<u32> = c.head.inline.iter().map(|(n, _)| n.get()).collect();
         assert_eq!(nos, [1, 8, 9, 10]);
         // The next commit rewrites page 1 only: 8, 9, 10 go under their keys.
-        let c2 = plan_commit(
+        let c2 = plan_pages(
             &c.head,
             StorageKind::Classic,
             true,
@@ -346,7 +408,7 @@ mod tests {
             ["p:0000000008", "p:0000000009", "p:0000000010", "meta"]
         );
         // A page 1 that fills the budget alone stays; one over it by itself goes first.
-        let c3 = plan_commit(
+        let c3 = plan_pages(
             &c2.head,
             StorageKind::Classic,
             true,
@@ -366,7 +428,7 @@ mod tests {
             page_size: PageSize::new(8192).unwrap(),
             ..head(3, vec![])
         };
-        let c4 = plan_commit(
+        let c4 = plan_pages(
             &big,
             StorageKind::Classic,
             true,
@@ -387,7 +449,7 @@ mod tests {
     #[test]
     fn a_shrink_deletes_the_pages_above_and_drops_them_from_the_head() {
         let prev = head(6, vec![(6, 10), (2, 10)]);
-        let c = plan_commit(
+        let c = plan_pages(
             &prev,
             StorageKind::SqliteBacked,
             true,
@@ -410,7 +472,7 @@ mod tests {
         let mut prev = head(3, vec![]);
         prev.generation = Generation(4);
         let pages = (1..=3).map(|n| (no(n), vec![0; 3000])).collect();
-        let c = plan_commit(&prev, StorageKind::Classic, true, 3, pages).unwrap();
+        let c = plan_pages(&prev, StorageKind::Classic, true, 3, pages).unwrap();
         assert!(
             keys(&c.plan)
                 .iter()
@@ -435,7 +497,7 @@ mod tests {
         assert_eq!(plan.check(StorageKind::SqliteBacked).unwrap().puts, 300);
         plan.deletes.push(Key::Page(Generation(0), no(1)));
         assert!(plan.check(StorageKind::Classic).is_err(), "put and deleted");
-        let bad = plan_commit(
+        let bad = plan_pages(
             &head(2, vec![]),
             StorageKind::Classic,
             true,
@@ -443,7 +505,7 @@ mod tests {
             vec![(no(2), vec![1])],
         );
         assert!(bad.is_err());
-        let bad = plan_commit(
+        let bad = plan_pages(
             &head(2, vec![]),
             StorageKind::Classic,
             true,

@@ -17,7 +17,8 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
-use crate::head::{Head, pointer};
+use crate::checksum;
+use crate::head::{DbChecksum, Head, LogWindow, pointer};
 use crate::keys::{Generation, Key};
 use crate::kv::{CallCounts, Kv};
 use crate::plan::WritePlan;
@@ -214,11 +215,25 @@ fn migrate(db: &Database) -> Result<(), StoreError> {
         let txid = u64::from_le_bytes(field(12, 8)?.try_into().expect("8 bytes"));
         let mut kv = txn.open_table(KV).map_err(failed)?;
         let pages = txn.open_table(OLD_PAGES).map_err(failed)?;
+        // Every page passes through here once: its checksum is had for the asking. Pages
+        // never stored read as zeros and count as such.
+        let zeros = vec![0u8; page_size.bytes()];
+        let mut sum = (1..=page_count).fold(checksum::EMPTY, |c, n| {
+            checksum::toggle(c, checksum::page(n, &zeros))
+        });
         for entry in pages.iter().map_err(failed)? {
             let (no, page) = entry.map_err(failed)?;
             let Some(no) = PageNo::new(no.value()).filter(|n| n.get() <= page_count) else {
                 continue;
             };
+            if page.value().len() != page_size.bytes() {
+                return Err(StoreError::corrupt(format!(
+                    "RedbStore page {no} is {} bytes, not {page_size}",
+                    page.value().len()
+                )));
+            }
+            sum = checksum::toggle(sum, checksum::page(no.get(), &zeros));
+            sum = checksum::toggle(sum, checksum::page(no.get(), page.value()));
             let key = Key::Page(Generation(0), no).encode();
             kv.insert(
                 key.as_str(),
@@ -229,11 +244,11 @@ fn migrate(db: &Database) -> Result<(), StoreError> {
         kv.insert("meta", encode_value(&pointer()).as_slice())
             .map_err(failed)?;
         let head = Head {
-            page_size,
             page_count,
             txid,
-            generation: Generation(0),
-            inline: Vec::new(),
+            checksum: DbChecksum::Known(sum),
+            log: LogWindow::empty(txid),
+            ..Head::empty(page_size)
         };
         let mut row = txn.open_table(HEAD_ROW).map_err(failed)?;
         row.insert(0, encode_row(&head.to_head_row()).as_slice())

@@ -24,10 +24,11 @@
 //! page_size, page_count, next}, garbage: [{prefix, from, to}]}`; it is read, and the next
 //! change writes format 2 (an `ArrayBuffer`, which a format 1 reader refuses).
 
-use dosql_pagestore::{PageNo, PageSize, StoreError};
+use dosql_pagestore::{PageNo, PageSize, StoreError, codec};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use crate::checksum;
 use crate::keys::{Generation, Key};
 use crate::plan::WritePlan;
 use crate::value::{StorageKind, Value, count_field};
@@ -46,6 +47,10 @@ pub struct Staging {
     pub page_count: u32,
     /// The next page expected (pages arrive in order; a resend of stored pages is fine).
     pub next: u32,
+    /// The LTX checksum of pages `1..next` (see `checksum`), so that the switch knows the
+    /// database's checksum without reading it again (records from before it: 0, unknown).
+    #[serde(default)]
+    pub checksum: u64,
 }
 
 /// Keys of generation `generation`, pages `from..=to`, that no reader uses any more.
@@ -128,6 +133,24 @@ impl Transfer {
         Value::Bytes(serde_json::to_vec(&record).unwrap_or_default())
     }
 
+    /// The record with pages `1..=page_count` of `generation` to delete (a generation the
+    /// commit log no longer needs), and the plan that stores it.
+    pub fn discard(&self, generation: Generation, page_count: u32) -> (Transfer, WritePlan) {
+        let mut next = self.clone();
+        if page_count > 0 {
+            next.garbage.push(Garbage {
+                generation,
+                from: 1,
+                to: page_count,
+            });
+        }
+        let plan = WritePlan {
+            puts: vec![(Key::Transfer, next.encode())],
+            ..WritePlan::default()
+        };
+        (next, plan)
+    }
+
     /// Pages still to delete.
     pub fn garbage_pages(&self) -> u64 {
         self.garbage
@@ -143,9 +166,6 @@ impl Transfer {
         page_size: PageSize,
         page_count: u32,
     ) -> Result<(Transfer, WritePlan), StoreError> {
-        if page_count == 0 {
-            return Err(StoreError::invalid("an import has at least one page"));
-        }
         let mut next = self.clone();
         if let Some(s) = next.staging.take() {
             next.garbage.extend(staged_garbage(&s));
@@ -160,6 +180,7 @@ impl Transfer {
             page_size: page_size.get(),
             page_count,
             next: 1,
+            checksum: checksum::EMPTY,
         });
         let plan = WritePlan {
             puts: vec![(Key::Transfer, next.encode())],
@@ -190,6 +211,17 @@ impl Transfer {
         }
         let mut next = self.clone();
         let staging = next.staging.as_mut().expect("checked above");
+        let size = PageSize::new(s.page_size)
+            .ok_or_else(|| StoreError::corrupt(format!("staged page size {}", s.page_size)))?;
+        // Pages new to the staging join its checksum (a resend of stored ones changes
+        // nothing); a record from before checksums (0) stays unknown.
+        for (i, v) in values.iter().enumerate() {
+            let no = from + i as u32;
+            if no >= s.next && staging.checksum != 0 {
+                let page = codec::decode_page(v, size)?;
+                staging.checksum = checksum::toggle(staging.checksum, checksum::page(no, &page));
+            }
+        }
         staging.next = staging.next.max(last as u32 + 1);
         let mut plan = WritePlan::default();
         for (i, v) in values.into_iter().enumerate() {
@@ -221,6 +253,7 @@ impl Transfer {
         &self,
         live: Generation,
         page_count: u32,
+        keep_live: bool,
     ) -> Result<(Transfer, Staging), StoreError> {
         let s = self
             .staging
@@ -234,7 +267,8 @@ impl Transfer {
         }
         let mut next = self.clone();
         next.staging = None;
-        if page_count > 0 {
+        // Kept while the commit log holds the switch: its pre-images are these pages.
+        if page_count > 0 && !keep_live {
             next.garbage.push(Garbage {
                 generation: live,
                 from: 1,
@@ -323,6 +357,8 @@ fn from_format_1(j: &Json) -> Result<Transfer, StoreError> {
             page_size: u32_of(s, "page_size")?,
             page_count: u32_of(s, "page_count")?,
             next: u32_of(s, "next")?,
+            // Format 1 staging was never checksummed.
+            checksum: 0,
         }),
     };
     let garbage = j
@@ -382,20 +418,30 @@ mod tests {
     #[test]
     fn an_import_moves_through_its_states() {
         let kind = StorageKind::SqliteBacked;
+        let page = |b: u8| vec![b; 4096];
         let t = Transfer::new();
         let (t, _) = t.begin(PageSize::DEFAULT, 3).unwrap();
         let s = t.staging.unwrap();
         assert_eq!((s.generation, s.next), (Generation(1), 1));
-        assert!(t.stage(2, vec![vec![1]], kind).is_err(), "out of order");
-        let (t, plan) = t.stage(1, vec![vec![1], vec![2]], kind).unwrap();
+        assert!(t.stage(2, vec![page(1)], kind).is_err(), "out of order");
+        assert!(t.stage(1, vec![vec![1]], kind).is_err(), "not a page");
+        let (t, plan) = t.stage(1, vec![page(1), page(2)], kind).unwrap();
         assert_eq!(plan.puts.len(), 3);
-        assert!(t.switched(Generation(0), 5).is_err(), "not all pages yet");
-        let (t, _) = t.stage(2, vec![vec![2], vec![3]], kind).unwrap(); // a resend and the last
         assert!(
-            t.stage(3, vec![vec![3], vec![4]], kind).is_err(),
+            t.switched(Generation(0), 5, false).is_err(),
+            "not all pages yet"
+        );
+        let (t, _) = t.stage(2, vec![page(2), page(3)], kind).unwrap(); // a resend and the last
+        assert!(
+            t.stage(3, vec![page(3), page(4)], kind).is_err(),
             "beyond the count"
         );
-        let (t, s) = t.switched(Generation(0), 5).unwrap();
+        // The staged checksum counts each page once, resends included.
+        let want = (1..=3u32).fold(checksum::EMPTY, |c, n| {
+            checksum::toggle(c, checksum::page(n, &page(n as u8)))
+        });
+        assert_eq!(t.staging.unwrap().checksum, want);
+        let (t, s) = t.switched(Generation(0), 5, false).unwrap();
         assert_eq!(s.page_count, 3);
         assert_eq!(
             t.garbage,
@@ -407,7 +453,7 @@ mod tests {
         );
         // A second import abandons nothing (none staged), then is aborted: its pages are garbage.
         let (t, _) = t.begin(PageSize::DEFAULT, 2).unwrap();
-        let (t, _) = t.stage(1, vec![vec![1]], kind).unwrap();
+        let (t, _) = t.stage(1, vec![page(1)], kind).unwrap();
         let (t, _) = t.abort().unwrap();
         assert_eq!(t.garbage_pages(), 6);
         assert_eq!(t.next_gen, 3);

@@ -240,7 +240,9 @@ fn imports_of_release_12121ec_go_on_where_they_stopped() {
         let values: Vec<Vec<u8>> = image.chunks(4096).map(<[u8]>::to_vec).collect();
         assert_eq!(values.len(), 3);
         store.stage_import(Generation(1), 1, values).unwrap();
-        store.switch_import(Generation(1)).unwrap();
+        store
+            .switch_import(Generation(1), None, json!({"import": 1}))
+            .unwrap();
         assert_eq!(store.record().txid, g.txid + 1);
         let db = attach(store);
         assert_eq!(

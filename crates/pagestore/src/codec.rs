@@ -33,6 +33,13 @@ pub fn encode_page(page: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// The stored form of `page`.
+pub fn encoded(page: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(page.len() / 2);
+    encode_page(page, &mut out);
+    out
+}
+
 /// The page of `size` bytes that `value` stores. A value no encoder produced is `Corrupt`.
 pub fn decode_page(value: &[u8], size: PageSize) -> Result<Page, StoreError> {
     let size = size.bytes();

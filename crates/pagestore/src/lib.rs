@@ -68,6 +68,19 @@ pub trait PageStore: Send + 'static {
 
     /// Applies `commit` atomically and returns the new head.
     fn commit(&mut self, commit: Commit) -> Result<Head, StoreError>;
+
+    /// [`PageStore::commit`], told the committed contents the caller knows of pages the
+    /// commit overwrites or drops (`known`, sorted by page number; any subset). Stores that
+    /// keep checksums or history need old contents and use these instead of reading them
+    /// back; the contents must be what the store holds. The default ignores them.
+    fn commit_known(
+        &mut self,
+        commit: Commit,
+        known: &[(PageNo, Page)],
+    ) -> Result<Head, StoreError> {
+        let _ = known;
+        self.commit(commit)
+    }
 }
 
 impl<S: PageStore + ?Sized> PageStore for Box<S> {
@@ -85,5 +98,12 @@ impl<S: PageStore + ?Sized> PageStore for Box<S> {
     }
     fn commit(&mut self, commit: Commit) -> Result<Head, StoreError> {
         (**self).commit(commit)
+    }
+    fn commit_known(
+        &mut self,
+        commit: Commit,
+        known: &[(PageNo, Page)],
+    ) -> Result<Head, StoreError> {
+        (**self).commit_known(commit, known)
     }
 }

@@ -374,11 +374,21 @@ impl DbState {
             return Ok(());
         }
         let written = pages.len() as u64;
+        // The committed contents the cache holds of pages this commit overwrites or drops:
+        // stores that keep checksums and history need them and need not read them back.
+        let mut known: Vec<(PageNo, Page)> = pages
+            .iter()
+            .map(|(no, _)| *no)
+            .chain((self.file_pages + 1..=self.head.page_count).filter_map(PageNo::new))
+            .filter(|no| no.get() <= self.head.page_count)
+            .filter_map(|no| self.cache.peek(no).map(|p| (no, p.clone())))
+            .collect();
+        known.sort_unstable_by_key(|(no, _)| *no);
         let commit = Commit {
             page_count: self.file_pages,
             pages: pages.clone(),
         };
-        match self.store.commit(commit) {
+        match self.store.commit_known(commit, &known) {
             Ok(head) => {
                 self.head = head;
                 self.file_pages = head.page_count;
