@@ -43,6 +43,11 @@ const dosqlWorker :Workerd.Worker = (
     (name = "DOSQL_TOKEN", fromEnvironment = "DOSQL_TOKEN"),
     # Hrana (libSQL client) streams idle this long are rolled back and closed; unset = 10000.
     (name = "HRANA_STREAM_TIMEOUT_MS", fromEnvironment = "HRANA_STREAM_TIMEOUT_MS"),
+    # History (restore, branch, LTX): "off" turns it off; kept HISTORY_RETENTION_MS (unset:
+    # 7 days) within HISTORY_MAX_BYTES (unset: 256 MiB) per database.
+    (name = "HISTORY", fromEnvironment = "HISTORY"),
+    (name = "HISTORY_RETENTION_MS", fromEnvironment = "HISTORY_RETENTION_MS"),
+    (name = "HISTORY_MAX_BYTES", fromEnvironment = "HISTORY_MAX_BYTES"),
   ],
   durableObjectNamespaces = [
     # Classic (KV-backed) storage: no enableSql. DO NOT change uniqueKey: object ids and the

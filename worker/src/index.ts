@@ -3,13 +3,13 @@
 // The Worker sends /db/<name>/... to the Durable Object idFromName(<name>): DosqlSqlDatabase
 // (DOSQL_STORAGE "sqlite", the default) or DosqlDatabase ("classic"). Under /db/<name>/:
 // POST query, POST batch, GET stats, GET _storage_stats (wasm ops QUERY, BATCH, STATS, HEAD);
-// v2/..., v3/... (libSQL's Hrana, op HRANA) and pages, import/... (page transfer, op TRANSFER),
-// whose routes the wasm serves whole. Names: 1-64 of [A-Za-z0-9_.-]; bodies: MAX_BODY_BYTES at
+// v2/..., v3/... (libSQL's Hrana, op HRANA) and pages, import/..., history, restore, ltx
+// (page transfer and history, op ROUTE), whose routes the wasm serves whole. Names: 1-64 of [A-Za-z0-9_.-]; bodies: MAX_BODY_BYTES at
 // most. With the secret DOSQL_TOKEN set, every route needs `Authorization: Bearer <token>`.
 
 import { env as moduleEnv } from "cloudflare:workers";
 import wasmModule from "./dosql.wasm";
-import { MAX_BODY_BYTES, OP_BATCH, OP_HEAD, OP_HRANA, OP_LIMITS, OP_QUERY, OP_STATS, OP_TRANSFER, WASM_INITIAL_PAGES } from "./constants";
+import { MAINTAIN_DELAY_MS, MAX_BODY_BYTES, OP_BATCH, OP_HEAD, OP_HRANA, OP_LIMITS, OP_QUERY, OP_ROUTE, OP_STATS, WASM_INITIAL_PAGES } from "./constants";
 import { DosqlInstance, type OpenOptions, type WasmResponse } from "./dosql";
 import { budgetSetting, isolateBudget, type MemoryBudget, type Tenant } from "./budget";
 import { KvBridge } from "./kv";
@@ -39,6 +39,11 @@ export interface Env {
   DOSQL_TOKEN?: string;
   /** Milliseconds a Hrana stream may idle before it is rolled back and closed. */
   HRANA_STREAM_TIMEOUT_MS?: string | null;
+  /** History: "off" turns it off; kept HISTORY_RETENTION_MS, within HISTORY_MAX_BYTES
+   *  (defaults: crates/layout HistoryConfig::DEFAULT). */
+  HISTORY?: string | null;
+  HISTORY_RETENTION_MS?: string | null;
+  HISTORY_MAX_BYTES?: string | null;
 }
 
 // The warm-up (warmup.ts), once per isolate at module scope, and one instance instantiated
@@ -92,11 +97,6 @@ function answer(res: WasmResponse): Response {
   return new Response(res.body, { status: res.status >= 200 && res.status <= 599 ? res.status : 500, headers: JSON_HEADERS });
 }
 
-/** Throws unless the wasm took its limits (a bug: the instance is then dropped). */
-function checkLimits(res: WasmResponse): void {
-  if (res.status !== 200) throw new Error(`setting the instance's memory limits failed: ${new TextDecoder().decode(res.body)}`);
-}
-
 /**
  * A database on classic (KV-backed) storage: the wasm's page reads await `storage.get`, so it
  * runs under JSPI (DosqlInstance.create).
@@ -112,9 +112,11 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
   private limitsShare = 0;
   /** One call at a time into the wasm instance. */
   private readonly lock = new Lock();
+  /** Whether an alarm for the background work is known to be set. */
+  private upkeepSet = false;
 
   constructor(
-    ctx: DurableObjectState,
+    private readonly ctx: DurableObjectState,
     protected readonly env: Env,
   ) {
     let bytes = 0;
@@ -157,32 +159,58 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
       case "v3":
       case "pages":
       case "import":
-        return this.routed(first === "v2" || first === "v3" ? OP_HRANA : OP_TRANSFER, request, rest);
+      case "history":
+      case "restore":
+      case "ltx":
+        return this.routed(first === "v2" || first === "v3" ? OP_HRANA : OP_ROUTE, request, rest);
     }
     return jsonError(404, "NOT_FOUND", `no route for ${pathname}`);
   }
 
-  /** Hrana and page transfer, whose routes the wasm serves whole (crates/api/src/http.rs): the
-   *  request goes in as a header line and the body, the answer comes out the same way. */
+  /** Hrana, page transfer and history, whose routes the wasm serves whole (crates/api/src/
+   *  http.rs): the request goes in as a header line and the body, the answer comes out the
+   *  same way. */
   private async routed(op: number, request: Request, rest: string): Promise<Response> {
     const hrana = op === OP_HRANA;
     const body = request.method === "GET" || request.method === "HEAD" ? new Uint8Array(0) : await this.body(request);
     if (body instanceof Response) return hrana ? hranaError(413, "PAYLOAD_TOO_LARGE", `request body over ${MAX_BODY_BYTES} bytes`) : body;
     const q = request.url.indexOf("?");
     const line = { method: request.method, path: rest, query: q < 0 ? "" : request.url.slice(q + 1), hrana_stream_timeout_ms: (hrana && this.env.HRANA_STREAM_TIMEOUT_MS) || null };
+    this.scheduleUpkeep();
+    return this.locked(() => this.framed(op, line, body));
+  }
+
+  /** Runs a framed route (call inside `locked`). */
+  private async framed(op: number, line: object, body: Uint8Array): Promise<Response> {
     const header = new TextEncoder().encode(JSON.stringify(line) + "\n");
     const input = new Uint8Array(header.byteLength + body.byteLength);
     input.set(header);
     input.set(body, header.byteLength);
-    return this.locked(async () => {
-      const res = await this.exec(op, input);
-      const bytes = new Uint8Array(await res.arrayBuffer());
-      const split = bytes.indexOf(10);
-      // Not a framed answer: an error from before the wasm's route (open failed, a trap).
-      if (split < 0 || bytes[0] !== 123) return new Response(bytes, { status: res.status, headers: JSON_HEADERS });
-      const headers = { ...JSON_HEADERS, ...(JSON.parse(new TextDecoder().decode(bytes.subarray(0, split))) as Record<string, string>) };
-      return new Response(bytes.subarray(split + 1), { status: res.status, headers });
-    });
+    const res = await this.exec(op, input);
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    const split = bytes.indexOf(10);
+    // Not a framed answer: an error from before the wasm's route (open failed, a trap).
+    if (split < 0 || bytes[0] !== 123) return new Response(bytes, { status: res.status, headers: JSON_HEADERS });
+    const headers = { ...JSON_HEADERS, ...(JSON.parse(new TextDecoder().decode(bytes.subarray(0, split))) as Record<string, string>) };
+    return new Response(bytes.subarray(split + 1), { status: res.status, headers });
+  }
+
+  /** The alarm: one bounded step of the database's background work (pruning the history,
+   *  finishing a checksum, deleting garbage), then the next alarm when the wasm says when. */
+  async alarm(): Promise<void> {
+    const res = await this.locked(() => this.framed(OP_ROUTE, { method: "POST", path: "_maintain", query: "" }, new TextEncoder().encode("{}")));
+    const r = res.ok ? ((await res.json()) as { due_ms?: number | null }) : null;
+    this.upkeepSet = typeof r?.due_ms === "number";
+    if (r === null) console.error("dosql: background work failed:", await res.text());
+    if (typeof r?.due_ms === "number") await this.ctx.storage.setAlarm(Math.max(r.due_ms, Date.now()));
+  }
+
+  /** After writes: an alarm for the background work, once per object life (the alarm then
+   *  reschedules itself). Not awaited: the output gate holds the answer until it is stored. */
+  private scheduleUpkeep(): void {
+    if (this.upkeepSet) return;
+    this.upkeepSet = true;
+    void this.ctx.storage.getAlarm().then((at) => (at === null ? this.ctx.storage.setAlarm(Date.now() + MAINTAIN_DELAY_MS) : undefined));
   }
 
   /** /_storage_stats: the storage calls counted since the object started, and the head as
@@ -237,7 +265,9 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     if (this.limitsShare !== 0 && Math.abs(share - this.limitsShare) * 8 < this.limitsShare) return null;
     this.limitsShare = share;
     const setting = (v: string | undefined) => (v ? intVar(v, 0) : null);
-    return new TextEncoder().encode(JSON.stringify({ share_bytes: share, cache_pages: setting(this.env.CACHE_PAGES), cache_bytes: setting(this.env.CACHE_BYTES) }));
+    const e = this.env;
+    const history = { enabled: e.HISTORY ?? null, retention_ms: e.HISTORY_RETENTION_MS ?? null, max_bytes: e.HISTORY_MAX_BYTES ?? null };
+    return new TextEncoder().encode(JSON.stringify({ share_bytes: share, cache_pages: setting(e.CACHE_PAGES), cache_bytes: setting(e.CACHE_BYTES), history }));
   }
 
   /** The request body, or the 413 answer when it is over the limit. */
@@ -284,22 +314,26 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     }
   }
 
-  /** Runs `op` on `db`, first setting its limits when its share moved. A synchronous instance
-   *  answers without a promise: its call runs to completion, nothing can interleave. */
+  /** Runs `op` on `db`, first setting its limits (and settings) when its share moved; a
+   *  setting the wasm refuses is the answer (and is sent again next time). A synchronous
+   *  instance answers without a promise: its call runs to completion, nothing can
+   *  interleave. */
   private respond(db: DosqlInstance, op: number, body: Uint8Array): Response | Promise<Response> {
     const settle = (res: Response) => {
       this.budget.settle(this);
       return res;
     };
+    const refused = (r: WasmResponse) => (r.status === 200 ? null : ((this.limitsShare = 0), answer(r)));
+    if (op === OP_QUERY || op === OP_BATCH || op === OP_HRANA) this.scheduleUpkeep();
     try {
       const limits = this.share();
       if (db.sync) {
-        if (limits !== null) checkLimits(db.execSync(OP_LIMITS, limits));
-        return settle(answer(db.execSync(op, body)));
+        const set = limits === null ? null : refused(db.execSync(OP_LIMITS, limits));
+        return settle(set ?? answer(db.execSync(op, body)));
       }
       const run = async () => {
-        if (limits !== null) checkLimits(await db.exec(OP_LIMITS, limits));
-        return answer(await db.exec(op, body));
+        const set = limits === null ? null : refused(await db.exec(OP_LIMITS, limits));
+        return set ?? answer(await db.exec(op, body));
       };
       return run().then(settle, (err: unknown) => settle(this.trapped(err)));
     } catch (err) {

@@ -18,7 +18,7 @@ async function load(entry) {
   return import(`data:text/javascript;base64,${Buffer.from(bundle.outputFiles[0].text).toString("base64")}`);
 }
 const { DosqlInstance } = await load("dosql.ts");
-const { OP_QUERY } = await load("constants.ts");
+const { OP_LIMITS, OP_QUERY } = await load("constants.ts");
 const { KvBridge, LimitError } = await load("kv.ts");
 const { MemoryStorage } = await load("../test/memory-storage.ts");
 const old = await import("./fixtures/storage-12121ec.mjs");
@@ -67,13 +67,19 @@ const run = (db, sql) => {
 for (const sqlite of [false, true]) {
   const kind = sqlite ? "SQLite-backed" : "classic";
 
-  test(`${kind}: a one-row commit is the head alone; a big one stays within 128 keys per call`, () => {
+  test(`${kind}: a one-row commit is the head alone, its log record beside it; a big one stays within 128 keys per call`, () => {
     const storage = new LoggedStorage();
     const { bridge, db } = open(storage, sqlite);
     run(db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)");
     storage.log.length = 0;
     assert.equal(run(db, "INSERT INTO t(v) VALUES ('one')").status, 200);
-    assert.deepEqual(storage.log, sqlite ? [["sql.head"]] : [["put", 1]]);
+    // With history (the default), the commit's log record is one more key of the same write.
+    assert.deepEqual(storage.log, sqlite ? [["kv.put", "l:00000000000000000002"], ["sql.head"]] : [["put", 2]]);
+    const off = db.execSync(OP_LIMITS, enc({ share_bytes: 64 << 20, history: { enabled: "off" } }));
+    assert.equal(off.status, 200);
+    storage.log.length = 0;
+    assert.equal(run(db, "INSERT INTO t(v) VALUES ('two')").status, 200);
+    assert.deepEqual(storage.log, sqlite ? [["sql.head"]] : [["put", 1]], "without history: the head alone");
     storage.log.length = 0;
     const big = run(db, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<3000) INSERT INTO t(v) SELECT hex(randomblob(400)) FROM n");
     assert.equal(big.status, 200, JSON.stringify(big.body));
@@ -85,9 +91,9 @@ for (const sqlite of [false, true]) {
       assert.ok(storage.log.length >= 3, JSON.stringify(storage.log));
     }
     assert.ok(bridge.stats.put_keys_max <= 128);
-    assert.equal(bridge.stats.commits, 3);
+    assert.equal(bridge.stats.commits, 4);
     assert.equal(bridge.stats.refused_calls, 0);
-    assert.equal(run(db, "SELECT count(*) FROM t").body.rows[0][0], 3001);
+    assert.equal(run(db, "SELECT count(*) FROM t").body.rows[0][0], 3002);
   });
 
   test(`${kind}: a plan past a limit is refused before anything is issued`, () => {

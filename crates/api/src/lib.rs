@@ -15,6 +15,7 @@
 
 mod bind;
 pub mod error;
+pub mod history;
 pub mod hrana;
 pub mod http;
 pub mod json;

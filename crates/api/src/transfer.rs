@@ -5,8 +5,10 @@
 //! - `GET pages?from=N&count=M[&txid=T]` → M ≤ 128 pages from N, binary: each page's stored
 //!   value (raw or an LZ4 block, `dosql_pagestore::codec`) after its length (u32 LE; 0: never
 //!   stored, reads as zeros). Headers `x-dosql-pages-format: 2`, `x-dosql-page-size`,
-//!   `-page-count`, `-txid` give the head the pages belong to. With `txid=T` and another head:
-//!   409 `TXID_CHANGED` (the client restarts its snapshot).
+//!   `-page-count`, `-txid` and, when known, `-checksum` (LTX's, hex) describe the state the
+//!   pages belong to. With `txid=T`: the pages as of txid T, rebuilt from the history when T
+//!   is older than the head; 409 `TXID_CHANGED` when the history no longer keeps T (the
+//!   client restarts its snapshot).
 //! - `GET import` → the live generation's prefix and head, the staged import, the garbage
 //!   left (a client whose commit answer was lost checks the prefix).
 //! - `POST import` `{"page_size", "page_count", "force"}` → starts an import under a fresh
@@ -139,24 +141,31 @@ fn pages<K: Kv>(store: &mut DoStore<K>, query: &str) -> Result<Answer, ApiError>
         )));
     }
     let head = store.record().clone();
-    if let Some(t) = txid.filter(|&t| t != head.txid) {
+    let at = txid.unwrap_or(head.txid);
+    if at != head.txid && store.image_of(at).is_err() {
+        let (oldest, newest) = store.window();
         let mut e = Answer::error(&conflict(
             "TXID_CHANGED",
             format!(
-                "the database is at txid {}, not {t}: restart the snapshot",
-                head.txid
+                "the database is at txid {newest} and its history keeps txids {oldest} to \
+                 {newest}, not {at}: restart the snapshot"
             ),
         ));
         e.headers = head_headers(store);
         return Ok(e);
     }
-    let last = (from + count)
-        .saturating_sub(1)
-        .min(u64::from(head.page_count));
+    // The state at `at`: the current one, or rebuilt from the history.
+    let (page_count, checksum) = if at == head.txid {
+        (head.page_count, head.checksum.known())
+    } else {
+        let index = store.image_of(at).map_err(|e| failed(&e))?;
+        (index.page_count, index.checksum)
+    };
+    let last = (from + count).saturating_sub(1).min(u64::from(page_count));
     let nos: Vec<PageNo> = (from..=last)
         .filter_map(|n| u32::try_from(n).ok().and_then(PageNo::new))
         .collect();
-    let values = store.stored_values(&nos).map_err(|e| failed(&e))?;
+    let values = store.values_at(at, &nos).map_err(|e| failed(&e))?;
     let mut body = Vec::with_capacity(
         values
             .iter()
@@ -168,9 +177,16 @@ fn pages<K: Kv>(store: &mut DoStore<K>, query: &str) -> Result<Answer, ApiError>
         body.extend_from_slice(&(v.len() as u32).to_le_bytes());
         body.extend_from_slice(v);
     }
-    let mut headers = head_headers(store);
-    headers.push(("content-type", "application/octet-stream".into()));
-    headers.push(("x-dosql-pages-format", PAGES_FORMAT.into()));
+    let mut headers = vec![
+        ("x-dosql-page-size", head.page_size.get().to_string()),
+        ("x-dosql-page-count", page_count.to_string()),
+        ("x-dosql-txid", at.to_string()),
+        ("content-type", "application/octet-stream".into()),
+        ("x-dosql-pages-format", PAGES_FORMAT.into()),
+    ];
+    if let Some(c) = checksum {
+        headers.push(("x-dosql-checksum", format!("{c:016x}")));
+    }
     Ok(Answer {
         status: 200,
         headers,

@@ -271,16 +271,28 @@ pub fn client() -> ureq::Agent {
         .into()
 }
 
-/// A status and a parsed JSON body.
+/// A status, the headers, and the body parsed as JSON and as it came.
 #[derive(Debug, Clone)]
 pub struct Answer {
     /// HTTP status.
     pub status: u16,
     /// The body, parsed (Null if it was not JSON).
     pub body: Json,
+    /// The body's bytes.
+    pub bytes: Vec<u8>,
+    /// The headers, names lower-case.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Answer {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+
     /// The body, asserting a 200.
     pub fn ok(self) -> Json {
         assert_eq!(self.status, 200, "{}", self.body);
@@ -335,6 +347,11 @@ impl Db {
         };
         let mut resp = result.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
         // Bytes, not text: some answers are binary (GET /pages).
         let bytes = resp
             .body_mut()
@@ -345,6 +362,8 @@ impl Db {
         Ok(Answer {
             status,
             body: serde_json::from_slice(&bytes).unwrap_or(Json::Null),
+            bytes,
+            headers,
         })
     }
 

@@ -212,15 +212,13 @@ fn a_killed_import_leaves_the_old_database_intact() {
     assert_within_storage_limits(&stats);
 }
 
-#[test]
-fn an_export_restarts_when_the_database_changes_under_it() {
-    let server = Server::start();
+/// Exports `moving` slowly, with one write to it once a fifth of the pages are read; the
+/// export's stderr and the exported file.
+fn export_while_writing(server: &Server, out: &Path) -> String {
     let url = format!("{}/db/moving", server.url());
     ok(run(&["import", "-q", s(&chinook()), &url]));
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("moving.sqlite");
     let mut child = dosql()
-        .args(["export", "--chunk-pages", "8", &url, s(&out)])
+        .args(["export", "--chunk-pages", "8", &url, s(out)])
         .env("DOSQL_TEST_CHUNK_DELAY_MS", "20")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -244,15 +242,39 @@ fn an_export_restarts_when_the_database_changes_under_it() {
         .ok();
     std::io::Read::read_to_string(&mut progress, &mut stderr).unwrap();
     assert!(child.wait().unwrap().success(), "{stderr}");
-    assert!(stderr.contains("changed during the read"), "{stderr}");
-    assert_eq!(integrity(&out), "ok");
-    let conn = Connection::open(&out).unwrap();
-    let late: String = conn
-        .query_row("SELECT Name FROM Genre WHERE GenreId = 100", [], |r| {
+    assert_eq!(integrity(out), "ok");
+    stderr
+}
+
+fn late_genres(out: &Path) -> i64 {
+    Connection::open(out)
+        .unwrap()
+        .query_row("SELECT count(*) FROM Genre WHERE GenreId = 100", [], |r| {
             r.get(0)
         })
-        .unwrap();
-    assert_eq!(late, "late");
+        .unwrap()
+}
+
+#[test]
+fn an_export_is_the_snapshot_it_started_from_while_the_database_changes() {
+    // With history (the default), the pages of the txid the export started at are served
+    // from the log after a write: the export goes on, and is that state.
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("moving.sqlite");
+    let stderr = export_while_writing(&server, &out);
+    assert!(!stderr.contains("changed during the read"), "{stderr}");
+    assert_eq!(late_genres(&out), 0, "the state the export started from");
+}
+
+#[test]
+fn without_history_an_export_restarts_when_the_database_changes() {
+    let server = Server::start_with_env(&[("HISTORY", "off")]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("moving.sqlite");
+    let stderr = export_while_writing(&server, &out);
+    assert!(stderr.contains("changed during the read"), "{stderr}");
+    assert_eq!(late_genres(&out), 1, "the state after the write");
 }
 
 #[test]
@@ -517,8 +539,16 @@ fn the_transfer_protocol_refuses_what_would_break_it() {
         "BAD_REQUEST"
     );
     db.query("CREATE TABLE t(x)", json!([])).ok();
+    // An earlier txid the history keeps is served (txid 0: the empty database); one the
+    // database never reached is not.
+    let then = db
+        .send("GET", "/pages?from=1&count=1&txid=0", None)
+        .unwrap();
+    assert_eq!(then.status, 200);
+    assert_eq!(then.header("x-dosql-txid").as_deref(), Some("0"));
+    assert_eq!(then.header("x-dosql-page-count").as_deref(), Some("0"));
     assert_eq!(
-        db.send("GET", "/pages?from=1&count=1&txid=0", None)
+        db.send("GET", "/pages?from=1&count=1&txid=999", None)
             .unwrap()
             .error(409),
         "TXID_CHANGED"

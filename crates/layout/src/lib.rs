@@ -17,6 +17,7 @@ pub mod history;
 pub mod keys;
 pub mod kv;
 pub mod log;
+pub mod ltx;
 pub mod plan;
 #[cfg(feature = "redb")]
 mod redb_kv;

@@ -38,9 +38,10 @@
 //!             when parts is 0, else split in order over parts 1..=parts (`l:<txid>:<part>`)
 //! ```
 //!
-//! Pages the commit wrote and pages a truncation dropped are both listed (a dropped page's
-//! pre-image is what the truncation removed); pages above the count before are listed only
-//! when they were not there (length 0), so that a rebuild knows to drop them.
+//! Every page the commit wrote and every page a truncation dropped is listed (a dropped page's
+//! pre-image is what the truncation removed; a page above the count before has length 0), so
+//! that the record also says which pages the commit changed. A switch lists only the pages
+//! the old head carried inline (their keys may be older than they were).
 
 use dosql_pagestore::{PageNo, StoreError};
 use serde_json::Value as Json;

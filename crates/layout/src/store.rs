@@ -611,11 +611,24 @@ impl<K: Kv> DoStore<K> {
                     switched_from: None,
                     pages_written: c.pages.len() as u32,
                     note,
-                    pre_images: touched
-                        .iter()
-                        .zip(old)
-                        .map(|(no, o)| (*no, o.value.clone()))
-                        .collect(),
+                    // Every page written or dropped: the old ones with their pre-images, the
+                    // new ones (above the old count) without, so that the record also says
+                    // which pages the commit wrote (LTX files and replicas need that).
+                    pre_images: {
+                        let mut v: Vec<(PageNo, Option<Vec<u8>>)> = touched
+                            .iter()
+                            .zip(old)
+                            .map(|(no, o)| (*no, o.value.clone()))
+                            .collect();
+                        v.extend(
+                            c.pages
+                                .iter()
+                                .filter(|(n, _)| n.get() > prev.page_count)
+                                .map(|(n, _)| (*n, None)),
+                        );
+                        v.sort_unstable_by_key(|(n, _)| *n);
+                        v
+                    },
                 };
                 let enc = record.encode(self.max_value())?;
                 let log = self.log_after(&prev, Some(enc.bytes));
@@ -800,6 +813,10 @@ impl<K: Kv + Send + 'static> PageStore for DoStore<K> {
 
     fn commit(&mut self, c: Commit) -> Result<PageHead, StoreError> {
         self.commit_known(c, &[])
+    }
+
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
     }
 
     fn commit_known(

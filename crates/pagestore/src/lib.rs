@@ -81,6 +81,12 @@ pub trait PageStore: Send + 'static {
         let _ = known;
         self.commit(commit)
     }
+
+    /// The store as `Any`, for callers that know its concrete type and use more of it than
+    /// this trait (the Durable Object's history); `None` by default.
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
+    }
 }
 
 impl<S: PageStore + ?Sized> PageStore for Box<S> {
@@ -105,5 +111,8 @@ impl<S: PageStore + ?Sized> PageStore for Box<S> {
         known: &[(PageNo, Page)],
     ) -> Result<Head, StoreError> {
         (**self).commit_known(commit, known)
+    }
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        (**self).as_any_mut()
     }
 }

@@ -504,6 +504,28 @@ impl DbState {
     pub(crate) fn reserved(&self) -> bool {
         self.locks.reserved || self.locks.pending || self.locks.exclusive
     }
+
+    /// The store, to work on directly, when no transaction is writing (`None` otherwise).
+    /// Afterwards the head is read again (work on the store may have moved it); the cache is
+    /// kept unless `pages_changed`.
+    pub(crate) fn with_store<R>(
+        &mut self,
+        pages_changed: bool,
+        f: impl FnOnce(&mut dyn PageStore) -> R,
+    ) -> Option<R> {
+        if self.reserved() || self.has_changes() {
+            return None;
+        }
+        let r = f(self.store.as_mut());
+        if pages_changed {
+            self.resync();
+        } else if let Ok(head) = self.store.head() {
+            self.head = head;
+            self.file_pages = head.page_count;
+            self.low_water = head.page_count;
+        }
+        Some(r)
+    }
 }
 
 /// A journal or temp file: bytes in memory, gone when closed.

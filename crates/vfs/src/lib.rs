@@ -234,6 +234,18 @@ impl Database {
         lock_state(&self.state).set_memory_limits(cache_pages, max_txn_bytes);
     }
 
+    /// Runs `f` on the store itself, for work beside SQLite's (history, imports, background
+    /// upkeep); `None`, running nothing, while a transaction is writing. With
+    /// `pages_changed`, the page cache is dropped afterwards; SQLite's own caches are not, so
+    /// whoever changes pages this way closes its connections too.
+    pub fn with_store<R>(
+        &self,
+        pages_changed: bool,
+        f: impl FnOnce(&mut dyn PageStore) -> R,
+    ) -> Option<R> {
+        lock_state(&self.state).with_store(pages_changed, f)
+    }
+
     /// Counters since attach or the last reset.
     pub fn stats(&self) -> Stats {
         lock_state(&self.state).stats()

@@ -5,10 +5,10 @@ use std::cell::RefCell;
 use std::time::Instant;
 
 use dosql_api::hrana::Hrana;
-use dosql_api::{ApiError, Response, Session, http, transfer};
+use dosql_api::{ApiError, Response, Session, history, http, transfer};
 use dosql_layout::wire::{self, Answer, Read};
 use dosql_layout::{DoStore, HeadRow, Key, Kv, StorageKind, Value, WritePlan};
-use dosql_pagestore::{PageSize, StoreError};
+use dosql_pagestore::{PageSize, PageStore, StoreError};
 use dosql_vfs::VfsConfig;
 use serde_json::json;
 
@@ -125,6 +125,7 @@ struct Opened {
     new_page_size: PageSize,
     config: (usize, u32),
     limits: Option<crate::MemoryLimits>,
+    history: dosql_layout::HistoryConfig,
 }
 
 thread_local! {
@@ -182,6 +183,8 @@ pub extern "C" fn dosql_open(
         new_page_size: size,
         config: (cache_pages as usize, read_ahead),
         limits: None,
+        // Until the host's settings arrive with the first limits (before any request).
+        history: dosql_layout::HistoryConfig::DEFAULT,
     };
     set_result(open(opened))
 }
@@ -195,7 +198,7 @@ fn open(o: Opened) -> Response {
     SESSION.with(|s| s.borrow_mut().take());
     OPENED.with(|x| *x.borrow_mut() = None);
     let store = match DoStore::open(HostKv { kind: o.kind }, o.new_page_size) {
-        Ok(s) => s,
+        Ok(s) => s.with_history(o.history),
         Err(e) => return error_response(&ApiError::new(500, "OPEN_FAILED", e.to_string())),
     };
     let head = store.record().clone();
@@ -250,8 +253,8 @@ pub unsafe extern "C" fn dosql_exec(op: u32, body: *const u8, len: usize) -> u32
         // SAFETY: per the function's contract.
         unsafe { std::slice::from_raw_parts(body, len) }
     };
-    if op == crate::op::TRANSFER {
-        return set_result(transfer_op(body));
+    if op == crate::op::ROUTE {
+        return set_result(route_op(body));
     }
     let response = SESSION.with(|s| {
         let mut s = s.borrow_mut();
@@ -293,7 +296,14 @@ fn set_limits(session: &mut Session, hrana: &mut Hrana, body: &[u8]) -> Response
     let limits = match serde_json::from_slice(body) {
         Ok(crate::LimitsRequest::Limits(l)) => l,
         Ok(crate::LimitsRequest::Share(share)) => {
-            crate::MemoryLimits::for_share(share, session.database().page_size().bytes())
+            if let Some(h) = &share.history {
+                let config = match h.config() {
+                    Ok(c) => c,
+                    Err(why) => return error_response(&ApiError::new(500, "BAD_CONFIG", why)),
+                };
+                set_history(session, config);
+            }
+            crate::MemoryLimits::for_share(&share, session.database().page_size().bytes())
         }
         Err(e) => return error_response(&ApiError::bad_request(format!("invalid limits: {e}"))),
     };
@@ -315,6 +325,22 @@ fn set_limits(session: &mut Session, hrana: &mut Hrana, body: &[u8]) -> Response
         status: 200,
         body: serde_json::to_vec(&limits).unwrap_or_default(),
     }
+}
+
+/// Keeps history as `config` says, from now on and after the session is reopened.
+fn set_history(session: &Session, config: dosql_layout::HistoryConfig) {
+    OPENED.with(|o| {
+        if let Some(o) = o.borrow_mut().as_mut() {
+            o.history = config;
+        }
+    });
+    // While a transaction writes, the store is busy: the setting applies from the next
+    // open (a request never sets it in the middle of a transaction in practice).
+    let _ = session.database().with_store(false, |store| {
+        if let Ok(s) = session_store(store) {
+            s.set_history(config);
+        }
+    });
 }
 
 /// Re-applies limits after the session was reopened (the Hrana table is new then).
@@ -356,6 +382,10 @@ fn head_op() -> Response {
                     "prefix": h.generation.prefix(),
                     "inline_nos": h.inline.iter().map(|(n, _)| n.get()).collect::<Vec<_>>(),
                     "inline_bytes": h.inline.iter().map(|(_, v)| v.len()).sum::<usize>(),
+                    "checksum": h.checksum.known().map(|c| format!("{c:016x}")),
+                    "log_oldest": h.log.oldest,
+                    "log_floor": h.log.floor,
+                    "log_bytes": h.log.bytes,
                 })
                 .to_string()
                 .into_bytes(),
@@ -374,10 +404,11 @@ fn framed(answer: Result<http::Answer, ApiError>) -> Response {
     }
 }
 
-/// The page-transfer routes (`dosql_api::transfer`), framed ([`dosql_api::http`]). After an
-/// import is switched in, the database is opened again (its head, page size and pages all
-/// changed).
-fn transfer_op(input: &[u8]) -> Response {
+/// The routes the wasm serves whole (`dosql_api::transfer`, `dosql_api::history`), framed
+/// ([`dosql_api::http`]), on the session's own store. After an import or a restore the
+/// database is opened again: its pages changed under SQLite's caches, and its Hrana streams
+/// end.
+fn route_op(input: &[u8]) -> Response {
     let req = match http::Request::parse(input) {
         Ok(r) => r,
         Err(e) => return framed(Err(e)),
@@ -385,33 +416,36 @@ fn transfer_op(input: &[u8]) -> Response {
     let Some(o) = OPENED.with(|x| *x.borrow()) else {
         return framed(Err(ApiError::new(500, "INTERNAL", "database not open")));
     };
-    // A store of its own over the same storage: reads see every commit (each is applied to
-    // storage before it returns), and only a switch changes the head, after which the
-    // session is opened again.
-    let mut store = match DoStore::open(HostKv { kind: o.kind }, o.new_page_size) {
-        Ok(s) => s,
-        Err(e) => return framed(Err(ApiError::new(500, "OPEN_FAILED", e.to_string()))),
+    // The import routes ask whether the database is empty, which is SQL: asked before the
+    // store is taken (SQLite reaches the store through the VFS).
+    let asks_schema = req.method == "POST" && req.path.starts_with("import");
+    let schema_objects = if asks_schema {
+        Some(schema_objects())
+    } else {
+        None
     };
-    let mut schema_objects = || {
-        SESSION.with(|s| {
-            let mut s = s.borrow_mut();
-            let session = s
-                .as_mut()
-                .ok_or_else(|| ApiError::new(500, "INTERNAL", "database not open"))?;
-            let r = session.query(br#"{"sql": "SELECT count(*) FROM sqlite_schema"}"#);
-            let answer = r.json();
-            if r.status != 200 {
-                return Err(ApiError::new(
-                    r.status,
-                    "SQLITE_ERROR",
-                    answer["error"]["message"].as_str().unwrap_or("").to_owned(),
-                ));
-            }
-            Ok(answer["rows"][0][0].as_i64().unwrap_or(0))
-        })
+    let replaces = req.method == "POST" && (req.path == "restore" || req.path.ends_with("/commit"));
+    let answer = SESSION.with(|s| {
+        let s = s.borrow();
+        let Some(session) = s.as_ref() else {
+            return Err(ApiError::new(500, "INTERNAL", "database not open"));
+        };
+        session
+            .database()
+            .with_store(replaces, |store| {
+                let store = session_store(store)?;
+                if let Some(a) = history::handle(store, &req) {
+                    return Ok(a);
+                }
+                let mut asked = || schema_objects.clone().unwrap_or(Ok(0));
+                Ok(transfer::handle(store, req, &mut asked))
+            })
+            .unwrap_or_else(|| Err(busy()))
+    });
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) => return framed(Err(e)),
     };
-    let answer = transfer::handle(&mut store, req, &mut schema_objects);
-    drop(store);
     if answer.switched {
         let reopened = open(o);
         if reopened.status != 200 {
@@ -419,6 +453,43 @@ fn transfer_op(input: &[u8]) -> Response {
         }
     }
     framed(Ok(answer))
+}
+
+/// The session's store as the Durable Object layout over the host.
+fn session_store(store: &mut dyn PageStore) -> Result<&mut DoStore<HostKv>, ApiError> {
+    store
+        .as_any_mut()
+        .and_then(|a| a.downcast_mut::<DoStore<HostKv>>())
+        .ok_or_else(|| ApiError::new(500, "INTERNAL", "the session's store is not the host's"))
+}
+
+/// A transaction is writing (a Hrana stream's): the store cannot be worked on now.
+fn busy() -> ApiError {
+    ApiError::new(
+        409,
+        "SQLITE_BUSY",
+        "a transaction is open (a Hrana stream holds the database): retry once it ends",
+    )
+}
+
+/// How many schema objects the database has (0: empty), by SQL.
+fn schema_objects() -> Result<i64, ApiError> {
+    SESSION.with(|s| {
+        let mut s = s.borrow_mut();
+        let session = s
+            .as_mut()
+            .ok_or_else(|| ApiError::new(500, "INTERNAL", "database not open"))?;
+        let r = session.query(br#"{"sql": "SELECT count(*) FROM sqlite_schema"}"#);
+        let answer = r.json();
+        if r.status != 200 {
+            return Err(ApiError::new(
+                r.status,
+                "SQLITE_ERROR",
+                answer["error"]["message"].as_str().unwrap_or("").to_owned(),
+            ));
+        }
+        Ok(answer["rows"][0][0].as_i64().unwrap_or(0))
+    })
 }
 
 /// Where the last answer is.

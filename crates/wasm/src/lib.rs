@@ -52,6 +52,9 @@ pub mod host {
     /// overrides it). Leaves half of the 128 MB isolate to V8's heap, request and response
     /// buffers, and workerd.
     pub const DEFAULT_MEMORY_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+    /// How long after a database's first write its background work (pruning the history,
+    /// finishing a checksum, deleting garbage) first runs; it then reschedules itself.
+    pub const MAINTAIN_DELAY_MS: u64 = 60_000;
     /// The smallest budget accepted: one instance's fixed costs (data, stack, request body and
     /// answer buffers, about 4 MB) must stay a small part of it.
     pub const MIN_MEMORY_BUDGET_BYTES: usize = 32 * 1024 * 1024;
@@ -74,8 +77,9 @@ pub mod op {
     /// [`LimitsRequest`]: the memory this instance may use from now on (from its share of the
     /// isolate's budget, see `worker/src/budget.ts`) → the [`MemoryLimits`] set.
     pub const LIMITS: u32 = 5;
-    /// The page-transfer routes (`dosql_api::transfer`), framed as `dosql_api::http` says.
-    pub const TRANSFER: u32 = 6;
+    /// The routes served whole: page transfer (`dosql_api::transfer`) and history
+    /// (`dosql_api::history`), framed as `dosql_api::http` says.
+    pub const ROUTE: u32 = 6;
     /// The committed head as storage holds it (format, page size and count, txid, prefix,
     /// pages inline), for `/_storage_stats`.
     pub const HEAD: u32 = 7;
@@ -97,7 +101,7 @@ pub struct MemoryLimits {
 
 /// The body of [`op::LIMITS`]: the limits themselves, or the instance's share of the
 /// isolate's memory budget to make them from ([`MemoryLimits::for_share`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(untagged)]
 pub enum LimitsRequest {
     /// `{"share_bytes", "cache_bytes"}`.
@@ -108,7 +112,7 @@ pub enum LimitsRequest {
 
 /// An instance's share of the isolate's memory budget (worker/src/budget.ts), and the page
 /// cache's settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Share {
     /// Bytes the instance may hold.
@@ -121,6 +125,51 @@ pub struct Share {
     /// 4 KiB ones.
     #[serde(default)]
     pub cache_bytes: Option<usize>,
+    /// The history settings, as the host's environment has them.
+    #[serde(default)]
+    pub history: Option<HistorySettings>,
+}
+
+/// The history settings as the host's environment spells them (unset: `None`): HISTORY
+/// ("off" turns history off), HISTORY_RETENTION_MS and HISTORY_MAX_BYTES (see
+/// `dosql_layout::HistoryConfig::DEFAULT` for the defaults).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistorySettings {
+    /// HISTORY.
+    #[serde(default)]
+    pub enabled: Option<String>,
+    /// HISTORY_RETENTION_MS.
+    #[serde(default)]
+    pub retention_ms: Option<String>,
+    /// HISTORY_MAX_BYTES.
+    #[serde(default)]
+    pub max_bytes: Option<String>,
+}
+
+impl HistorySettings {
+    /// The configuration they say, or what is wrong with them.
+    pub fn config(&self) -> Result<dosql_layout::HistoryConfig, String> {
+        let d = dosql_layout::HistoryConfig::DEFAULT;
+        let number = |name: &str, v: &Option<String>, default: u64| -> Result<u64, String> {
+            match v.as_deref().map(str::trim) {
+                None | Some("") => Ok(default),
+                Some(s) => s
+                    .parse::<u64>()
+                    .map_err(|_| format!("{name} must be a non-negative integer, not {s:?}")),
+            }
+        };
+        let enabled = match self.enabled.as_deref().map(str::trim) {
+            None | Some("" | "on" | "1" | "true") => true,
+            Some("off" | "0" | "false") => false,
+            Some(s) => return Err(format!("HISTORY must be \"on\" or \"off\", not {s:?}")),
+        };
+        Ok(dosql_layout::HistoryConfig {
+            enabled,
+            retention_ms: number("HISTORY_RETENTION_MS", &self.retention_ms, d.retention_ms)?,
+            max_bytes: number("HISTORY_MAX_BYTES", &self.max_bytes, d.max_bytes)?,
+        })
+    }
 }
 
 impl MemoryLimits {
@@ -130,7 +179,7 @@ impl MemoryLimits {
     /// [`host::MAX_ANSWER_BYTES`]) for an answer. With the instance's fixed costs (data,
     /// stack, request and answer buffers) that is about 0.9 of the share, so the instance
     /// stays within it even with every limit reached at once.
-    pub fn for_share(share: Share, page_size: usize) -> MemoryLimits {
+    pub fn for_share(share: &Share, page_size: usize) -> MemoryLimits {
         let fifth = share.share_bytes / 5;
         let cache_bytes = match share.cache_pages {
             Some(pages) => pages.saturating_mul(page_size),
@@ -154,8 +203,9 @@ mod tests {
             share_bytes: 40 << 20,
             cache_pages: None,
             cache_bytes: None,
+            history: None,
         };
-        let l = MemoryLimits::for_share(share, 4096);
+        let l = MemoryLimits::for_share(&share, 4096);
         assert_eq!(l.cache_pages, (8 << 20) / 4096);
         assert_eq!(l.max_txn_bytes, 8 << 20);
         assert_eq!(l.heap_bytes, 8 << 20);
@@ -165,21 +215,57 @@ mod tests {
             share_bytes: 1 << 30,
             cache_pages: None,
             cache_bytes: Some(4096),
+            history: None,
         };
-        assert_eq!(MemoryLimits::for_share(small, 4096).cache_pages, 16);
+        assert_eq!(MemoryLimits::for_share(&small, 4096).cache_pages, 16);
         let pages = Share {
             cache_pages: Some(1000),
-            ..small
+            ..small.clone()
         };
-        assert_eq!(MemoryLimits::for_share(pages, 65536).cache_pages, 1000);
+        assert_eq!(MemoryLimits::for_share(&pages, 65536).cache_pages, 1000);
         assert_eq!(
-            MemoryLimits::for_share(small, 4096).max_answer_bytes,
+            MemoryLimits::for_share(&small, 4096).max_answer_bytes,
             host::MAX_ANSWER_BYTES
         );
         let r: LimitsRequest =
             serde_json::from_str(r#"{"share_bytes": 41943040, "cache_bytes": null}"#).unwrap();
         assert_eq!(r, LimitsRequest::Share(share));
         assert!(serde_json::from_str::<LimitsRequest>(r#"{"share_bytes": 1, "x": 2}"#).is_err());
+    }
+
+    #[test]
+    fn history_settings_default_and_refuse_nonsense() {
+        use super::HistorySettings;
+        let d = dosql_layout::HistoryConfig::DEFAULT;
+        assert_eq!(HistorySettings::default().config(), Ok(d));
+        let off = HistorySettings {
+            enabled: Some("off".into()),
+            ..HistorySettings::default()
+        };
+        assert!(!off.config().unwrap().enabled);
+        let set = HistorySettings {
+            retention_ms: Some("60000".into()),
+            max_bytes: Some(" 1024 ".into()),
+            ..HistorySettings::default()
+        };
+        assert_eq!(set.config().unwrap().retention_ms, 60_000);
+        assert_eq!(set.config().unwrap().max_bytes, 1024);
+        for bad in [
+            HistorySettings {
+                enabled: Some("maybe".into()),
+                ..HistorySettings::default()
+            },
+            HistorySettings {
+                retention_ms: Some("-1".into()),
+                ..HistorySettings::default()
+            },
+            HistorySettings {
+                max_bytes: Some("1e9".into()),
+                ..HistorySettings::default()
+            },
+        ] {
+            assert!(bad.config().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

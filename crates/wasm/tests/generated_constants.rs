@@ -29,7 +29,7 @@ fn render() -> String {
             ("OP_STATS", op::STATS.into()),
             ("OP_HRANA", op::HRANA.into()),
             ("OP_LIMITS", op::LIMITS.into()),
-            ("OP_TRANSFER", op::TRANSFER.into()),
+            ("OP_ROUTE", op::ROUTE.into()),
             ("OP_HEAD", op::HEAD.into()),
         ],
     );
@@ -52,6 +52,7 @@ fn render() -> String {
             ),
             ("MIN_BUDGET_BYTES", host::MIN_MEMORY_BUDGET_BYTES as u64),
             ("DEFAULT_CACHE_BYTES", host::DEFAULT_CACHE_BYTES as u64),
+            ("MAINTAIN_DELAY_MS", host::MAINTAIN_DELAY_MS),
         ],
     );
     out

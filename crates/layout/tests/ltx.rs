@@ -1,0 +1,226 @@
+//! LTX files of the commit log, read back by a decoder written here from the format's
+//! description (superfly/ltx `ltx.go`, `encoder.go`, `decoder.go`), not by the code that
+//! writes them: every checksum verifies (the file's, over the decompressed pages, and the
+//! database's before and after), the page index points at the frames, and applying a
+//! snapshot then the following ranges in order reproduces the database at each of them.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use dosql_layout::{MemKv, StorageKind};
+use dosql_pagestore::PageSize;
+
+/// A file as the decoder read it.
+struct Ltx {
+    flags: u32,
+    page_size: u32,
+    commit: u32,
+    min: u64,
+    max: u64,
+    pre_apply: u64,
+    post_apply: u64,
+    pages: Vec<(u32, Vec<u8>)>,
+}
+
+fn crc64_iso(bytes: &[u8]) -> u64 {
+    let mut c = !0u64;
+    for &b in bytes {
+        c ^= u64::from(b);
+        for _ in 0..8 {
+            c = if c & 1 == 1 {
+                (c >> 1) ^ 0xD800_0000_0000_0000
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes(b[..4].try_into().unwrap())
+}
+
+fn be64(b: &[u8]) -> u64 {
+    u64::from_be_bytes(b[..8].try_into().unwrap())
+}
+
+fn uvarint(b: &[u8], at: &mut usize) -> u64 {
+    let (mut v, mut shift) = (0u64, 0);
+    loop {
+        let byte = b[*at];
+        *at += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return v;
+        }
+        shift += 7;
+    }
+}
+
+/// Decodes `file`, checking everything the format lets a reader check.
+fn decode(file: &[u8]) -> Ltx {
+    assert_eq!(&file[..4], b"LTX1");
+    let flags = be32(&file[4..]);
+    assert_eq!(flags & !0x2, 0, "only the no-checksum flag");
+    let page_size = be32(&file[8..]);
+    let commit = be32(&file[12..]);
+    let (min, max) = (be64(&file[16..]), be64(&file[24..]));
+    let pre_apply = be64(&file[40..]);
+    assert!(
+        file[48..100].iter().all(|&b| b == 0),
+        "no WAL fields, no node id"
+    );
+    assert!(min >= 1 && min <= max);
+    // What the file checksum covers, rebuilt as the reader goes.
+    let mut covered = file[..100].to_vec();
+    let mut at = 100;
+    let mut pages = Vec::new();
+    let mut offsets = Vec::new();
+    loop {
+        let frame = at;
+        let no = be32(&file[at..]);
+        let pflags = u16::from_be_bytes([file[at + 4], file[at + 5]]);
+        covered.extend_from_slice(&file[at..at + 6]);
+        at += 6;
+        if no == 0 {
+            assert_eq!(pflags, 0);
+            break;
+        }
+        assert_eq!(pflags, 1, "a size and an LZ4 block");
+        let len = be32(&file[at..]) as usize;
+        covered.extend_from_slice(&file[at..at + 4]);
+        at += 4;
+        let page = lz4_flex::block::decompress(&file[at..at + len], page_size as usize).unwrap();
+        assert_eq!(page.len(), page_size as usize);
+        at += len;
+        covered.extend_from_slice(&page);
+        assert!(no <= commit, "page {no} above commit {commit}");
+        assert!(
+            pages.last().is_none_or(|(p, _): &(u32, Vec<u8>)| *p < no),
+            "ascending pages"
+        );
+        assert_ne!(no, 0x4000_0000 / page_size + 1, "the lock page");
+        offsets.push((no, frame as u64, (at - frame) as u64));
+        pages.push((no, page));
+    }
+    let index_start = at;
+    let mut entries = Vec::new();
+    loop {
+        let no = uvarint(file, &mut at);
+        if no == 0 {
+            break;
+        }
+        let offset = uvarint(file, &mut at);
+        let size = uvarint(file, &mut at);
+        entries.push((no as u32, offset, size));
+    }
+    let index_len = be64(&file[at..]);
+    assert_eq!(index_len as usize, at - index_start, "the index's length");
+    at += 8;
+    covered.extend_from_slice(&file[index_start..at]);
+    assert_eq!(entries, offsets, "the index points at the frames");
+    let post_apply = be64(&file[at..]);
+    covered.extend_from_slice(&file[at..at + 8]);
+    let file_checksum = be64(&file[at + 8..]);
+    assert_eq!(at + 16, file.len(), "the trailer ends the file");
+    assert_eq!(
+        file_checksum,
+        crc64_iso(&covered) | 1 << 63,
+        "the file checksum"
+    );
+    if flags & 0x2 == 0 {
+        assert_ne!(post_apply, 0);
+        if min == 1 {
+            assert_eq!(pre_apply, 0, "a snapshot has no pre-apply checksum");
+        }
+    } else {
+        assert_eq!((pre_apply, post_apply), (0, 0));
+    }
+    Ltx {
+        flags,
+        page_size,
+        commit,
+        min,
+        max,
+        pre_apply,
+        post_apply,
+        pages,
+    }
+}
+
+/// Applies `ltx` to `image` as LiteFS does: the pages, then the size.
+fn apply(image: &mut Vec<u8>, ltx: &Ltx) {
+    let size = ltx.page_size as usize;
+    let commit = ltx.commit as usize * size;
+    if image.len() < commit {
+        image.resize(commit, 0);
+    }
+    for (no, page) in &ltx.pages {
+        let at = (*no as usize - 1) * size;
+        image[at..at + size].copy_from_slice(page);
+    }
+    image.truncate(commit);
+}
+
+#[test]
+fn snapshots_and_ranges_decode_verify_and_apply_to_the_database() {
+    for kind in [StorageKind::SqliteBacked, StorageKind::Classic] {
+        for seed in 1..=3u64 {
+            let size = PageSize::new(1024).unwrap();
+            let kv: Shared = Arc::new(Mutex::new(MemKv::new(kind)));
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            sql(&kv, size, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
+            for _ in 0..30 {
+                tick(1000);
+                if rng.below(8) == 0 {
+                    sql(&kv, size, "VACUUM");
+                } else {
+                    sql(&kv, size, &random_sql(&mut rng));
+                }
+            }
+            let mut store = open(&kv, size);
+            let (_, newest) = store.window();
+            // A snapshot at a random txid, then ranges up to the head.
+            let mut at = 1 + rng.below(newest / 2);
+            let (file, info) = store.ltx(1, at).unwrap();
+            let ltx = decode(&file);
+            assert_eq!((ltx.min, ltx.max, ltx.commit), (1, at, info.commit));
+            assert_eq!(
+                ltx.pages.len() as u32,
+                ltx.commit,
+                "a snapshot holds every page"
+            );
+            let mut replica = Vec::new();
+            apply(&mut replica, &ltx);
+            assert_eq!(
+                replica,
+                image(&mut store, at),
+                "seed {seed}: snapshot at {at}"
+            );
+            assert_eq!(ltx.post_apply, ltx_checksum(&replica, 1024));
+            while at < newest {
+                let to = (at + 1 + rng.below(5)).min(newest);
+                let (file, _) = store.ltx(at + 1, to).unwrap();
+                let ltx = decode(&file);
+                assert_eq!((ltx.min, ltx.max), (at + 1, to));
+                assert_eq!(ltx.flags, 0, "checksums known");
+                assert_eq!(
+                    ltx.pre_apply,
+                    ltx_checksum(&replica, 1024),
+                    "pre-apply of {at}"
+                );
+                apply(&mut replica, &ltx);
+                assert_eq!(replica, image(&mut store, to), "seed {seed}: {at}..={to}");
+                assert_eq!(ltx.post_apply, ltx_checksum(&replica, 1024));
+                at = to;
+            }
+            // Outside the window or backwards: refused.
+            assert!(store.ltx(0, 1).is_err());
+            assert!(store.ltx(3, 2).is_err());
+            assert!(store.ltx(1, newest + 1).is_err());
+        }
+    }
+}
