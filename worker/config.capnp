@@ -48,6 +48,9 @@ const dosqlWorker :Workerd.Worker = (
     (name = "HISTORY", fromEnvironment = "HISTORY"),
     (name = "HISTORY_RETENTION_MS", fromEnvironment = "HISTORY_RETENTION_MS"),
     (name = "HISTORY_MAX_BYTES", fromEnvironment = "HISTORY_MAX_BYTES"),
+    # When a database's background work (pruning, checksums, garbage) first runs after its
+    # first write, in ms; unset = 60000. Tests make it short.
+    (name = "DOSQL_MAINTAIN_DELAY_MS", fromEnvironment = "DOSQL_MAINTAIN_DELAY_MS"),
   ],
   durableObjectNamespaces = [
     # Classic (KV-backed) storage: no enableSql. DO NOT change uniqueKey: object ids and the

@@ -32,9 +32,7 @@ export interface Tenant<I> {
 }
 
 /** What the budget needs of an instance it holds for later (a spare). */
-export interface Sized {
-  memoryBytes(): number;
-}
+export type Sized = { memoryBytes(): number };
 
 export class MemoryBudget<I extends Sized = Sized> {
   /** Tenants with an instance, least recently used first (a Map keeps insertion order). */

@@ -7,12 +7,11 @@ declare module "*.wasm" {
   export default module;
 }
 
-// JSPI (JavaScript Promise Integration), available in workerd without a flag.
+// JSPI (JavaScript Promise Integration), available in workerd without a flag: an import that
+// may suspend the wasm on its promise, and an export whose call returns a promise.
 declare namespace WebAssembly {
-  /** Wraps an async host function so that a wasm import may suspend on its promise. */
   class Suspending {
     constructor(fn: (...args: never[]) => Promise<unknown>);
   }
-  /** Wraps a wasm export so that calling it returns a promise (resolved when it returns). */
   function promising<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => Promise<R>;
 }

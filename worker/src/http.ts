@@ -9,10 +9,8 @@ export function jsonError(status: number, code: string, message: string, headers
   return new Response(JSON.stringify({ error: { code, message } }), { status, headers: { ...JSON_HEADERS, ...headers } });
 }
 
-/**
- * An error answer that libSQL clients can read: a Hrana `Error` (`message`, `code` at the top,
- * which they turn into the error they throw), plus dosql's usual `error` object.
- */
+/** An error libSQL clients can read: a Hrana `Error` (`message` and `code` at the top, which
+ *  they turn into the error they throw), plus dosql's usual `error` object. */
 export function hranaError(status: number, code: string, message: string): Response {
   return new Response(JSON.stringify({ message, code, error: { code, message } }), { status, headers: JSON_HEADERS });
 }

@@ -16,34 +16,23 @@ import { KvBridge } from "./kv";
 import { authorized, hranaError, intVar, JSON_HEADERS, jsonError, Lock, pathOf, readBody } from "./http";
 import { warmUp } from "./warmup";
 
+/** Bindings and settings (each explained in worker/config.capnp and the README). */
 export interface Env {
-  /** Classic (KV-backed) storage: DosqlDatabase, the wasm under JSPI; SQLite-backed storage:
-   *  DosqlSqlDatabase, the wasm called synchronously. */
-  DB: DurableObjectNamespace;
-  DB_SQL?: DurableObjectNamespace;
-  /** Which of the two serves the databases: "sqlite" (default when unset or empty: the faster,
-   *  synchronous bridge, see bench/RESULTS.md) or "classic". */
-  DOSQL_STORAGE?: string;
-  /** Page size of a new database (bytes, power of two 512..65536); default 4096 (crates/wasm). */
-  PAGE_SIZE?: string;
-  /** Pages in the wasm's page cache, else CACHE_BYTES of them (default: crates/wasm). */
-  CACHE_PAGES?: string;
-  CACHE_BYTES?: string;
-  /** Pages read ahead on a cache miss; default 0. */
-  READ_AHEAD?: string;
-  /** Bytes of wasm memory every instance of the isolate may hold in all (budget.ts). */
-  DOSQL_MEMORY_BUDGET?: string | null;
-  /** "off": no warm-up when the isolate starts (warmup.ts); anything else: warm up. */
-  DOSQL_WARMUP?: string | null;
-  /** When set (a secret), every request must carry `Authorization: Bearer <DOSQL_TOKEN>`. */
-  DOSQL_TOKEN?: string;
-  /** Milliseconds a Hrana stream may idle before it is rolled back and closed. */
-  HRANA_STREAM_TIMEOUT_MS?: string | null;
-  /** History: "off" turns it off; kept HISTORY_RETENTION_MS, within HISTORY_MAX_BYTES
-   *  (defaults: crates/layout HistoryConfig::DEFAULT). */
-  HISTORY?: string | null;
-  HISTORY_RETENTION_MS?: string | null;
-  HISTORY_MAX_BYTES?: string | null;
+  DB: DurableObjectNamespace; // classic storage: DosqlDatabase, the wasm under JSPI
+  DB_SQL?: DurableObjectNamespace; // SQLite-backed storage: DosqlSqlDatabase, synchronous
+  DOSQL_STORAGE?: string; // which of the two serves the databases: "sqlite" (default), "classic"
+  PAGE_SIZE?: string; // a new database's page size
+  CACHE_PAGES?: string; // the page cache: pages, else
+  CACHE_BYTES?: string; // bytes
+  READ_AHEAD?: string; // pages read ahead on a cache miss
+  DOSQL_MEMORY_BUDGET?: string | null; // wasm memory of every instance of the isolate (budget.ts)
+  DOSQL_WARMUP?: string | null; // "off": no warm-up when the isolate starts (warmup.ts)
+  DOSQL_TOKEN?: string; // set: every request needs `Authorization: Bearer <DOSQL_TOKEN>`
+  HRANA_STREAM_TIMEOUT_MS?: string | null; // how long a Hrana stream may idle
+  HISTORY?: string | null; // "off": no history
+  HISTORY_RETENTION_MS?: string | null; // how long history is kept
+  HISTORY_MAX_BYTES?: string | null; // and within how many bytes
+  DOSQL_MAINTAIN_DELAY_MS?: string | null; // first write to first background work (tests)
 }
 
 // The warm-up (warmup.ts), once per isolate at module scope, and one instance instantiated
@@ -210,11 +199,13 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
   private scheduleUpkeep(): void {
     if (this.upkeepSet) return;
     this.upkeepSet = true;
-    void this.ctx.storage.getAlarm().then((at) => (at === null ? this.ctx.storage.setAlarm(Date.now() + MAINTAIN_DELAY_MS) : undefined));
+    const delay = intVar(this.env.DOSQL_MAINTAIN_DELAY_MS, MAINTAIN_DELAY_MS);
+    // An alarm already past due is set again: local workerd does not fire one that came due
+    // while it was down.
+    void this.ctx.storage.getAlarm().then((at) => (at === null || at <= Date.now() ? this.ctx.storage.setAlarm(at ?? Date.now() + delay) : undefined));
   }
 
-  /** /_storage_stats: the storage calls counted since the object started, and the head as
-   *  storage holds it. */
+  /** /_storage_stats: the storage calls counted since the object started; the stored head. */
   private async storageStats(): Promise<Response> {
     // This request's own read of the head is not counted, so that two snapshots differ by
     // exactly the calls the requests between them made.
@@ -239,14 +230,8 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
   get kind(): string {
     return this.sqliteBacked() ? "sync" : "jspi";
   }
-
-  memoryBytes(): number {
-    return this.db?.memoryBytes() ?? 0;
-  }
-
-  busy(): boolean {
-    return this.lock.queued > 0;
-  }
+  readonly memoryBytes = (): number => this.db?.memoryBytes() ?? 0;
+  readonly busy = (): boolean => this.lock.queued > 0;
 
   surrender(): DosqlInstance | null {
     const db = this.db;

@@ -281,22 +281,16 @@ class Reader {
 /** Writes a read response: its parts, joined at the end. */
 class Writer {
   private readonly parts: Uint8Array[] = [];
-  private size = 0;
   u8(v: number): void {
-    this.push(Uint8Array.of(v));
+    this.parts.push(Uint8Array.of(v));
   }
   sized(b: Uint8Array): void {
     const n = new Uint8Array(4);
     new DataView(n.buffer).setUint32(0, b.byteLength, true);
-    this.push(n);
-    this.push(b);
-  }
-  private push(b: Uint8Array): void {
-    this.parts.push(b);
-    this.size += b.byteLength;
+    this.parts.push(n, b);
   }
   bytes(): Uint8Array {
-    const out = new Uint8Array(this.size);
+    const out = new Uint8Array(this.parts.reduce((n, p) => n + p.byteLength, 0));
     let at = 0;
     for (const p of this.parts) out.set(p, (at += p.byteLength) - p.byteLength);
     return out;

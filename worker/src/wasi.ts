@@ -81,9 +81,7 @@ export function wasiImports(module: WebAssembly.Module, memory: () => WebAssembl
     },
     environ_sizes_get: zeroPair,
     args_sizes_get: zeroPair,
-    environ_get: () => ESUCCESS,
-    args_get: () => ESUCCESS,
-    sched_yield: () => ESUCCESS,
+    ...Object.fromEntries(["environ_get", "args_get", "sched_yield"].map((n) => [n, () => ESUCCESS])),
     proc_exit(code: number): void {
       throw new WasiExit(code);
     },

@@ -59,6 +59,33 @@ pub trait Database: fmt::Display {
         force: bool,
         chunk_pages: Option<u32>,
     ) -> Result<Box<dyn Load + '_>>;
+
+    /// The commits the history keeps, newest first (at most `limit`, older than `before`):
+    /// the JSON of `GET history` (see `dosql_api::history`).
+    fn history(&mut self, limit: usize, before: Option<u64>) -> Result<Json>;
+
+    /// Makes the database what it was at `to`, as a new commit: the JSON of `POST restore`.
+    fn restore(&mut self, to: RestoreTo) -> Result<Json>;
+}
+
+/// Where a restore goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestoreTo {
+    /// That txid.
+    Txid(u64),
+    /// The last commit at or before that time (ms since the Unix epoch).
+    Time(i64),
+}
+
+/// How a load ends (see [`Load::commit`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Finish {
+    /// LTX's checksum of the pages written (see `dosql_layout::checksum`): the database
+    /// refuses to switch to pages that do not have it.
+    pub checksum: Option<u64>,
+    /// The database the pages came from, `{"name", "txid"}`, for a branch: recorded in the
+    /// new database's history.
+    pub parent: Option<Json>,
 }
 
 /// A database image being loaded (see [`Database::load`]): written in order, then committed
@@ -71,8 +98,9 @@ pub trait Load {
     /// Writes the next pages, whole and in order, the first being page `from`.
     fn write(&mut self, from: u32, pages: &[u8]) -> Result<()>;
 
-    /// Switches the database to the written pages, atomically: the new head.
-    fn commit(&mut self) -> Result<DbHead>;
+    /// Switches the database to the written pages, atomically, after checking them as
+    /// `finish` says: the new head.
+    fn commit(&mut self, finish: &Finish) -> Result<DbHead>;
 
     /// Gives up before or after a failed commit, best effort: the old database stays.
     fn abort(self: Box<Self>);
@@ -101,6 +129,9 @@ pub struct DbHead {
     pub page_count: u32,
     /// The commit counter.
     pub txid: u64,
+    /// LTX's checksum of the database (see `dosql_layout::checksum`), when the database
+    /// knows it.
+    pub checksum: Option<u64>,
 }
 
 /// Receives the pages of a snapshot (see [`Database::read_snapshot`]).

@@ -13,6 +13,7 @@
 mod db;
 pub mod error;
 mod files;
+mod history;
 mod local;
 mod progress;
 mod remote;
@@ -21,6 +22,7 @@ mod shell;
 mod source;
 mod target;
 mod transfer;
+mod when;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -96,11 +98,53 @@ enum Command {
         /// No progress and no summary
         #[arg(short, long)]
         quiet: bool,
+        /// Export the database as of this txid (its history must keep it)
+        #[arg(long)]
+        txid: Option<u64>,
         /// Pages per request (default: as many as the server gives). For tests.
         #[arg(long, hide = true)]
         chunk_pages: Option<u32>,
     },
-    /// Run PRAGMA integrity_check and print the SHA-256 of the database's pages
+    /// List the commits the database's history keeps, newest first, and the window
+    History {
+        /// http(s)://host/db/<name>, or a local store path
+        target: String,
+        /// How many commits to list
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: usize,
+        /// Print the history as one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the database what it was at a txid or a time, as a new commit (undoable)
+    Restore {
+        /// http(s)://host/db/<name>, or a local store path
+        target: String,
+        /// The txid to go back to
+        #[arg(long, conflicts_with = "time")]
+        txid: Option<u64>,
+        /// The time to go back to: RFC 3339 (2026-12-06T10:26:00Z) or "<n> minutes ago"
+        #[arg(long)]
+        time: Option<String>,
+    },
+    /// Create a database holding TARGET as of a txid (now by default), with its own history
+    Branch {
+        /// The database to branch: http(s)://host/db/<name>, or a local store path
+        target: String,
+        /// The new database: http(s)://host/db/<name>, or a local store path
+        new_target: String,
+        /// The txid to branch at (its history must keep it)
+        #[arg(long)]
+        txid: Option<u64>,
+        /// Replace the new target if it is not empty
+        #[arg(long)]
+        force: bool,
+        /// No progress and no summary
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Run PRAGMA integrity_check, print the SHA-256 of the database's pages and check LTX's
+    /// checksum of them against the one the database keeps
     Verify {
         /// http(s)://host/db/<name>, or a local store path
         target: String,
@@ -197,6 +241,7 @@ fn run(cli: Cli) -> Result<()> {
             file,
             force,
             quiet,
+            txid,
             chunk_pages,
         } => transfer::export(
             &mut *Target::parse(&target, token)?,
@@ -205,7 +250,29 @@ fn run(cli: Cli) -> Result<()> {
                 force,
                 quiet,
                 chunk_pages,
+                txid,
             },
+        ),
+        Command::History {
+            target,
+            limit,
+            json,
+        } => history::history(&mut *Target::parse(&target, token)?, limit, json),
+        Command::Restore { target, txid, time } => {
+            history::restore(&mut *Target::parse(&target, token)?, txid, time.as_deref())
+        }
+        Command::Branch {
+            target,
+            new_target,
+            txid,
+            force,
+            quiet,
+        } => history::branch(
+            &mut *Target::parse(&target, token)?,
+            &mut *Target::parse(&new_target, token)?,
+            txid,
+            force,
+            quiet,
         ),
         Command::Verify { target, quiet } => {
             transfer::verify(&mut *Target::parse(&target, token)?, quiet)

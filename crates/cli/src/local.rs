@@ -3,7 +3,12 @@
 //!
 //! Atomicity of a load: a complete new store is built beside the old one and renamed over it;
 //! the rename is the atomic switch (it also lets an import change the page size, which a store
-//! cannot). An import that fails or is killed before that leaves the old store as it was.
+//! cannot). An import that fails or is killed before that leaves the old store as it was. The
+//! new store's history starts with the import (or the branch, whose parent it records).
+//!
+//! History: a local store keeps it as a Durable Object does, with the default window (see
+//! `dosql_layout::HistoryConfig::DEFAULT`); each command prunes what left the window when it
+//! is done.
 
 use std::fmt;
 use std::io::Read;
@@ -12,13 +17,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use dosql_api::Session;
-use dosql_layout::{DoStore, RedbKv, StorageKind};
-use dosql_pagestore::{Commit, Head, Page, PageNo, PageSize, PageStore, SQLITE_MAGIC, StoreError};
+use dosql_layout::{DoStore, HistoryConfig, RedbKv, StorageKind};
+use dosql_pagestore::{Head, Page, PageNo, PageSize, PageStore, SQLITE_MAGIC, StoreError, codec};
 use dosql_vfs::VfsConfig;
 use serde_json::{Value as Json, json};
 
 use crate::bail;
-use crate::db::{Database, DbHead, Load, Open, PageSink, not_empty};
+use crate::db::{Database, DbHead, Finish, Load, Open, PageSink, RestoreTo, not_empty};
 use crate::error::{Context, Error, Result};
 use crate::files::{show, sibling, sync_dir};
 use crate::progress::Progress;
@@ -32,9 +37,27 @@ const LOCAL_CHUNK_BYTES: usize = 16 << 20;
 /// Opens (creating it if missing, with pages of `page_size`) the store file at `path`. The one
 /// place that names the type of local stores.
 fn open_store(path: &Path, page_size: PageSize) -> Result<Box<dyn PageStore>, StoreError> {
+    Ok(Box::new(open_layout(path, page_size)?))
+}
+
+/// The store at `path` as the Durable Object layout, history kept.
+fn open_layout(path: &Path, page_size: PageSize) -> Result<DoStore<RedbKv>, StoreError> {
     // The very records a Durable Object holds (SQLite-backed storage's layout), in a file.
     let kv = RedbKv::open(path, StorageKind::SqliteBacked)?;
-    Ok(Box::new(DoStore::open(kv, page_size)?))
+    Ok(DoStore::open(kv, page_size)?.with_history(HistoryConfig::DEFAULT))
+}
+
+/// The layout behind a local store (what `open_store` made).
+fn layout(store: &mut Box<dyn PageStore>) -> Result<&mut DoStore<RedbKv>> {
+    store
+        .as_any_mut()
+        .and_then(|a| a.downcast_mut::<DoStore<RedbKv>>())
+        .ok_or_else(|| Error::msg("internal: a local store is not the Durable Object layout"))
+}
+
+/// A store error, said about the store.
+fn store_error(path: &Path, e: &StoreError) -> Error {
+    Error::msg(format!("{}: {}", show(path), e.message()))
 }
 
 /// Opens the store at `path`, which must exist.
@@ -113,8 +136,15 @@ impl PageStore for Shared {
     fn read_pages(&mut self, nos: &[PageNo]) -> Result<Vec<Option<Page>>, StoreError> {
         self.lock().read_pages(nos)
     }
-    fn commit(&mut self, commit: Commit) -> Result<Head, StoreError> {
+    fn commit(&mut self, commit: dosql_pagestore::Commit) -> Result<Head, StoreError> {
         self.lock().commit(commit)
+    }
+    fn commit_known(
+        &mut self,
+        commit: dosql_pagestore::Commit,
+        known: &[(PageNo, Page)],
+    ) -> Result<Head, StoreError> {
+        self.lock().commit_known(commit, known)
     }
 }
 
@@ -158,10 +188,32 @@ impl Local {
         Ok(self.session.as_mut().expect("opened above"))
     }
 
-    /// Closes the session and the store (the file is free for others, or to be replaced).
+    /// Closes the session and the store (the file is free for others, or to be replaced),
+    /// pruning first what left the history's window (best effort: the next command retries).
     fn close(&mut self) {
         self.session = None;
-        self.store = None;
+        if let Some(store) = self.store.take() {
+            let mut store = store.lock();
+            if let Ok(layout) = layout(&mut store) {
+                for _ in 0..1000 {
+                    match layout.maintain(256) {
+                        Ok(m) if m.more => {}
+                        _ => break,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `f` on the store's layout.
+    fn with_layout<R>(
+        &mut self,
+        f: impl FnOnce(&mut DoStore<RedbKv>) -> Result<R, StoreError>,
+    ) -> Result<R> {
+        let store = self.store()?;
+        let mut store = store.lock();
+        let l = layout(&mut store)?;
+        f(l).map_err(|e| store_error(&self.path, &e))
     }
 
     /// Number of schema objects (tables, indexes, views, triggers): 0 means nothing to lose.
@@ -171,6 +223,12 @@ impl Local {
         }
         let answer = self.query("SELECT count(*) FROM sqlite_schema", &json!([]))?;
         Ok(answer["rows"][0][0].as_i64().unwrap_or(0))
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -213,10 +271,12 @@ impl Database for Local {
         let head = store
             .head()
             .map_err(|e| Error::msg(format!("reading the store: {}", e.message())))?;
+        let checksum = layout(&mut store)?.record().checksum.known();
         Ok(DbHead {
             page_size: store.page_size().get(),
             page_count: head.page_count,
             txid: head.txid,
+            checksum,
         })
     }
 
@@ -229,18 +289,22 @@ impl Database for Local {
         progress: &mut Progress,
         sink: &mut dyn PageSink,
     ) -> Result<DbHead> {
-        let head = self.head()?;
-        if let Some(at) = at
-            && at != head.txid
-        {
-            return Err(Error::api(
-                "TXID_CHANGED",
-                format!(
-                    "{self}: the store is at txid {}, not {at} (TXID_CHANGED)",
-                    head.txid
-                ),
-            ));
-        }
+        let now = self.head()?;
+        let at = at.unwrap_or(now.txid);
+        // The state at `at`: the current one, or rebuilt from the history.
+        let head = if at == now.txid {
+            now
+        } else {
+            let (count, checksum) = self
+                .with_layout(|l| l.image_of(at).map(|i| (i.page_count, i.checksum)))
+                .map_err(|e| Error::api("TXID_CHANGED", format!("{e} (TXID_CHANGED)")))?;
+            DbHead {
+                page_count: count,
+                txid: at,
+                checksum,
+                ..now
+            }
+        };
         let store = self.store()?;
         sink.restart()?;
         progress.set_total(u64::from(head.page_count));
@@ -253,14 +317,22 @@ impl Database for Local {
             let nos: Vec<PageNo> = (from..=to)
                 .map(|n| PageNo::new(n).expect("page numbers start at 1"))
                 .collect();
-            let pages = store
-                .lock()
-                .read_pages(&nos)
-                .map_err(|e| Error::msg(format!("reading the store: {e}")))?;
+            let values = {
+                let mut store = store.lock();
+                layout(&mut store)?
+                    .values_at(at, &nos)
+                    .map_err(|e| Error::msg(format!("reading the store: {e}")))?
+            };
             buf.clear();
-            for page in pages {
-                match page {
-                    Some(p) => buf.extend_from_slice(&p),
+            for v in values {
+                match v {
+                    Some(v) => buf.extend_from_slice(
+                        &codec::decode_page(
+                            &v,
+                            PageSize::new(head.page_size).expect("a page size"),
+                        )
+                        .map_err(|e| Error::msg(format!("reading the store: {e}")))?,
+                    ),
                     None => buf.resize(buf.len() + size, 0),
                 }
             }
@@ -297,45 +369,104 @@ impl Database for Local {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => bail!("{}: {e}", show(&tmp)),
         }
-        let store = match open_store(&tmp, page_size) {
+        let mut store = match open_layout(&tmp, page_size) {
             Ok(s) => s,
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
                 bail!("{}: {}", show(&tmp), e.message());
             }
         };
+        let staging = store
+            .begin_import(page_size, page_count)
+            .map_err(|e| store_error(&tmp, &e))?;
         Ok(Box::new(LocalLoad {
             dest: self.path.clone(),
             tmp,
             store: Some(store),
+            generation: staging.generation,
             page_size,
-            page_count,
             per_commit: chunk_pages
                 .unwrap_or((LOCAL_CHUNK_BYTES / page_size.bytes()).max(1) as u32)
                 .max(1),
-            head: Head::default(),
+        }))
+    }
+
+    fn history(&mut self, limit: usize, before: Option<u64>) -> Result<Json> {
+        let commits = self.with_layout(|l| l.history(limit, before))?;
+        let (head, window, config, oldest_ts) = self.with_layout(|l| {
+            let h = l.record().clone();
+            let oldest_ts = if h.log.oldest <= h.txid {
+                l.history(1, Some(h.log.oldest + 1))?
+                    .first()
+                    .map(|c| c.timestamp_ms)
+            } else {
+                (h.timestamp_ms != 0).then_some(h.timestamp_ms)
+            };
+            Ok((h, l.window(), l.history_config(), oldest_ts))
+        })?;
+        let hex = |c: u64| (c != 0).then(|| format!("{c:016x}"));
+        Ok(json!({
+            "txid": head.txid,
+            "checksum": head.checksum.known().and_then(hex),
+            "window": {"oldest_txid": window.0, "oldest_timestamp_ms": oldest_ts, "newest_txid": window.1},
+            "history": {"enabled": config.enabled, "retention_ms": config.retention_ms, "max_bytes": config.max_bytes},
+            "commits": commits.iter().map(|c| {
+                let mut j = json!({
+                    "txid": c.txid, "timestamp_ms": c.timestamp_ms, "page_count": c.page_count,
+                    "pages_written": c.pages_written, "checksum": hex(c.checksum),
+                });
+                if let Some(n) = &c.note { j["note"] = n.clone(); }
+                if c.switch { j["switch"] = json!(true); }
+                j
+            }).collect::<Vec<_>>(),
+        }))
+    }
+
+    fn restore(&mut self, to: RestoreTo) -> Result<Json> {
+        // SQLite's caches of the session would not see the pages change under them.
+        self.session = None;
+        let r = self.with_layout(|l| {
+            let at = match to {
+                RestoreTo::Txid(t) => t,
+                RestoreTo::Time(ms) => l.txid_at_time(ms)?,
+            };
+            let (oldest, newest) = l.window();
+            if at < oldest || at > newest {
+                return Err(StoreError::invalid(format!(
+                    "txid {at} is outside the history window: txids {oldest} to {newest}"
+                )));
+            }
+            let r = l.restore(at)?;
+            Ok((r, l.record().checksum.known()))
+        });
+        let (r, checksum) = r.map_err(|e| Error::api("OUT_OF_WINDOW", e.to_string()))?;
+        Ok(json!({
+            "txid": r.txid,
+            "restored_from": r.from,
+            "page_count": r.page_count,
+            "checksum": checksum.map(|c| format!("{c:016x}")),
+            "switched": r.switched,
         }))
     }
 }
 
-/// A new store being built beside the one it replaces.
+/// A new store being built beside the one it replaces: the pages staged as an import of the
+/// new store, then switched to (checked against the importer's checksum) and renamed over the
+/// old one.
 struct LocalLoad {
     dest: PathBuf,
     tmp: PathBuf,
     /// The new store, until the commit closes it.
-    store: Option<Box<dyn PageStore>>,
+    store: Option<DoStore<RedbKv>>,
+    generation: dosql_layout::Generation,
     page_size: PageSize,
-    page_count: u32,
     per_commit: u32,
-    /// The new store's head after the last write.
-    head: Head,
 }
 
 impl fmt::Debug for LocalLoad {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LocalLoad")
             .field("tmp", &self.tmp)
-            .field("head", &self.head)
             .finish_non_exhaustive()
     }
 }
@@ -350,34 +481,39 @@ impl Load for LocalLoad {
             .store
             .as_mut()
             .ok_or_else(|| Error::msg("the load is committed"))?;
-        let pages: Vec<(PageNo, Page)> = bytes
+        let values: Vec<Vec<u8>> = bytes
             .chunks(self.page_size.bytes())
-            .enumerate()
-            .map(|(i, p)| {
-                let no = PageNo::new(from + i as u32).expect("page numbers start at 1");
-                (no, Page::copy_from(p))
-            })
+            .map(codec::encoded)
             .collect();
-        self.head = store
-            .commit(Commit {
-                page_count: self.page_count,
-                pages,
-            })
-            .map_err(|e| Error::msg(format!("{}: {e}", show(&self.tmp))))?;
+        store
+            .stage_import(self.generation, from, values)
+            .map_err(|e| store_error(&self.tmp, &e))?;
         Ok(())
     }
 
-    fn commit(&mut self) -> Result<DbHead> {
-        // The store made every commit durable (fsync); closed, then the rename and its
-        // directory entry follow.
-        self.store = None;
+    fn commit(&mut self, finish: &Finish) -> Result<DbHead> {
+        let mut store = self
+            .store
+            .take()
+            .ok_or_else(|| Error::msg("the load is committed"))?;
+        let note = match &finish.parent {
+            Some(p) => json!({ "branch": p }),
+            None => json!({ "import": { "pages": store.staging().map_or(0, |s| s.page_count) } }),
+        };
+        let head = store
+            .switch_import(self.generation, finish.checksum, note)
+            .map_err(|e| store_error(&self.tmp, &e))?
+            .clone();
+        // Every write was durable (fsync); closed, then the rename and its directory entry.
+        drop(store);
         std::fs::rename(&self.tmp, &self.dest)
             .with_context(|| format!("renaming {} to {}", show(&self.tmp), show(&self.dest)))?;
         sync_dir(&self.dest);
         Ok(DbHead {
             page_size: self.page_size.get(),
-            page_count: self.head.page_count,
-            txid: self.head.txid,
+            page_count: head.page_count,
+            txid: head.txid,
+            checksum: head.checksum.known(),
         })
     }
 

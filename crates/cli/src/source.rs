@@ -14,11 +14,11 @@ use crate::bail;
 use crate::error::{Context, Error, Result};
 use crate::files::show;
 
-/// A validated SQLite database file, open for reading its pages in order.
-#[derive(Debug)]
+/// A validated SQLite database file, open for reading its pages in order (or a snapshot of a
+/// database held in memory, for a branch).
 pub struct Source {
     path: PathBuf,
-    reader: BufReader<File>,
+    reader: Box<dyn Read>,
     /// The file's page size.
     pub page_size: PageSize,
     /// Pages to import.
@@ -90,7 +90,7 @@ impl Source {
         };
         Ok(Source {
             path: path.to_owned(),
-            reader: BufReader::with_capacity(1 << 20, file),
+            reader: Box::new(BufReader::with_capacity(1 << 20, file)),
             page_size,
             page_count,
             read: 0,
@@ -117,6 +117,38 @@ impl Source {
     /// The page number the next read starts at.
     pub fn next_page_no(&self) -> u32 {
         self.read + 1
+    }
+
+    /// A database image read from another database (whole pages of `page_size` bytes).
+    pub fn from_bytes(bytes: Vec<u8>, page_size: u32) -> Result<Source> {
+        let size =
+            PageSize::new(page_size).ok_or_else(|| Error::msg(format!("page size {page_size}")))?;
+        if !bytes.len().is_multiple_of(size.bytes()) {
+            bail!(
+                "a snapshot of {} bytes is not whole pages of {size}",
+                bytes.len()
+            );
+        }
+        let page_count =
+            u32::try_from(bytes.len() / size.bytes()).map_err(|_| Error::msg("too many pages"))?;
+        Ok(Source {
+            path: PathBuf::from("<snapshot>"),
+            reader: Box::new(std::io::Cursor::new(bytes)),
+            page_size: size,
+            page_count,
+            read: 0,
+            _lock: None,
+        })
+    }
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("path", &self.path)
+            .field("page_size", &self.page_size)
+            .field("page_count", &self.page_count)
+            .finish_non_exhaustive()
     }
 }
 

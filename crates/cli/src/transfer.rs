@@ -13,8 +13,10 @@ use std::time::Instant;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use dosql_layout::checksum;
+
 use crate::bail;
-use crate::db::{Database, DbHead, Open, PageSink, SNAPSHOT_ATTEMPTS, chunk_delay};
+use crate::db::{Database, DbHead, Finish, Open, PageSink, SNAPSHOT_ATTEMPTS, chunk_delay};
 use crate::error::{Context, Result};
 use crate::files::{show, sibling, sync_dir};
 use crate::progress::Progress;
@@ -45,15 +47,61 @@ pub struct Snapshot {
     pub txid: u64,
     /// Lowercase hex SHA-256.
     pub sha256: String,
+    /// LTX's checksum of the pages (see `dosql_layout::checksum`).
+    pub checksum: u64,
+    /// The checksum the database says it has, when it knows.
+    pub stated: Option<u64>,
+}
+
+/// SHA-256 and LTX's checksum of pages fed in order.
+#[derive(Clone)]
+pub struct PageHashes {
+    sha: Sha256,
+    ltx: u64,
+    page_size: usize,
+    next: u32,
+    partial: Vec<u8>,
+}
+
+impl PageHashes {
+    /// Nothing fed yet, for pages of `page_size` bytes.
+    pub fn new(page_size: usize) -> PageHashes {
+        PageHashes {
+            sha: Sha256::new(),
+            ltx: checksum::EMPTY,
+            page_size: page_size.max(1),
+            next: 1,
+            partial: Vec::new(),
+        }
+    }
+
+    /// Feeds bytes (whole pages, or pieces of them).
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.sha.update(bytes);
+        self.partial.extend_from_slice(bytes);
+        let whole = self.partial.len() / self.page_size * self.page_size;
+        for page in self.partial[..whole].chunks(self.page_size) {
+            self.ltx = checksum::toggle(self.ltx, checksum::page(self.next, page));
+            self.next += 1;
+        }
+        self.partial.drain(..whole);
+    }
+
+    /// The LTX checksum so far.
+    pub fn checksum(&self) -> u64 {
+        self.ltx
+    }
 }
 
 impl Snapshot {
-    fn new(head: DbHead, hasher: Sha256) -> Snapshot {
+    fn new(head: DbHead, hashes: PageHashes) -> Snapshot {
         Snapshot {
             page_size: head.page_size,
             page_count: head.page_count,
             txid: head.txid,
-            sha256: hex(&hasher.finalize()),
+            sha256: hex(&hashes.sha.finalize()),
+            checksum: hashes.ltx,
+            stated: head.checksum,
         }
     }
 
@@ -101,7 +149,7 @@ pub fn import(file: &Path, db: &mut dyn Database, opts: &ImportOptions) -> Resul
     let started = Instant::now();
     let mut src = Source::open(file, opts.check)?;
     let label = format!("importing {}", show(file));
-    let snap = load(&mut src, db, opts, &label)?;
+    let snap = load_snapshot(&mut src, db, opts, &label, None)?;
     if !opts.quiet {
         crate::say!(
             "imported {} into {db}: {}",
@@ -112,18 +160,20 @@ pub fn import(file: &Path, db: &mut dyn Database, opts: &ImportOptions) -> Resul
     Ok(())
 }
 
-/// Streams `src` into `db` in chunks and switches to it; on failure, the old database stays.
-fn load(
+/// Streams `src` into `db` in chunks and switches to it, the database checking the pages
+/// against their checksum; on failure, the old database stays. `parent`: for a branch.
+pub(crate) fn load_snapshot(
     src: &mut Source,
     db: &mut dyn Database,
     opts: &ImportOptions,
     label: &str,
+    parent: Option<serde_json::Value>,
 ) -> Result<Snapshot> {
     let mut load = db.load(src.page_size, src.page_count, opts.force, opts.chunk_pages)?;
     let chunk = load.chunk_pages();
     let delay = chunk_delay();
     let mut progress = Progress::new(label, u64::from(src.page_count), opts.quiet);
-    let mut hasher = Sha256::new();
+    let mut hasher = PageHashes::new(src.page_size.bytes());
     let written = (|| -> Result<DbHead> {
         loop {
             let from = src.next_page_no();
@@ -138,7 +188,10 @@ fn load(
                 std::thread::sleep(d);
             }
         }
-        load.commit()
+        load.commit(&Finish {
+            checksum: Some(hasher.checksum()),
+            parent,
+        })
     })();
     progress.finish();
     let head = match written {
@@ -161,16 +214,17 @@ fn load(
 // ---------------------------------------------------------------------------------------------
 // reading a consistent snapshot
 
-/// Passes pages on to the sink it wraps, computing their SHA-256 (from scratch when the read
-/// starts over).
+/// Passes pages on to the sink it wraps, computing their SHA-256 and LTX checksum (from
+/// scratch when the read starts over). The page size is learnt from the first head read
+/// (`Database::head`), given to `new`.
 struct Hashing<'a> {
-    hasher: Sha256,
+    hasher: PageHashes,
     sink: &'a mut dyn PageSink,
 }
 
 impl PageSink for Hashing<'_> {
     fn restart(&mut self) -> Result<()> {
-        self.hasher = Sha256::new();
+        self.hasher = PageHashes::new(self.hasher.page_size);
         self.sink.restart()
     }
 
@@ -194,15 +248,16 @@ impl PageSink for Discard {
 }
 
 /// [`Database::read_snapshot`], with the SHA-256 of the pages.
-fn snapshot(
+pub(crate) fn snapshot(
     db: &mut dyn Database,
     at: Option<u64>,
     chunk_pages: Option<u32>,
     progress: &mut Progress,
     sink: &mut dyn PageSink,
 ) -> Result<Snapshot> {
+    let page_size = db.head()?.page_size as usize;
     let mut hashing = Hashing {
-        hasher: Sha256::new(),
+        hasher: PageHashes::new(page_size),
         sink,
     };
     let head = db.read_snapshot(at, chunk_pages, progress, &mut hashing)?;
@@ -298,6 +353,8 @@ pub struct ExportOptions {
     pub quiet: bool,
     /// Pages per request (remote) instead of the server's maximum.
     pub chunk_pages: Option<u32>,
+    /// The txid to export (the history keeps it): the head when not given.
+    pub txid: Option<u64>,
 }
 
 /// `dosql export <target> <file>`.
@@ -318,7 +375,7 @@ pub fn export(db: &mut dyn Database, dest: &Path, opts: &ExportOptions) -> Resul
     // Opened before the temp file, so a bad target leaves nothing behind.
     db.open(Open::Existing)?;
     let mut tmp = TempFile::create(dest)?;
-    let snap = snapshot(db, None, opts.chunk_pages, &mut progress, &mut tmp)?;
+    let snap = snapshot(db, opts.txid, opts.chunk_pages, &mut progress, &mut tmp)?;
     progress.finish();
     tmp.persist(dest, force)?;
     if !quiet {
@@ -353,8 +410,35 @@ pub fn verify(db: &mut dyn Database, quiet: bool) -> Result<()> {
         snap.bytes(),
         snap.txid
     );
+    // LTX's checksum of the pages read, against the one the database keeps up to date.
+    let matches = match snap.stated {
+        Some(c) if c == snap.checksum => {
+            crate::say!(
+                "checksum: {:016x} (the database's own: it matches)",
+                snap.checksum
+            );
+            true
+        }
+        Some(c) => {
+            crate::say!(
+                "checksum: {:016x} read, but the database says {c:016x}: MISMATCH",
+                snap.checksum
+            );
+            false
+        }
+        None => {
+            crate::say!(
+                "checksum: {:016x} (the database's own is still being computed)",
+                snap.checksum
+            );
+            true
+        }
+    };
     if !ok {
         bail!("{db}: the integrity check failed");
+    }
+    if !matches {
+        bail!("{db}: the pages do not have the checksum the database keeps for them");
     }
     Ok(())
 }
@@ -407,6 +491,7 @@ pub fn info(db: &mut dyn Database, as_json: bool) -> Result<()> {
                 "page_count": page_count,
                 "size_bytes": bytes,
                 "txid": txid,
+                "checksum": head.checksum.map(|c| format!("{c:016x}")),
             })
         );
     } else {

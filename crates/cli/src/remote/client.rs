@@ -31,6 +31,8 @@ pub struct PagesAnswer {
     pub page_count: u32,
     /// The commit the pages belong to.
     pub txid: u64,
+    /// The database's checksum at `txid`, when the server knows it.
+    pub checksum: Option<u64>,
     /// The pages, concatenated.
     pub bytes: Vec<u8>,
 }
@@ -171,12 +173,31 @@ impl Client {
             .ok_or_else(|| Error::msg(format!("bad page size {page_size}")))?;
         let bytes = decode_pages(&bytes, size)
             .map_err(|e| Error::msg(format!("{}: GET /pages: {e}", self.url())).located())?;
+        let checksum = headers
+            .get("x-dosql-checksum")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| u64::from_str_radix(v, 16).ok());
         Ok(PagesAnswer {
             page_size,
             page_count,
             txid: header("x-dosql-txid")?,
+            checksum,
             bytes,
         })
+    }
+
+    /// `GET /history`.
+    pub fn history(&self, limit: usize, before: Option<u64>) -> Result<Json> {
+        let mut path = format!("/history?limit={limit}");
+        if let Some(b) = before {
+            path.push_str(&format!("&before={b}"));
+        }
+        self.json("GET", &path, Body::None)
+    }
+
+    /// `POST /restore`.
+    pub fn restore(&self, body: &Json) -> Result<Json> {
+        self.json("POST", "/restore", Body::Json(body))
     }
 
     /// `POST /import`: starts an import; the answer names it.
@@ -196,8 +217,14 @@ impl Client {
     }
 
     /// `POST /import/<id>/commit`: switches the database to the imported pages.
-    pub fn import_commit(&self, id: &str, force: bool) -> Result<Json> {
-        let body = json!({ "force": force });
+    pub fn import_commit(&self, id: &str, force: bool, finish: &crate::db::Finish) -> Result<Json> {
+        let mut body = json!({ "force": force });
+        if let Some(c) = finish.checksum {
+            body["checksum"] = json!(format!("{c:016x}"));
+        }
+        if let Some(p) = &finish.parent {
+            body["parent"] = p.clone();
+        }
         self.json("POST", &format!("/import/{id}/commit"), Body::Json(&body))
     }
 

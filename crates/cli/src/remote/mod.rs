@@ -2,8 +2,8 @@
 //! ([`Client`]).
 //!
 //! Atomicity of a load: the server stages the imported pages under a new key prefix, and the
-//! commit switches to them in one atomic write (one put of the Durable Object's `meta`, see
-//! worker/src/transfer.ts). An import that fails or is killed before that leaves the old
+//! commit switches to them in one atomic write (the head and the import record, see
+//! `dosql_layout::transfer`). An import that fails or is killed before that leaves the old
 //! database as it was.
 
 mod client;
@@ -20,7 +20,8 @@ use self::client::{Client, encode_pages};
 pub use self::url::DbUrl;
 use crate::bail;
 use crate::db::{
-    Database, DbHead, Load, Open, PageSink, SNAPSHOT_ATTEMPTS, chunk_delay, not_empty,
+    Database, DbHead, Finish, Load, Open, PageSink, RestoreTo, SNAPSHOT_ATTEMPTS, chunk_delay,
+    not_empty,
 };
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -79,6 +80,7 @@ impl Database for Remote {
             page_size: small("page_size")?,
             page_count: small("page_count")?,
             txid: field("txid")?,
+            checksum: None,
         })
     }
 
@@ -101,6 +103,7 @@ impl Database for Remote {
             progress.restart();
             let mut from = 1u32;
             let mut head: Option<(u32, u32, u64)> = None;
+            let mut checksum = None;
             loop {
                 let answer = match self.client.pages(from, chunk, head.map(|h| h.2).or(at)) {
                     Ok(a) => a,
@@ -117,6 +120,7 @@ impl Database for Remote {
                 };
                 let (size, count, txid) =
                     *head.get_or_insert((answer.page_size, answer.page_count, answer.txid));
+                checksum = checksum.or(answer.checksum);
                 if from == 1 {
                     progress.set_total(u64::from(count));
                 }
@@ -141,6 +145,7 @@ impl Database for Remote {
                         page_size: size,
                         page_count: count,
                         txid,
+                        checksum,
                     });
                 }
                 if got == 0 {
@@ -200,6 +205,20 @@ impl Database for Remote {
             committed: Json::Null,
         }))
     }
+
+    fn history(&mut self, limit: usize, before: Option<u64>) -> Result<Json> {
+        self.client
+            .history(limit, before)
+            .map_err(|e| e.at(self.url()))
+    }
+
+    fn restore(&mut self, to: RestoreTo) -> Result<Json> {
+        let body = match to {
+            RestoreTo::Txid(t) => json!({ "txid": t }),
+            RestoreTo::Time(ms) => json!({ "timestamp_ms": ms }),
+        };
+        self.client.restore(&body).map_err(|e| e.at(self.url()))
+    }
 }
 
 /// An import staged on the server.
@@ -237,18 +256,18 @@ impl Load for RemoteLoad<'_> {
         Ok(())
     }
 
-    fn commit(&mut self) -> Result<DbHead> {
+    fn commit(&mut self, finish: &Finish) -> Result<DbHead> {
         let url = self.client.url();
-        self.committed = commit_retrying(self.client, &self.id, &self.prefix, self.force).map_err(
-            |e| match e.code() {
-                Some("NOT_EMPTY") => not_empty(url),
-                _ => e.context("switching to the imported pages").at(url),
-            },
-        )?;
+        self.committed = commit_retrying(self.client, &self.id, &self.prefix, self.force, finish)
+            .map_err(|e| match e.code() {
+            Some("NOT_EMPTY") => not_empty(url),
+            _ => e.context("switching to the imported pages").at(url),
+        })?;
         Ok(DbHead {
             page_size: self.page_size.get(),
             page_count: self.page_count,
             txid: self.committed["txid"].as_u64().unwrap_or(0),
+            checksum: finish.checksum,
         })
     }
 
@@ -292,11 +311,17 @@ fn retrying<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
 /// Sends the switch. If its answer is lost, the switch may have happened or not: the server's
 /// state tells which (its live prefix is the import's), and only a switch that did not happen
 /// is sent again.
-fn commit_retrying(client: &Client, id: &str, prefix: &str, force: bool) -> Result<Json> {
+fn commit_retrying(
+    client: &Client,
+    id: &str,
+    prefix: &str,
+    force: bool,
+    finish: &Finish,
+) -> Result<Json> {
     let mut wait = Duration::from_millis(250);
     let mut retries = 0;
     loop {
-        match client.import_commit(id, force) {
+        match client.import_commit(id, force, finish) {
             Err(e) if e.is_transport() && retries < 3 => {
                 retries += 1;
                 std::thread::sleep(wait);
