@@ -18,14 +18,9 @@ export interface Exports {
   _initialize?: () => void;
 }
 
-export interface OpenOptions {
-  /** Page size of a database never committed to. */
-  newPageSize: number;
-  cachePages: number;
-  readAhead: number;
-  /** The most the instance's memory may grow to (bytes; the isolate's memory budget). */
-  maxMemoryBytes: number;
-}
+/** How to open: a new database's page size (0: the default), the page cache's pages, pages
+ *  read ahead, and the most bytes the instance's memory may grow to (the isolate's budget). */
+export type OpenOptions = { newPageSize: number; cachePages: number; readAhead: number; maxMemoryBytes: number };
 
 /** What dosql_open answers: the head it read. */
 export type Opened = { page_size: number; page_count: number; txid: number; format: number };

@@ -56,16 +56,12 @@ export default {
     if (env.DOSQL_TOKEN && !(await authorized(request, env.DOSQL_TOKEN))) {
       return jsonError(401, "UNAUTHORIZED", "missing or wrong bearer token", { "www-authenticate": "Bearer" });
     }
-    if (pathname === "/") {
-      const routes = ["POST /db/<name>/query", "POST /db/<name>/batch", "GET /db/<name>/stats", "GET /db/<name>/_storage_stats"];
-      return new Response(JSON.stringify({ name: "dosql", about: "SQLite in a Durable Object, one database per name", routes }), { headers: JSON_HEADERS });
-    }
+    const about = { name: "dosql", about: "SQLite in a Durable Object, one database per name", routes: "/db/<name>/... (README: HTTP API)" };
+    if (pathname === "/") return new Response(JSON.stringify(about), { headers: JSON_HEADERS });
     const m = /^\/db\/([^/]*)(?:\/.*)?$/.exec(pathname);
     if (m === null) return jsonError(404, "NOT_FOUND", `no route for ${pathname}`);
-    // A libSQL client given ".../db/<name>" without the trailing slash resolves its endpoints
-    // against "/db/" and asks for "/db/v2/pipeline" (or probes "/db/v3-protobuf"): that would
-    // address a database named "v2". Say what is wrong instead. ("/db/v2/query" etc. still
-    // reach a database named "v2".)
+    // A libSQL client given ".../db/<name>" without the trailing slash asks for "/db/v2/pipeline"
+    // (a database named "v2"): say what is wrong instead ("/db/v2/query" still reaches "v2").
     if (/^\/db\/(?:v1|v2|v3|v3-protobuf)(?:\/(?:pipeline|cursor|execute)?)?$/.test(pathname)) {
       const why = `${pathname} is a libSQL (Hrana) endpoint right under /db/: the client URL lacks its trailing slash. `;
       return hranaError(400, "URL_NEEDS_TRAILING_SLASH", `${why}Use "http(s)://<host>/db/<name>/" (ending in "/"), so that the client's requests go to /db/<name>/v2/pipeline.`);
@@ -86,10 +82,8 @@ function answer(res: WasmResponse): Response {
   return new Response(res.body, { status: res.status >= 200 && res.status <= 599 ? res.status : 500, headers: JSON_HEADERS });
 }
 
-/**
- * A database on classic (KV-backed) storage: the wasm's page reads await `storage.get`, so it
- * runs under JSPI (DosqlInstance.create).
- */
+/** A database on classic (KV-backed) storage: the wasm's page reads await `storage.get`, so it
+ *  runs under JSPI (DosqlInstance.create). */
 export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
   protected readonly storage: KvBridge;
   private db: DosqlInstance | null = null;
@@ -151,6 +145,7 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
       case "history":
       case "restore":
       case "ltx":
+      case "branch":
         return this.routed(first === "v2" || first === "v3" ? OP_HRANA : OP_ROUTE, request, rest);
     }
     return jsonError(404, "NOT_FOUND", `no route for ${pathname}`);
@@ -164,9 +159,20 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     const body = request.method === "GET" || request.method === "HEAD" ? new Uint8Array(0) : await this.body(request);
     if (body instanceof Response) return hrana ? hranaError(413, "PAYLOAD_TOO_LARGE", `request body over ${MAX_BODY_BYTES} bytes`) : body;
     const q = request.url.indexOf("?");
-    const line = { method: request.method, path: rest, query: q < 0 ? "" : request.url.slice(q + 1), hrana_stream_timeout_ms: (hrana && this.env.HRANA_STREAM_TIMEOUT_MS) || null };
+    const db = /^\/db\/([^/]+)/.exec(pathOf(request.url))?.[1];
+    const line = { method: request.method, path: rest, query: q < 0 ? "" : request.url.slice(q + 1), db, hrana_stream_timeout_ms: (hrana && this.env.HRANA_STREAM_TIMEOUT_MS) || null };
     this.scheduleUpkeep();
-    return this.locked(() => this.framed(op, line, body));
+    // A branch (crates/api/src/branch.rs): the wasm's requests to the other database, carried
+    // one at a time, this object's lock released while each travels.
+    for (let input = body; ; ) {
+      const res = await this.locked(() => this.framed(op, line, input));
+      const send = res.headers.get("x-dosql-send");
+      if (send === null) return res;
+      const to = JSON.parse(send) as { to: string; method: string; path: string };
+      const ns = (this.sqliteBacked() ? this.env.DB_SQL : this.env.DB)!;
+      const out = await ns.get(ns.idFromName(to.to)).fetch(`https://dosql/db/${to.to}/${to.path}`, { method: to.method, body: await res.arrayBuffer() });
+      input = new TextEncoder().encode(JSON.stringify({ state: JSON.parse(res.headers.get("x-dosql-state")!) as unknown, status: out.status, answer: await out.text() }));
+    }
   }
 
   /** Runs a framed route (call inside `locked`). */
@@ -337,11 +343,8 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
   }
 }
 
-/**
- * A database on SQLite-backed storage (enableSql / new_sqlite_classes): everything as in
- * DosqlDatabase, except that the wasm reads synchronously through `storage.kv` and
- * `storage.sql` (KvBridge.readSync) and so runs without JSPI (DosqlInstance.createSync).
- */
+/** A database on SQLite-backed storage (enableSql / new_sqlite_classes): as DosqlDatabase, but
+ *  the wasm reads synchronously (`storage.kv`, `storage.sql`) and runs without JSPI. */
 export class DosqlSqlDatabase extends DosqlDatabase {
   protected override sqliteBacked(): boolean {
     return true;

@@ -19,14 +19,13 @@ class StorageStats {
 
 export class LimitError extends Error {}
 
-/** What of DurableObjectStorage is used here (tests and the warm-up pass a stand-in). */
+/** What of DurableObjectStorage is used here (tests pass a stand-in): classic storage's API,
+ *  and SQLite-backed storage's synchronous `kv` and `sql` (the head row). */
 export interface Storage {
   get(keys: string[]): Promise<Map<string, unknown>>;
   put(entries: Record<string, unknown>): Promise<void>;
   delete(keys: string[]): Promise<number>;
-  /** SQLite-backed storage's synchronous API. */
   kv?: { get(key: string): unknown; put(key: string, value: unknown): void; delete(key: string): unknown };
-  /** SQLite-backed storage's SQL API (the head row). */
   sql?: { exec(query: string, ...params: never[]): { toArray(): unknown[] } };
 }
 
@@ -52,17 +51,11 @@ export class KvBridge {
   /** SQLite-backed storage: answers a read request synchronously. */
   readSync(request: Uint8Array): Uint8Array {
     const { limits, items } = parseRead(request);
-    const out = new Writer();
-    for (const [head, text] of items) {
-      if (head) {
-        this.headRow(out, text);
-      } else {
-        this.checkKeys([text], limits);
-        this.count("get", 1, 1);
-        this.value(out, this.storage.kv!.get(text));
-      }
-    }
-    return out.bytes();
+    return this.answer(items, (key) => {
+      this.checkKeys([key], limits);
+      this.count("get", 1, 1);
+      return this.storage.kv!.get(key);
+    });
   }
 
   /** Classic storage: one get() per `keysPerCall` keys, awaited together. */
@@ -76,10 +69,15 @@ export class KvBridge {
     });
     const found = new Map<string, unknown>();
     for (const m of await Promise.all(calls)) for (const [k, v] of m) found.set(k, v);
+    return this.answer(items, (key) => found.get(key));
+  }
+
+  /** The response to `items`: each key's value as `get` has it, the head row read here. */
+  private answer(items: [boolean, string][], get: (key: string) => unknown): Uint8Array {
     const out = new Writer();
-    for (const [head, key] of items) {
-      if (head) out.u8(0);
-      else this.value(out, found.get(key));
+    for (const [head, text] of items) {
+      if (head) this.headRow(out, text);
+      else this.value(out, get(text));
     }
     return out.bytes();
   }
@@ -100,11 +98,13 @@ export class KvBridge {
     out.sized(b);
   }
 
-  /** The head row (tag 3) as `select` reads it; absent when there is no row or no table. */
+  /** The head row (tag 3) as `select` reads it; absent when there is no row or no table (or
+   *  no SQL: classic storage). */
   private headRow(out: Writer, select: string): void {
     let rows: { head: string; inline: ArrayBuffer | null }[];
+    if (this.storage.sql === undefined) return out.u8(0);
     try {
-      rows = this.storage.sql!.exec(select).toArray() as typeof rows;
+      rows = this.storage.sql.exec(select).toArray() as typeof rows;
     } catch (err) {
       // One statement instead of two: no table yet means no head row.
       if (err instanceof Error && /no such table/.test(err.message)) return out.u8(0);

@@ -1,6 +1,7 @@
 //! Routes the host hands over whole: page transfer ([`crate::transfer`]) and Hrana
 //! ([`crate::hrana::Hrana::route`]). The host frames the HTTP request as one line of JSON,
-//! `{"method", "path", "query", "hrana_stream_timeout_ms"?}`, a newline, then the body
+//! `{"method", "path", "query", "db"?, "hrana_stream_timeout_ms"?}` (`db`: the database's own
+//! name), a newline, then the body
 //! unchanged; the answer comes back as one line of JSON (the response's headers), a newline,
 //! then the body. The host copies bytes and nothing else: routes, methods, errors and headers
 //! are decided here.
@@ -21,6 +22,8 @@ pub struct Request<'a> {
     pub query: &'a str,
     /// HRANA_STREAM_TIMEOUT_MS as the host's environment has it (unset: `None`).
     pub hrana_stream_timeout_ms: Option<&'a str>,
+    /// The database's own name, when the host says it.
+    pub db: Option<&'a str>,
     /// The body.
     pub body: &'a [u8],
 }
@@ -35,6 +38,8 @@ struct Line<'a> {
     query: &'a str,
     #[serde(default, borrow)]
     hrana_stream_timeout_ms: Option<&'a str>,
+    #[serde(default, borrow)]
+    db: Option<&'a str>,
 }
 
 impl<'a> Request<'a> {
@@ -45,6 +50,7 @@ impl<'a> Request<'a> {
             path,
             query,
             hrana_stream_timeout_ms: None,
+            db: None,
             body,
         }
     }
@@ -62,6 +68,7 @@ impl<'a> Request<'a> {
             path: line.path,
             query: line.query,
             hrana_stream_timeout_ms: line.hrana_stream_timeout_ms,
+            db: line.db,
             body: &input[split + 1..],
         })
     }

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod bind;
+pub mod branch;
 pub mod error;
 pub mod history;
 pub mod hrana;

@@ -167,6 +167,52 @@ fn a_bad_update_is_restored_undone_branched_and_exported(env: &[(&str, &str)]) {
     let far = fails(dosql(&["restore", &url, "--txid", "99999"]));
     assert!(far.contains("outside the history window"), "{far}");
 
+    // Branch on the server: the pages travel from one Durable Object to the other.
+    let b = post(
+        &db,
+        "/branch",
+        json!({"to": "accounts-server", "txid": bad}),
+    )
+    .ok();
+    assert_eq!(b["branched_from"], json!(bad), "{b}");
+    let copy = server.db("accounts-server");
+    assert_eq!(copy.int("SELECT sum(balance) FROM acct"), 0);
+    assert_eq!(copy.rows("PRAGMA integrity_check"), vec![json!(["ok"])]);
+    let ch = copy.send("GET", "/history", None).unwrap().ok();
+    assert_eq!(
+        ch["commits"][0]["note"]["branch"],
+        json!({"name": "accounts", "txid": bad}),
+        "{ch}"
+    );
+    assert_eq!(
+        ch["checksum"],
+        json!(b["checksum"]),
+        "the target checked the pages' checksum"
+    );
+    assert_eq!(
+        post(&db, "/branch", json!({"to": "accounts-server"})).error(409),
+        "NOT_EMPTY"
+    );
+    post(
+        &db,
+        "/branch",
+        json!({"to": "accounts-server", "force": true}),
+    )
+    .ok();
+    assert_eq!(copy.int("SELECT sum(balance) FROM acct"), 0);
+    assert_eq!(
+        post(&db, "/branch", json!({"to": "accounts"})).error(400),
+        "BAD_REQUEST"
+    );
+    assert_eq!(
+        post(&db, "/branch", json!({"to": "no/slash"})).error(400),
+        "BAD_DATABASE_NAME"
+    );
+    assert_eq!(
+        post(&db, "/branch", json!({"to": "x", "txid": 99999})).error(400),
+        "OUT_OF_WINDOW"
+    );
+
     // LTX: a snapshot of the current state, and the last commit alone.
     let ltx = db.send("GET", "/ltx?from=1", None).unwrap();
     assert_eq!(ltx.status, 200);

@@ -38,9 +38,17 @@ fn import(store: &mut DoStore<Shared>, size: PageSize, bytes: &[u8]) {
 fn check_window(store: &mut DoStore<Shared>, seen: &BTreeMap<u64, [u8; 32]>, seed: u64) {
     let (oldest, newest) = store.window();
     for t in oldest..=newest {
-        let got = sha(&image(store, t));
+        let bytes = image(store, t);
         if let Some(want) = seen.get(&t) {
-            assert_eq!(&got, want, "seed {seed}: image at txid {t}");
+            assert_eq!(&sha(&bytes), want, "seed {seed}: image at txid {t}");
+        }
+        // The checksum the log recorded for that state is the state's.
+        if let Some(c) = store.image_of(t).unwrap().checksum {
+            assert_eq!(
+                c,
+                ltx_checksum(&bytes, 1024),
+                "seed {seed}: checksum at txid {t}"
+            );
         }
     }
 }

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::time::Instant;
 
 use dosql_api::hrana::Hrana;
-use dosql_api::{ApiError, Response, Session, history, http, transfer};
+use dosql_api::{ApiError, Response, Session, branch, history, http, transfer};
 use dosql_layout::wire::{self, Answer, Read};
 use dosql_layout::{DoStore, HeadRow, Key, Kv, StorageKind, Value, WritePlan};
 use dosql_pagestore::{PageSize, PageStore, StoreError};
@@ -436,6 +436,9 @@ fn route_op(input: &[u8]) -> Response {
                 let store = session_store(store)?;
                 if let Some(a) = history::handle(store, &req) {
                     return Ok(a);
+                }
+                if req.path == "branch" {
+                    return Ok(branch::handle(store, &req));
                 }
                 let mut asked = || schema_objects.clone().unwrap_or(Ok(0));
                 Ok(transfer::handle(store, req, &mut asked))
