@@ -47,6 +47,10 @@ const LABEL = {
 const ALL = Object.keys(LABEL);
 // W3 only: the storage writes of one dosql 4K commit with no SQL (bench/src/worker.ts probes).
 const PROBES = { "probe-sync": "storage only: SQLite-backed, the head row through storage.sql", "probe-classic": "storage only: classic, one put()" };
+// W1-W3 only: dosql 4K with HISTORY=off; every contender above keeps history (the default).
+const NO_HISTORY = { "dosql-jspi-no-history": "dosql JSPI 4K, history off", "dosql-sync-no-history": "dosql sync 4K, history off" };
+const HISTORY_PAIRS = [["dosql-jspi", "dosql-jspi-no-history"], ["dosql-sync", "dosql-sync-no-history"]];
+const W13 = [...ALL, ...Object.keys(NO_HISTORY)];
 const W6_SET = ["dosql-jspi", "dosql-sync", "dosql-asyncify", "native-sql", "prior-art"];
 const DOSQL = ALL.filter((c) => c.startsWith("dosql-"));
 const PAGE_SIZE = (c) => (c.endsWith("-64k") ? 65536 : c.endsWith("-16k") ? 16384 : c.startsWith("dosql-") || c === "prior-art" ? 4096 : null);
@@ -292,12 +296,13 @@ async function main() {
     await setup(c, "w5", W.w5Setup());
     if (W6_SET.includes(c)) await setup(c, "w6", W.w6Setup());
   }
+  for (const c of Object.keys(NO_HISTORY)) await setup(c, "w3", W.w3Setup());
 
   for (let rep = 0; rep <= REPS; rep++) {
     const order = rotate(ALL, rep);
     const tag = rep === 0 ? "warm-up" : `run ${rep}/${REPS}`;
     log(`${tag}: W1+W2, W3, W5`);
-    for (const c of order) {
+    for (const c of rotate(W13, rep)) {
       const r = await runW1W2(c, rep);
       if (rep === 0) continue;
       push("W1", c, r.w1);
@@ -305,7 +310,7 @@ async function main() {
       setStorage("W1", c, r.s1);
       setStorage("W2", c, r.s2);
     }
-    for (const c of rotate([...ALL, ...Object.keys(PROBES)], rep)) {
+    for (const c of rotate([...W13, ...Object.keys(PROBES)], rep)) {
       const r = await runW3(c, rep);
       if (rep === 0) continue;
       push("W3", c, r.rps);
@@ -462,6 +467,18 @@ function report() {
   lines.push("");
 
   lines.push(`W3's storage floor: the same 1,000 requests to objects that only store what one dosql 4K commit stores (no SQL, no wasm): ${Object.entries(PROBES).map(([c, l]) => `${l}: ${f(med("W3", c), 0)} req/s (${fx(med("W3", c) / med("W3", BASE))})`).join("; ")}.`, "");
+  lines.push("### History: what the commit log costs (dosql 4K, history on by default, against HISTORY=off)", "");
+  lines.push("Every dosql contender above keeps history (the production default: each commit also writes the pre-images of the pages it overwrites, crates/layout/src/log.rs). The same 4K classes with HISTORY=off, interleaved with the rest:", "");
+  lines.push("| | W1 (ms) | W2 (ms) | W3 (req/s) | W3 vs native | W3 bytes written per commit |", "|---|---:|---:|---:|---:|---:|");
+  for (const [on, off] of HISTORY_PAIRS) {
+    for (const c of [on, off]) {
+      const s3 = st("W3", c);
+      const per = s3 && s3.commits && s3.bytes_written !== undefined ? `${(s3.bytes_written / s3.commits / 1024).toFixed(2)} KiB` : "–";
+      lines.push(`| ${LABEL[c] ?? NO_HISTORY[c]}${c === on ? " (history on)" : ""} | ${f(med("W1", c))} | ${f(med("W2", c))} | ${f(med("W3", c), 0)} | ${fx(med("W3", c) / med("W3", BASE))} | ${per} |`);
+    }
+    lines.push(`| on / off | ${fx(med("W1", on) / med("W1", off))} | ${fx(med("W2", on) / med("W2", off))} | ${fx(med("W3", on) / med("W3", off))} | | |`);
+  }
+  lines.push("");
   lines.push("### dosql against the prior art (@rkusa/wasm-sqlite 0.1.1): how many times faster", "");
   lines.push(head(DOSQL));
   for (const [w, name, hb] of [["W1", "W1", false], ["W2", "W2", false], ["W3", "W3", true], ["W4", "W4", false], ["W5", "W5", false], ["W6 req/s", "W6", true]]) {
@@ -530,6 +547,11 @@ function report() {
     tgt.push(`- W2 ${LABEL[c]} ≤ 1.0x native: ${fx(med("W2", c) / med("W2", BASE))} → ${yes(med("W2", c) <= med("W2", BASE))}; ≥ 5x faster than the prior art: ${fx(med("W2", "prior-art") / med("W2", c))} → ${yes(med("W2", "prior-art") / med("W2", c) >= 5)}`);
     tgt.push(`- W3 ${LABEL[c]} throughput ≥ 0.95x native: ${fx(med("W3", c) / med("W3", BASE))} → ${yes(med("W3", c) / med("W3", BASE) >= 0.95)}`);
   }
+  for (const [on, off] of HISTORY_PAIRS) {
+    const w3 = med("W3", on) / med("W3", BASE);
+    const keep = med("W3", on) / med("W3", off);
+    tgt.push(`- history on, ${LABEL[on]}: W3 ≥ 0.80x native: ${fx(w3)} → ${yes(w3 >= 0.8)}; within 10% of history off: ${fx(keep)} → ${yes(keep >= 0.9)}; W1 ≤ 0.50x native: ${fx(med("W1", on) / med("W1", BASE))} → ${yes(med("W1", on) / med("W1", BASE) <= 0.5)}`);
+  }
   const w2reads = DOSQL.map((c) => `${LABEL[c]} ${st("W2", c)?.get_calls ?? "?"}`).join(", ");
   tgt.push(`- W2 warm, zero storage reads: ${w2reads} → ${yes(DOSQL.every((c) => st("W2", c)?.get_calls === 0))}`);
   const shapes = DOSQL.map((c) => {
@@ -565,9 +587,9 @@ function report() {
   lines.push("");
   lines.push("## Every sample (Durable Objects over HTTP, in run order)", "");
   lines.push("Medians hide bimodal results: e.g. a contender that sometimes pays for a garbage collection or a storage flush inside its request. All of them:", "");
-  lines.push("| | " + [...ALL, ...Object.keys(PROBES)].map((c) => LABEL[c] ?? c).join(" | ") + " |", "|---|" + [...ALL, ...Object.keys(PROBES)].map(() => "---").join("|") + "|");
+  lines.push("| | " + [...W13, ...Object.keys(PROBES)].map((c) => LABEL[c] ?? NO_HISTORY[c] ?? c).join(" | ") + " |", "|---|" + [...W13, ...Object.keys(PROBES)].map(() => "---").join("|") + "|");
   for (const w of Object.keys(R.t)) {
-    lines.push(`| ${w} | ${[...ALL, ...Object.keys(PROBES)].map((c) => (R.t[w][c] ?? []).map((x) => (x >= 100 ? x.toFixed(0) : x.toFixed(1))).join(" ")).join(" | ")} |`);
+    lines.push(`| ${w} | ${[...W13, ...Object.keys(PROBES)].map((c) => (R.t[w][c] ?? []).map((x) => (x >= 100 ? x.toFixed(0) : x.toFixed(1))).join(" ")).join(" | ")} |`);
   }
   lines.push("", "bench/dist/results.json has these and the in-process samples.", "");
   return lines.join("\n");

@@ -13,6 +13,8 @@
 //   native-sql              workerd's own SQLite through ctx.storage.sql (SQLite-backed)
 //   prior-art               @rkusa/wasm-sqlite 0.1.1 over classic storage, no page cache
 //   probe-*                 W3 only: storage writes of a dosql commit, no SQL (storage floor)
+//   dosql-*-no-history      W1-W3 only: dosql 4K with HISTORY=off (every other dosql class
+//                           keeps history, the production default), the cost of the commit log
 
 import { DosqlDatabase, DosqlSqlDatabase, type Env as DosqlEnv } from "../../worker/src/index";
 import { DEFAULT_CACHE_BYTES, OP_BATCH, OP_QUERY } from "../../worker/src/constants";
@@ -47,6 +49,8 @@ const BINDINGS: Record<string, string> = {
   "probe-sync": "PROBE_SYNC",
   "probe-classic": "PROBE_CLASSIC",
   "prior-art": "PRIOR_ART",
+  "dosql-jspi-no-history": "JSPI_4K_NO_HISTORY",
+  "dosql-sync-no-history": "SYNC_4K_NO_HISTORY",
 };
 
 export default {
@@ -103,6 +107,14 @@ class DosqlJspi extends DosqlDatabase {
 export const DosqlJspi4k = withPageSize(DosqlJspi, 4096);
 export const DosqlJspi16k = withPageSize(DosqlJspi, 16384);
 export const DosqlJspi64k = withPageSize(DosqlJspi, 65536);
+export const DosqlJspi4kNoHistory = withPageSize(
+  class extends DosqlJspi {
+    constructor(ctx: DurableObjectState, env: Env, pageSize: number) {
+      super(ctx, { ...env, HISTORY: "off" }, pageSize);
+    }
+  },
+  4096,
+);
 
 // ---- storage probes (W3 only): what a dosql 4K single-row commit stores, with no SQL and no wasm ----
 // Each request stores what one W3 commit of dosql 4K stores, with the sizes it measures
@@ -207,6 +219,14 @@ class DosqlSync extends DosqlSqlDatabase {
 export const DosqlSync4k = withPageSize(DosqlSync, 4096);
 export const DosqlSync16k = withPageSize(DosqlSync, 16384);
 export const DosqlSync64k = withPageSize(DosqlSync, 65536);
+export const DosqlSync4kNoHistory = withPageSize(
+  class extends DosqlSync {
+    constructor(ctx: DurableObjectState, env: Env, pageSize: number) {
+      super(ctx, { ...env, HISTORY: "off" }, pageSize);
+    }
+  },
+  4096,
+);
 
 // ---- dosql, asyncify: the transformed module, classic storage ----
 

@@ -72,11 +72,25 @@ fn a_bad_update_is_restored_undone_branched_and_exported(env: &[(&str, &str)]) {
     assert_eq!(h["commits"][0]["txid"], json!(bad), "{h}");
     assert!(h["checksum"].as_str().is_some_and(|c| c.len() == 16), "{h}");
 
+    // A Hrana stream open across the restore: it ends, and says so.
+    let open = |baton: Json| {
+        let body =
+            json!({"baton": baton, "requests": [{"type": "execute", "stmt": {"sql": "SELECT 1"}}]});
+        db.send("POST", "/v2/pipeline", Some(body.to_string().as_bytes()))
+            .unwrap()
+    };
+    let stream = open(Json::Null).ok();
+    let baton = stream["baton"].clone();
+    assert!(baton.is_string(), "{stream}");
+
     // Restore, then undo the restore, then redo it.
     let r = post(&db, "/restore", json!({"txid": good})).ok();
     assert_eq!(r["restored_from"], json!(good));
     assert_eq!(r["txid"], json!(bad + 1));
     assert_eq!(db.int("SELECT sum(balance) FROM acct"), 225);
+    let ended = open(baton);
+    assert_eq!(ended.status, 400, "{}", ended.body);
+    assert_eq!(ended.body["code"], json!("BATON_INVALID"), "{}", ended.body);
     post(&db, "/restore", json!({"txid": bad})).ok();
     assert_eq!(db.int("SELECT sum(balance) FROM acct"), 0);
     post(&db, "/restore", json!({"txid": good})).ok();
