@@ -10,7 +10,8 @@
 //!   → makes the database what it was at T as a new commit, so that restoring to the txid
 //!   before it undoes it: `{"txid", "restored_from", "page_count", "checksum", "switched"}`.
 //!   Open Hrana streams end (their next request: `BATON_INVALID`).
-//! - `GET ltx?from=T&to=U` → commits T..=U as one LTX file (`from=1`: a snapshot at U).
+//! - `GET ltx?from=T&to=U` → commits T..=U as one LTX file (`from=1`: a snapshot at U); 413
+//!   `LTX_TOO_LARGE` past `dosql_layout::ltx::MAX_LTX_BYTES` (ask for fewer commits).
 //! - `POST _maintain` `{"max_calls"}` → one bounded step of background work (the Durable
 //!   Object's alarm; not routed from outside): `{"more", "due_ms", "records_deleted",
 //!   "pages_checksummed", "garbage_pages"}`.
@@ -176,10 +177,15 @@ fn ltx<K: Kv>(store: &mut DoStore<K>, query: &str) -> Result<Answer, ApiError> {
     let to = param(query, "to")?.unwrap_or(txid);
     let from = param(query, "from")?.unwrap_or(1);
     let (oldest, newest) = store.window();
-    if to < oldest || to > newest || from == 0 || from > to {
+    // Past `from` = 1 (a snapshot), the records from `from` on must be kept.
+    if to < oldest || to > newest || from == 0 || from > to || (from > 1 && from <= oldest) {
         return Err(out_of_window(store, format!("txids {from}..={to}")));
     }
-    let (bytes, info) = store.ltx(from, to).map_err(|e| failed(&e))?;
+    let (bytes, info) = store.ltx(from, to).map_err(|e| match e.kind() {
+        // In the window, the one refusal left is the size.
+        dosql_pagestore::ErrorKind::Invalid => ApiError::new(413, "LTX_TOO_LARGE", e.message()),
+        _ => failed(&e),
+    })?;
     let mut a = Answer::json(&Json::Null);
     a.body = bytes;
     a.headers = vec![

@@ -66,6 +66,11 @@ pub trait Database: fmt::Display {
 
     /// Makes the database what it was at `to`, as a new commit: the JSON of `POST restore`.
     fn restore(&mut self, to: RestoreTo) -> Result<Json>;
+
+    /// Commits `from..=to` as one LTX file (`from` = 1: a snapshot at `to`): the bytes of
+    /// `GET ltx`. Refused (`OUT_OF_WINDOW`, or a message saying the range is too big) when
+    /// the history no longer keeps `from` or the file would pass its size limit.
+    fn ltx(&mut self, from: u64, to: u64) -> Result<Vec<u8>>;
 }
 
 /// Where a restore goes.

@@ -13,6 +13,7 @@
 mod db;
 pub mod error;
 mod files;
+mod follow;
 mod history;
 mod local;
 mod progress;
@@ -140,6 +141,23 @@ enum Command {
         #[arg(long)]
         force: bool,
         /// No progress and no summary
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Keep a plain SQLite file in sync with the database (sqlite3 and any SQLite library can
+    /// read it meanwhile); every update is checked by checksum and applied atomically
+    Follow {
+        /// http(s)://host/db/<name>, or a local store path
+        target: String,
+        /// The SQLite file to keep (created by the first run; its state beside it)
+        file: PathBuf,
+        /// Catch up once, then exit
+        #[arg(long)]
+        once: bool,
+        /// Milliseconds between polls of the database
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// No progress and no line per update
         #[arg(short, long)]
         quiet: bool,
     },
@@ -273,6 +291,21 @@ fn run(cli: Cli) -> Result<()> {
             txid,
             force,
             quiet,
+        ),
+        Command::Follow {
+            target,
+            file,
+            once,
+            interval_ms,
+            quiet,
+        } => follow::follow(
+            &mut *Target::parse(&target, token)?,
+            &file,
+            &follow::FollowOptions {
+                once,
+                interval: std::time::Duration::from_millis(interval_ms.max(10)),
+                quiet,
+            },
         ),
         Command::Verify { target, quiet } => {
             transfer::verify(&mut *Target::parse(&target, token)?, quiet)

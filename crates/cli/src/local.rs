@@ -448,6 +448,20 @@ impl Database for Local {
             "switched": r.switched,
         }))
     }
+
+    fn ltx(&mut self, from: u64, to: u64) -> Result<Vec<u8>> {
+        let (oldest, newest) = self.with_layout(|l| Ok(l.window()))?;
+        if to < oldest || to > newest || from == 0 || from > to || (from > 1 && from <= oldest) {
+            return Err(Error::api(
+                "OUT_OF_WINDOW",
+                format!(
+                    "{}: txids {from}..={to} are outside the history window: txids {oldest} to {newest}",
+                    self
+                ),
+            ));
+        }
+        self.with_layout(|l| l.ltx(from, to).map(|(bytes, _)| bytes))
+    }
 }
 
 /// A new store being built beside the one it replaces: the pages staged as an import of the

@@ -268,14 +268,14 @@ pub(crate) fn snapshot(
 // export
 
 /// A file written beside its destination and moved into place only when complete.
-struct TempFile {
+pub(crate) struct TempFile {
     path: PathBuf,
     file: File,
     kept: bool,
 }
 
 impl TempFile {
-    fn create(dest: &Path) -> Result<TempFile> {
+    pub(crate) fn create(dest: &Path) -> Result<TempFile> {
         let path = sibling(dest, &format!("dosql-export-{}", std::process::id()))?;
         let file = File::create(&path).with_context(|| show(&path))?;
         Ok(TempFile {
@@ -283,6 +283,11 @@ impl TempFile {
             file,
             kept: false,
         })
+    }
+
+    /// Where it is being written.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Empties the file (a restarted export).
@@ -293,7 +298,7 @@ impl TempFile {
 
     /// Makes the content durable and moves it to `dest`; without `force`, never over an
     /// existing file (a hard link fails rather than replace).
-    fn persist(mut self, dest: &Path, force: bool) -> Result<()> {
+    pub(crate) fn persist(mut self, dest: &Path, force: bool) -> Result<()> {
         self.file.sync_all().with_context(|| show(&self.path))?;
         if force {
             std::fs::rename(&self.path, dest).with_context(|| show(dest))?;

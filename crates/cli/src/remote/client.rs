@@ -195,6 +195,16 @@ impl Client {
         self.json("GET", &path, Body::None)
     }
 
+    /// `GET /ltx?from&to`: the file's bytes.
+    pub fn ltx(&self, from: u64, to: u64) -> Result<Vec<u8>> {
+        let path = format!("/ltx?from={from}&to={to}");
+        let (status, _, bytes) = self.send("GET", &path, Body::None)?;
+        if status != 200 {
+            return Err(self.refusal("GET", &path, status, &bytes));
+        }
+        Ok(bytes)
+    }
+
     /// `POST /restore`.
     pub fn restore(&self, body: &Json) -> Result<Json> {
         self.json("POST", "/restore", Body::Json(body))

@@ -219,6 +219,10 @@ impl Database for Remote {
         };
         self.client.restore(&body).map_err(|e| e.at(self.url()))
     }
+
+    fn ltx(&mut self, from: u64, to: u64) -> Result<Vec<u8>> {
+        self.client.ltx(from, to).map_err(|e| e.at(self.url()))
+    }
 }
 
 /// An import staged on the server.
