@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+mod backup;
 mod db;
 pub mod error;
 mod files;
@@ -23,7 +24,7 @@ mod shell;
 mod source;
 mod target;
 mod transfer;
-mod when;
+pub mod when;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -158,6 +159,53 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         interval_ms: u64,
         /// No progress and no line per update
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Back the database up continuously as LTX files in Litestream's layout
+    /// (<DIR>/ltx/<level>/<min txid>-<max txid>.ltx): one file per commit, compacted later,
+    /// and snapshots; resumable after a kill
+    Backup {
+        /// http(s)://host/db/<name>, or a local store path
+        target: String,
+        /// The backup directory (created if missing)
+        dir: PathBuf,
+        /// Catch up once (and compact), then exit
+        #[arg(long)]
+        once: bool,
+        /// Milliseconds between polls of the database
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Seconds between snapshots
+        #[arg(long, default_value_t = 86_400)]
+        snapshot_interval: u64,
+        /// Seconds a per-commit file (level 0) is kept before compaction into level 1
+        #[arg(long, default_value_t = 300)]
+        compact_after: u64,
+        /// Milliseconds of commits one level 1 file covers
+        #[arg(long, default_value_t = 30_000)]
+        l1_window_ms: u64,
+        /// No line per file
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Rebuild the database as of a txid or a time from a backup directory, into a SQLite
+    /// file or (an http(s) URL) a dosql database
+    RestoreBackup {
+        /// The backup directory
+        dir: PathBuf,
+        /// A SQLite file to write, or http(s)://host/db/<name> to import into
+        to: String,
+        /// The txid to rebuild (default: the newest the backup reaches)
+        #[arg(long, conflicts_with = "time")]
+        txid: Option<u64>,
+        /// The time to rebuild: RFC 3339 or "<n> minutes ago"
+        #[arg(long)]
+        time: Option<String>,
+        /// Replace the file or the database
+        #[arg(long)]
+        force: bool,
+        /// No summary
         #[arg(short, long)]
         quiet: bool,
     },
@@ -307,6 +355,65 @@ fn run(cli: Cli) -> Result<()> {
                 quiet,
             },
         ),
+        Command::Backup {
+            target,
+            dir,
+            once,
+            interval_ms,
+            snapshot_interval,
+            compact_after,
+            l1_window_ms,
+            quiet,
+        } => backup::backup(
+            &mut *Target::parse(&target, token)?,
+            &dir,
+            &backup::BackupOptions {
+                once,
+                interval: std::time::Duration::from_millis(interval_ms.max(10)),
+                snapshot_interval: std::time::Duration::from_secs(snapshot_interval),
+                compact_after: std::time::Duration::from_secs(compact_after),
+                l1_window: std::time::Duration::from_millis(l1_window_ms.max(1)),
+                quiet,
+            },
+        ),
+        Command::RestoreBackup {
+            dir,
+            to,
+            txid,
+            time,
+            force,
+            quiet,
+        } => {
+            let time_ms = match time.as_deref() {
+                Some(t) => {
+                    let now = when::now_ms();
+                    let ms = when::parse(t, now)?;
+                    when::not_future(ms, now)?;
+                    Some(ms)
+                }
+                None => None,
+            };
+            if to.starts_with("http://") || to.starts_with("https://") {
+                let mut db = Target::parse(&to, token)?;
+                backup::restore_backup(
+                    &dir,
+                    backup::RestoreTarget::Database(&mut *db),
+                    txid,
+                    time_ms,
+                    force,
+                    quiet,
+                )
+            } else {
+                backup::restore_backup(
+                    &dir,
+                    backup::RestoreTarget::File(std::path::Path::new(&to)),
+                    txid,
+                    time_ms,
+                    force,
+                    quiet,
+                )
+            }
+        }
         Command::Verify { target, quiet } => {
             transfer::verify(&mut *Target::parse(&target, token)?, quiet)
         }
