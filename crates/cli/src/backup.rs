@@ -401,10 +401,10 @@ pub fn restore_backup(
     while let Some(t) = frontier.pop_first() {
         let path = reach[&t].clone();
         for e in entries.iter().filter(|e| e.min == t + 1) {
-            if !reach.contains_key(&e.max) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = reach.entry(e.max) {
                 let mut p = path.clone();
                 p.push(e);
-                reach.insert(e.max, p);
+                slot.insert(p);
                 frontier.insert(e.max);
             }
         }
