@@ -179,7 +179,14 @@ fn ltx<K: Kv>(store: &mut DoStore<K>, query: &str) -> Result<Answer, ApiError> {
     let (oldest, newest) = store.window();
     // Past `from` = 1 (a snapshot), the records from `from` on must be kept.
     if to < oldest || to > newest || from == 0 || from > to || (from > 1 && from <= oldest) {
-        return Err(out_of_window(store, format!("txids {from}..={to}")));
+        return Err(ApiError::new(
+            400,
+            "OUT_OF_WINDOW",
+            format!(
+                "an LTX file of txids {from}..={to} cannot be made: the history rebuilds txids \
+                 {oldest} to {newest}, and keeps the commits after {oldest} (from=1 is a snapshot)"
+            ),
+        ));
     }
     let (bytes, info) = store.ltx(from, to).map_err(|e| match e.kind() {
         // In the window, the one refusal left is the size.

@@ -24,6 +24,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use std::io::{Read as _, Seek as _, SeekFrom};
+
 use dosql_layout::ltx::{FLAG_NO_CHECKSUM, Ltx, LtxHeader, LtxWriter};
 
 use crate::bail;
@@ -125,6 +127,28 @@ fn read(e: &Entry) -> Result<Ltx> {
     Ok(ltx)
 }
 
+/// A file's header alone (polling reads no more than that).
+fn header(e: &Entry) -> Result<LtxHeader> {
+    let mut b = [0u8; 100];
+    File::open(&e.path)
+        .and_then(|mut f| f.read_exact(&mut b))
+        .with_context(|| show(&e.path))?;
+    LtxHeader::read(&b).map_err(|err| Error::msg(format!("{}: {err}", show(&e.path))))
+}
+
+/// A file's post-apply checksum, from its trailer alone (the whole file is checked when a
+/// restore reads it).
+fn post_apply(e: &Entry) -> Result<u64> {
+    let mut b = [0u8; 8];
+    File::open(&e.path)
+        .and_then(|mut f| {
+            f.seek(SeekFrom::End(-16))?;
+            f.read_exact(&mut b)
+        })
+        .with_context(|| show(&e.path))?;
+    Ok(u64::from_be_bytes(b))
+}
+
 /// Writes `bytes` as the file of `level` for `min..=max`, whole or not at all.
 fn write(dir: &Path, level: u32, min: u64, max: u64, bytes: &[u8]) -> Result<PathBuf> {
     let d = dir.join("ltx").join(level.to_string());
@@ -147,7 +171,7 @@ fn position(entries: &[Entry]) -> Result<Option<(u64, u64)>> {
         .max_by_key(|e| (e.max, e.level == SNAPSHOT_LEVEL))
     {
         None => Ok(None),
-        Some(e) => Ok(Some((e.max, read(e)?.post_apply))),
+        Some(e) => Ok(Some((e.max, post_apply(e)?))),
     }
 }
 
@@ -210,9 +234,9 @@ fn step(db: &mut dyn Database, dir: &Path, opts: &BackupOptions) -> Result<()> {
             let e = entries
                 .iter()
                 .find(|e| e.level == SNAPSHOT_LEVEL && e.max == s)
-                .map(read)
+                .map(header)
                 .transpose()?;
-            let age = now_ms() - e.map_or(0, |l| l.header.timestamp_ms);
+            let age = now_ms() - e.map_or(0, |h| h.timestamp_ms);
             age >= opts.snapshot_interval.as_millis() as i64
         }
     };
@@ -221,9 +245,11 @@ fn step(db: &mut dyn Database, dir: &Path, opts: &BackupOptions) -> Result<()> {
     }
     // Commits the history no longer keeps: the chain breaks, a snapshot starts a new one.
     let broken = at.is_some_and(|(t, _)| t < oldest);
+    let mut snapshot_due = snapshot_due;
     if at.is_none() || broken || (snapshot_due && at.is_some_and(|(t, _)| t == newest)) {
         let (txid, sum) = take_snapshot(db, dir, opts.quiet)?;
         at = Some((txid, sum));
+        snapshot_due = false;
     }
     let (mut t, mut sum) = at.unwrap_or((0, 0));
     while t < newest {
@@ -328,13 +354,12 @@ fn compact(dir: &Path, opts: &BackupOptions) -> Result<()> {
     let window = opts.l1_window.as_millis().max(1) as i64;
     let mut groups: BTreeMap<i64, Vec<(Entry, Ltx)>> = BTreeMap::new();
     for e in entries.iter().filter(|e| e.level == 0) {
-        let ltx = read(e)?;
-        let ts = ltx.header.timestamp_ms;
+        let ts = header(e)?.timestamp_ms;
         if ts < cutoff && (ts / window + 1) * window <= now_ms() {
             groups
                 .entry(ts / window)
                 .or_default()
-                .push((e.clone(), ltx));
+                .push((e.clone(), read(e)?));
         }
     }
     for (_, mut files) in groups {
@@ -353,7 +378,8 @@ fn compact(dir: &Path, opts: &BackupOptions) -> Result<()> {
             let ltxs: Vec<Ltx> = run.iter().map(|(_, l)| l.clone()).collect();
             let merged = Ltx::compact(&ltxs).map_err(|e| Error::msg(e.to_string()))?;
             let (min, max) = (merged.header.min_txid, merged.header.max_txid);
-            let path = write(dir, 1, min, max, &merged.encode())?;
+            let bytes = merged.encode().map_err(|e| Error::msg(e.to_string()))?;
+            let path = write(dir, 1, min, max, &bytes)?;
             for (e, _) in &run {
                 std::fs::remove_file(&e.path).with_context(|| show(&e.path))?;
             }
@@ -417,8 +443,8 @@ pub fn restore_backup(
             // timestamp is its max txid's.
             let mut best = None;
             for (t, path) in &reach {
-                let last = path.last().map(|e| read(e)).transpose()?;
-                if last.is_some_and(|l| l.header.timestamp_ms <= ms) {
+                let last = path.last().map(|e| header(e)).transpose()?;
+                if last.is_some_and(|h| h.timestamp_ms <= ms) {
                     best = Some(*t);
                 }
             }
@@ -498,6 +524,22 @@ pub fn restore_backup(
                     "{} exists: refusing to overwrite it (use --force)",
                     show(file)
                 );
+            }
+            // --force replaces a SQLite file, never something else (a local dosql store:
+            // restore into a file, then `dosql import` it).
+            if file.is_file() {
+                let mut magic = [0u8; 16];
+                let is_sqlite = File::open(file)
+                    .and_then(|mut f| f.read_exact(&mut magic))
+                    .is_ok_and(|()| &magic == b"SQLite format 3\0");
+                let empty = std::fs::metadata(file).is_ok_and(|m| m.len() == 0);
+                if !is_sqlite && !empty {
+                    bail!(
+                        "{} is not a SQLite file: refusing to replace it (to restore into a local dosql store, \
+                         restore into a .sqlite file and `dosql import` it)",
+                        show(file)
+                    );
+                }
             }
             let mut tmp = TempFile::create(file)?;
             tmp.pages(&image)?;

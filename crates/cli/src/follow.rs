@@ -178,8 +178,12 @@ pub fn follow(db: &mut dyn Database, file: &Path, opts: &FollowOptions) -> Resul
                     return Ok(());
                 }
             }
-            // A server that cannot be reached (a restart, a network blip) is waited for.
-            Err(e) if e.is_transport() && !opts.once => {
+            // A server that cannot be reached (a restart, a network blip), or a reader holding
+            // the file longer than the busy timeout, is waited for.
+            Err(e)
+                if (e.is_transport() || e.to_string().contains("database is locked"))
+                    && !opts.once =>
+            {
                 failures += 1;
                 if failures == 1 || failures.is_multiple_of(30) {
                     eprintln!("dosql: {e}; retrying");
@@ -451,16 +455,13 @@ impl<'a> Follower<'a> {
         }
         let (count, next, counter) = w.finish(h.commit, h.max_txid)?;
         if h.has_checksums() && next.checksum != ltx.post_apply {
-            // Dropped: rolled back.
-            bail!(
-                "{}: after txids {}..={} the database's pages have checksum {:016x}, the LTX file says {:016x}: \
-                 nothing applied",
-                show(&self.path),
-                h.min_txid,
-                h.max_txid,
-                next.checksum,
-                ltx.post_apply
-            );
+            // Rolled back (dropped); the caller takes a new snapshot instead.
+            drop(tx);
+            self.note(&format!(
+                "after txids {}..={} the pages have checksum {:016x}, the LTX file says {:016x}",
+                h.min_txid, h.max_txid, next.checksum, ltx.post_apply
+            ));
+            return Ok(false);
         }
         write_state(&self.state_path, &self.db.to_string(), self.at, Some(next))?;
         tx.commit().map_err(err)?;
@@ -516,6 +517,13 @@ impl<'a> Follower<'a> {
     fn resnapshot(&mut self) -> Result<()> {
         let started = Instant::now();
         let head = self.db.head()?;
+        if head.page_size != self.page_size && self.page_count == 0 {
+            // An empty file takes any page size.
+            self.conn
+                .execute_batch(&format!("PRAGMA page_size = {}", head.page_size))
+                .map_err(|e| sql_error(&self.path, &e))?;
+            self.page_size = head.page_size;
+        }
         if head.page_size != self.page_size {
             bail!(
                 "{}: the database's pages are now of {} bytes, the file's of {}: a follower cannot change \
@@ -543,7 +551,8 @@ impl<'a> Follower<'a> {
             let mut progress = Progress::new(&label, 0, self.quiet);
             let snap = snapshot(self.db, None, None, &mut progress, &mut sink)?;
             progress.finish();
-            if snap.page_count < old_count {
+            // Pages past the end an attempt that started over wrote go too.
+            if snap.page_count < old_count.max(sink.w.highest) {
                 sink.w
                     .write
                     .execute(params![snap.page_count + 1, rusqlite::types::Null])
@@ -614,6 +623,10 @@ struct PageWriter<'t> {
     page1: u64,
     /// The database's change counter, once page 1 was written.
     counter: Option<u32>,
+    /// The lock page (see `checksum::lock_page`).
+    lock: u32,
+    /// The highest page written.
+    highest: u32,
 }
 
 impl<'t> PageWriter<'t> {
@@ -639,6 +652,8 @@ impl<'t> PageWriter<'t> {
             file_sum: at.file_checksum,
             page1: at.page1,
             counter: None,
+            lock: checksum::lock_page(page_size),
+            highest: 0,
         })
     }
 
@@ -652,6 +667,7 @@ impl<'t> PageWriter<'t> {
     }
 
     fn raw(&mut self, no: u32, page: &[u8]) -> Result<()> {
+        self.highest = self.highest.max(no);
         self.write
             .execute(params![no, page])
             .map_err(|e| sql_error(self.path, &e))?;
@@ -674,9 +690,14 @@ impl<'t> PageWriter<'t> {
 
     /// Page `no` becomes the database's `page`.
     fn put(&mut self, no: u32, page: &[u8]) -> Result<()> {
-        // Pages are appended in order: a page past the end follows zeros.
+        // Pages are appended in order: a page past the end follows zeros (never the lock
+        // page, which SQLite does not write and LTX leaves out; it reads as zeros).
         while self.count + 1 < no {
             let n = self.count + 1;
+            if n == self.lock {
+                self.count = n;
+                continue;
+            }
             let zeros = self.zeros.clone();
             self.put(n, &zeros)?;
         }
@@ -705,8 +726,16 @@ impl<'t> PageWriter<'t> {
             let zeros = self.zeros.clone();
             self.put(commit, &zeros)?;
         }
+        if commit == 0 && self.count > 0 {
+            bail!(
+                "{}: the database has no pages any more, and SQLite cannot empty a file through \
+                 sqlite_dbpage; remove the file and its state to start over",
+                show(self.path)
+            );
+        }
         if commit < self.count {
-            for no in commit + 1..=self.count {
+            let lock = self.lock;
+            for no in (commit + 1..=self.count).filter(|&n| n != lock) {
                 self.drop_old(no)?;
             }
             self.write
@@ -750,7 +779,9 @@ impl PageSink for DbPageSink<'_> {
             if self.next == 1 {
                 self.page1 = Some(page.to_vec());
             }
-            self.w.raw(self.next, page)?;
+            if self.next != self.w.lock {
+                self.w.raw(self.next, page)?;
+            }
             self.next += 1;
         }
         Ok(())

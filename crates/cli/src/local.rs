@@ -455,12 +455,22 @@ impl Database for Local {
             return Err(Error::api(
                 "OUT_OF_WINDOW",
                 format!(
-                    "{}: txids {from}..={to} are outside the history window: txids {oldest} to {newest}",
+                    "{}: an LTX file of txids {from}..={to} cannot be made: the history rebuilds txids \
+                     {oldest} to {newest}, and keeps the commits after {oldest}",
                     self
                 ),
             ));
         }
-        self.with_layout(|l| l.ltx(from, to).map(|(bytes, _)| bytes))
+        let store = self.store()?;
+        let mut store = store.lock();
+        let l = layout(&mut store)?;
+        l.ltx(from, to)
+            .map(|(bytes, _)| bytes)
+            .map_err(|e| match e.kind() {
+                // In the window, the one refusal left is the size.
+                dosql_pagestore::ErrorKind::Invalid => Error::api("LTX_TOO_LARGE", e.message()),
+                _ => store_error(&self.path, &e),
+            })
     }
 }
 

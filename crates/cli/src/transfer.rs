@@ -301,6 +301,13 @@ impl TempFile {
     pub(crate) fn persist(mut self, dest: &Path, force: bool) -> Result<()> {
         self.file.sync_all().with_context(|| show(&self.path))?;
         if force {
+            // A journal the replaced file left would be played back onto the new one by the
+            // next SQLite that opens it.
+            for suffix in ["-journal", "-wal", "-shm"] {
+                let mut j = dest.as_os_str().to_owned();
+                j.push(suffix);
+                let _ = std::fs::remove_file(PathBuf::from(j));
+            }
             std::fs::rename(&self.path, dest).with_context(|| show(dest))?;
         } else {
             match std::fs::hard_link(&self.path, dest) {

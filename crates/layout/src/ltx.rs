@@ -204,6 +204,53 @@ impl LtxHeader {
     }
 }
 
+impl LtxHeader {
+    /// The header at the start of `bytes` (an LTX file, or its first 100 bytes), checked
+    /// field by field; the rest of the file is not looked at.
+    pub fn read(bytes: &[u8]) -> Result<LtxHeader, StoreError> {
+        if bytes.len() < HEADER_BYTES {
+            return Err(bad(format!("{} bytes is too short", bytes.len())));
+        }
+        if &bytes[0..4] != MAGIC {
+            return Err(bad("the magic is not \"LTX1\""));
+        }
+        let header = LtxHeader {
+            flags: be_u32(bytes, 4),
+            page_size: be_u32(bytes, 8),
+            commit: be_u32(bytes, 12),
+            min_txid: be_u64(bytes, 16),
+            max_txid: be_u64(bytes, 24),
+            timestamp_ms: be_u64(bytes, 32) as i64,
+            pre_apply: be_u64(bytes, 40),
+        };
+        if header.flags & !FLAG_NO_CHECKSUM != 0 {
+            return Err(bad(format!("unknown flags {:#x}", header.flags)));
+        }
+        if !(512..=65536).contains(&header.page_size) || !header.page_size.is_power_of_two() {
+            return Err(bad(format!("page size {}", header.page_size)));
+        }
+        if header.min_txid == 0 || header.min_txid > header.max_txid {
+            return Err(bad(format!(
+                "txids {}..={}",
+                header.min_txid, header.max_txid
+            )));
+        }
+        // Bytes 48..80 (a WAL position and salts, a node id) say where a file came from
+        // (Litestream sets them); the rest is reserved.
+        if bytes[80..HEADER_BYTES].iter().any(|&b| b != 0) {
+            return Err(bad("reserved header bytes are set"));
+        }
+        if header.has_checksums() && !header.is_snapshot() && header.pre_apply & checksum::FLAG == 0
+        {
+            return Err(bad("a pre-apply checksum without its flag bit"));
+        }
+        if header.is_snapshot() && header.pre_apply != 0 {
+            return Err(bad("a snapshot with a pre-apply checksum"));
+        }
+        Ok(header)
+    }
+}
+
 const MAGIC: &[u8; 4] = b"LTX1";
 const HEADER_BYTES: usize = 100;
 const TRAILER_BYTES: usize = 16;
@@ -349,36 +396,7 @@ impl Ltx {
         if bytes.len() < HEADER_BYTES + 6 + 9 + TRAILER_BYTES {
             return Err(bad(format!("{} bytes is too short", bytes.len())));
         }
-        if &bytes[0..4] != MAGIC {
-            return Err(bad("the magic is not \"LTX1\""));
-        }
-        let header = LtxHeader {
-            flags: be_u32(bytes, 4),
-            page_size: be_u32(bytes, 8),
-            commit: be_u32(bytes, 12),
-            min_txid: be_u64(bytes, 16),
-            max_txid: be_u64(bytes, 24),
-            timestamp_ms: be_u64(bytes, 32) as i64,
-            pre_apply: be_u64(bytes, 40),
-        };
-        if header.flags & !FLAG_NO_CHECKSUM != 0 {
-            return Err(bad(format!("unknown flags {:#x}", header.flags)));
-        }
-        if !(512..=65536).contains(&header.page_size) || !header.page_size.is_power_of_two() {
-            return Err(bad(format!("page size {}", header.page_size)));
-        }
-        if header.min_txid == 0 || header.min_txid > header.max_txid {
-            return Err(bad(format!(
-                "txids {}..={}",
-                header.min_txid, header.max_txid
-            )));
-        }
-        if bytes[48..HEADER_BYTES].iter().any(|&b| b != 0) {
-            return Err(bad("a WAL position, node id or reserved bytes are set"));
-        }
-        if header.is_snapshot() && header.pre_apply != 0 {
-            return Err(bad("a snapshot with a pre-apply checksum"));
-        }
+        let header = LtxHeader::read(bytes)?;
         let size = header.page_size as usize;
         let lock = checksum::lock_page(header.page_size);
         let mut crc = Crc64::new();
@@ -429,7 +447,7 @@ impl Ltx {
             at = start + len;
         }
         if header.is_snapshot() {
-            let want = (1..=header.commit).filter(|&n| n != lock).count();
+            let want = header.commit as usize - usize::from(header.commit >= lock);
             if pages.len() != want {
                 return Err(bad(format!(
                     "a snapshot of {} pages holds {}",
@@ -469,6 +487,20 @@ impl Ltx {
         if !header.has_checksums() && (header.pre_apply != 0 || post_apply != 0) {
             return Err(bad("checksums in a file flagged as without them"));
         }
+        if header.has_checksums() && post_apply & checksum::FLAG == 0 {
+            return Err(bad("a post-apply checksum without its flag bit"));
+        }
+        // A snapshot holds the whole database: its checksum is its pages'.
+        if header.has_checksums() && header.is_snapshot() {
+            let sum = pages.iter().fold(checksum::EMPTY, |s, (no, p)| {
+                checksum::toggle(s, checksum::page(*no, p))
+            });
+            if sum != post_apply {
+                return Err(bad(format!(
+                    "a snapshot whose pages have checksum {sum:016x}, not the {post_apply:016x} it states"
+                )));
+            }
+        }
         Ok(Ltx {
             header,
             pages,
@@ -476,14 +508,13 @@ impl Ltx {
         })
     }
 
-    /// The file's bytes.
-    pub fn encode(&self) -> Vec<u8> {
+    /// The file's bytes (refused when its pages are out of order or out of range).
+    pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
         let mut w = LtxWriter::new(&self.header);
         for (no, page) in &self.pages {
-            // Pages of a decoded or compacted file are already in order and in range.
-            let _ = w.page(*no, page, None);
+            w.page(*no, page, None)?;
         }
-        w.finish(self.post_apply)
+        Ok(w.finish(self.post_apply))
     }
 
     /// Contiguous files (each one's min txid the previous one's max + 1) as one: each page's
@@ -497,6 +528,8 @@ impl Ltx {
         };
         let mut pages: std::collections::BTreeMap<u32, &Vec<u8>> = Default::default();
         let mut checksums = true;
+        let zeros = vec![0u8; first.header.page_size as usize];
+        let mut low = u32::MAX;
         for (i, f) in files.iter().enumerate() {
             if f.header.page_size != first.header.page_size {
                 return Err(StoreError::invalid("LTX files of different page sizes"));
@@ -529,8 +562,18 @@ impl Ltx {
             for (no, page) in &f.pages {
                 pages.insert(*no, page);
             }
+            // A file that shrinks the database drops the pages above it; a later one that
+            // grows it again without writing them leaves them zeros (filled in below).
+            pages.retain(|no, _| *no <= f.header.commit);
+            low = low.min(f.header.commit);
         }
         let commit = last.header.commit;
+        let lock = checksum::lock_page(first.header.page_size);
+        for no in low.saturating_add(1)..=commit {
+            if no != lock {
+                pages.entry(no).or_insert(&zeros);
+            }
+        }
         Ok(Ltx {
             header: LtxHeader {
                 flags: if checksums { 0 } else { FLAG_NO_CHECKSUM },
