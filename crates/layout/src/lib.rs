@@ -21,6 +21,7 @@ pub mod ltx;
 pub mod plan;
 #[cfg(feature = "redb")]
 mod redb_kv;
+pub mod replica;
 pub mod store;
 pub mod transfer;
 pub mod value;

@@ -198,7 +198,7 @@ impl<K: Kv> DoStore<K> {
     }
 
     /// Reads the head again if a write failed, so that the store says what storage holds.
-    fn settle(&mut self) -> Result<(), StoreError> {
+    pub(crate) fn settle(&mut self) -> Result<(), StoreError> {
         if self.uncertain {
             let loaded = load(&mut self.kv, self.new_page_size)?;
             self.head = loaded.head;
@@ -533,6 +533,18 @@ impl<K: Kv> DoStore<K> {
         known: &[(PageNo, Page)],
         note: Option<Json>,
     ) -> Result<Planned, StoreError> {
+        self.plan_as(c, known, note, None)
+    }
+
+    /// [`plan`](Self::plan), the new head taking `lineage` when given (a replica takes its
+    /// primary's).
+    pub(crate) fn plan_as(
+        &mut self,
+        c: &Commit,
+        known: &[(PageNo, Page)],
+        note: Option<Json>,
+        lineage: Option<u64>,
+    ) -> Result<Planned, StoreError> {
         let prev = self.head.clone();
         let size = prev.page_size;
         let txid = prev.txid + 1;
@@ -645,10 +657,10 @@ impl<K: Kv> DoStore<K> {
             checksum: sum,
             log,
             timestamp_ms: now,
-            lineage: if prev.lineage == 0 {
-                fresh_lineage(txid)
-            } else {
-                prev.lineage
+            lineage: match lineage {
+                Some(l) => l,
+                None if prev.lineage == 0 => fresh_lineage(txid),
+                None => prev.lineage,
             },
             log_keys,
             deletes: Vec::new(),
