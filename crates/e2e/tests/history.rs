@@ -1,6 +1,6 @@
 //! History end to end on workerd, on both kinds of storage: restore after a bad UPDATE, undo
 //! it, branch, export an earlier txid, verify checksums, LTX files, bad input (4xx, nothing
-//! changed); `kill -9` during a restore by copy and during pruning leaves the old database
+//! changed); `kill -9` during a restore by copy, a branch and pruning leaves the old database
 //! or the new one, intact, with its history.
 
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ macro_rules! on_both_storages {
 on_both_storages!(
     a_bad_update_is_restored_undone_branched_and_exported,
     kill_9_during_a_restore_by_copy_leaves_one_whole_database,
+    kill_9_during_a_branch_leaves_the_source_whole_and_the_target_old_or_new,
     old_history_is_pruned_in_the_background_and_kill_9_there_loses_nothing,
 );
 
@@ -240,6 +241,65 @@ fn a_bad_update_is_restored_undone_branched_and_exported(env: &[(&str, &str)]) {
     assert_eq!(
         db.send("GET", "/ltx?from=5&to=2", None).unwrap().error(400),
         "OUT_OF_WINDOW"
+    );
+}
+
+fn kill_9_during_a_branch_leaves_the_source_whole_and_the_target_old_or_new(env: &[(&str, &str)]) {
+    let mut env = env.to_vec();
+    env.push(("DOSQL_MEMORY_BUDGET", "268435456"));
+    let mut server = Server::start_with_env(&env);
+    let db = server.db("src");
+    fill(&db, 6000);
+    let source_sum = db.int("SELECT sum(length(v)) FROM big");
+    let target = server.db("dst");
+    target.query("CREATE TABLE old(x)", json!([])).ok();
+    target.query("INSERT INTO old VALUES (42)", json!([])).ok();
+    for delay_ms in [10, 40, 150] {
+        let url = format!("{}/db/src/branch", server.url());
+        let req = std::thread::spawn(move || {
+            dosql_e2e::client()
+                .post(&url)
+                .header("content-type", "application/json")
+                .send(json!({"to": "dst", "force": true}).to_string().as_bytes())
+                .map(|r| r.status().as_u16())
+        });
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        server.kill9();
+        let _ = req.join();
+        server.restart();
+        let (db, target) = (server.db("src"), server.db("dst"));
+        // The source: untouched.
+        assert_eq!(db.int("SELECT sum(length(v)) FROM big"), source_sum);
+        assert_eq!(db.rows("PRAGMA integrity_check"), vec![json!(["ok"])]);
+        // The target: its old database or the whole branch, never a mix.
+        assert_eq!(target.rows("PRAGMA integrity_check"), vec![json!(["ok"])]);
+        let tables =
+            target.rows("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name");
+        if tables == vec![json!(["big"])] {
+            assert_eq!(target.int("SELECT sum(length(v)) FROM big"), source_sum);
+        } else {
+            assert_eq!(
+                tables,
+                vec![json!(["old"])],
+                "after kill -9 at {delay_ms} ms"
+            );
+            assert_eq!(target.int("SELECT x FROM old"), 42);
+        }
+        // Its history intact either way.
+        let url = format!("{}/db/dst", server.url());
+        let verified = ok(dosql(&["verify", "-q", &url]));
+        assert!(verified.contains("it matches"), "{verified}");
+    }
+    // A branch after all that completes.
+    post(
+        &server.db("src"),
+        "/branch",
+        json!({"to": "dst", "force": true}),
+    )
+    .ok();
+    assert_eq!(
+        server.db("dst").int("SELECT sum(length(v)) FROM big"),
+        source_sum
     );
 }
 
