@@ -306,7 +306,8 @@ pub extern "C" fn dosql_warm_up() -> u32 {
 /// `dosql_open` and `dosql_exec` run (the same `DoStore<HostKv>`, wire encoding and
 /// dispatch), on storage of its own in memory ([`WARM_KV`]): no host call reads or writes
 /// storage. Refused while a database is open (it would close it); leaves none open. 200 and
-/// `{"requests", "reads", "writes"}` (the storage calls made in memory), or the first failure.
+/// `{"requests", "reads", "key_reads", "writes"}` (the storage calls made in memory, and the
+/// keys read), or the first failure.
 pub fn warm_up() -> Response {
     if OPENED.with(|o| o.borrow().is_some()) {
         return error_response(&ApiError::new(409, "BUSY", "a database is open"));
@@ -339,6 +340,7 @@ pub fn warm_up() -> Response {
             body: json!({
                 "requests": requests,
                 "reads": counts.get_calls + counts.head_row_reads,
+                "key_reads": counts.get_keys,
                 "writes": counts.put_keys + counts.head_row_writes,
             })
             .to_string()
