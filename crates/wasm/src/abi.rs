@@ -35,18 +35,26 @@ unsafe extern "C" {
     fn now_ms() -> f64;
 }
 
-/// Natively (tests) there is no host: every storage call fails, the clock stands still.
+/// Natively (tests) there is no host: every storage call fails (and is counted), the clock
+/// stands still.
 #[cfg(not(target_arch = "wasm32"))]
 #[allow(
     clippy::missing_safety_doc,
     reason = "the host imports' stand-ins touch nothing"
 )]
-mod no_host {
+pub(crate) mod no_host {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Storage calls made to the host (kv_get, kv_apply), by any thread.
+    pub static STORAGE_CALLS: AtomicUsize = AtomicUsize::new(0);
+
     pub unsafe fn kv_get(_req: *const u8, _len: u32) -> i32 {
+        STORAGE_CALLS.fetch_add(1, Ordering::SeqCst);
         -1
     }
     pub unsafe fn kv_take(_out: *mut u8) {}
     pub unsafe fn kv_apply(_plan: *const u8, _len: u32) -> i32 {
+        STORAGE_CALLS.fetch_add(1, Ordering::SeqCst);
         -1
     }
     pub unsafe fn error_message(_buf: *mut u8, _cap: u32) -> u32 {

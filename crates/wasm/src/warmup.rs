@@ -111,6 +111,8 @@ pub fn run(target: &mut dyn FnMut(Step<'_>) -> Response) -> Result<u32, ApiError
 mod tests {
     #[test]
     fn the_warm_up_reads_and_writes_and_every_request_succeeds() {
+        use std::sync::atomic::Ordering;
+        let calls = crate::abi::no_host::STORAGE_CALLS.load(Ordering::SeqCst);
         let r = crate::abi::warm_up();
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(r.status, 200, "{body}");
@@ -121,5 +123,11 @@ mod tests {
         assert!(body["writes"].as_u64().unwrap() > 0, "{body}");
         // It leaves no database open, and runs again.
         assert_eq!(crate::abi::warm_up().status, 200);
+        // Every read and write went to its storage in memory: none to the host's (which,
+        // natively, fails every call and counts it; nothing else here calls it).
+        assert_eq!(
+            crate::abi::no_host::STORAGE_CALLS.load(Ordering::SeqCst),
+            calls
+        );
     }
 }
