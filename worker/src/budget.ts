@@ -54,9 +54,10 @@ export class MemoryBudget<I extends Sized = Sized> {
     return n;
   }
 
-  /** Keeps `instance`, which serves no database, for the first database of its `kind`. */
-  offer(kind: string, instance: I): void {
-    this.spares.push({ kind, instance });
+  /** Keeps an instance `make` makes, which serves no database, for the next database of its
+   *  `kind`, unless one is kept already or its `bytes` would take the total past half the budget. */
+  offer(kind: string, bytes: number, make: () => I): void {
+    if (!this.spares.some((s) => s.kind === kind) && this.total() + bytes <= this.budgetBytes / 2) this.spares.push({ kind, instance: make() });
   }
 
   /** Live instances. */

@@ -35,18 +35,19 @@ export interface Env {
   DOSQL_MAINTAIN_DELAY_MS?: string | null; // first write to first background work (tests)
 }
 
-// The warm-up (warmup.ts), once per isolate at module scope, and one instance instantiated
-// ahead (no call into it yet, so no randomness consumed) for the first SQLite-backed database.
+// The warm-up (warmup.ts), once per isolate at module scope, and an instance instantiated ahead
+// (no call into it, so no randomness used) for the next SQLite-backed database; again once taken.
 const WARMUP = warmUp(wasmModule, (moduleEnv as Partial<Env>).DOSQL_WARMUP);
-if (WARMUP.ran) {
+function spareAhead(): void {
   try {
     // A bad setting: the objects answer BAD_CONFIG for it, and no spare is made.
     const bytes = budgetSetting((moduleEnv as Partial<Env>).DOSQL_MEMORY_BUDGET);
-    isolateBudget<DosqlInstance>(bytes).offer("sync", DosqlInstance.instantiateSync(wasmModule, { maxMemoryBytes: bytes }));
+    isolateBudget<DosqlInstance>(bytes).offer("sync", WASM_INITIAL_PAGES * 65536, () => DosqlInstance.instantiateSync(wasmModule, { maxMemoryBytes: bytes }));
   } catch (err) {
     console.error("dosql: no spare instance:", err);
   }
 }
+if (WARMUP.ran) spareAhead();
 
 const NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 
@@ -281,6 +282,7 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
       const reused = this.budget.adopt(this, WASM_INITIAL_PAGES * 65536);
       if (reused !== null) await reused.reopen(this.storage, opts);
       this.db = reused ?? (await this.createInstance(opts));
+      if (WARMUP.ran && this.db.sync) setTimeout(spareAhead, 0);
       this.limitsShare = 0;
       this.budget.use(this);
     }

@@ -1,12 +1,11 @@
 // A warm-up of dosql.wasm when the isolate starts: V8 compiles a wasm function on its first
 // call, so the isolate's first request used to pay for compiling SQLite's query, commit and
-// read paths (43-47 ms in workerd). The wasm runs those paths once on an in-memory database
-// of its own (crates/wasm/src/warmup.rs) at module scope, which has no Durable Object and
-// where Cloudflare allows 400 ms of CPU. Workers forbid generating random values at module
-// scope, so the instance's WASI random_get answers a fixed stream (Rust's hash tables ask for
-// some); the instance is then dropped, and every real instance gets real randomness.
-//
-// DOSQL_WARMUP=off turns it off (workerd config and wrangler.toml).
+// read paths (43-47 ms in workerd). The wasm runs a database's requests once, through the very
+// functions a real database runs, on storage of its own in wasm memory (crates/wasm/src/
+// warmup.rs; no host storage call), at module scope: no Durable Object, 400 ms of CPU allowed.
+// Workers forbid random values at module scope, so the instance's WASI random_get answers a
+// fixed stream; the instance is then dropped, and every real instance gets real randomness.
+// DOSQL_WARMUP=off turns it off, and the spare instance with it (workerd config, wrangler.toml).
 
 import { DosqlInstance } from "./dosql";
 
@@ -15,7 +14,7 @@ export interface WarmupReport {
   ran: boolean;
   /** Why it did not run or failed. */
   note?: string;
-  /** Requests it ran, and the storage reads and writes they made. */
+  /** Requests it ran, and the storage reads and writes they made (in wasm memory). */
   requests?: number;
   reads?: number;
   writes?: number;

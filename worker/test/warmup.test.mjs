@@ -48,7 +48,8 @@ function withRandomness(forbid, fn) {
 test("the warm-up runs every path on its own store without real randomness", () => {
   const { result, calls } = withRandomness(true, () => warmUp(module, undefined));
   assert.equal(result.ran, true, result.note);
-  assert.equal(result.requests, 8);
+  assert.ok(result.requests >= 20, JSON.stringify(result));
+  assert.ok(result.key_reads > 0, "pages read by key, as a real database reads them");
   assert.ok(result.reads > 0 && result.writes > 0, JSON.stringify(result));
   assert.equal(calls, 0, "the warm-up asked for real randomness");
 });

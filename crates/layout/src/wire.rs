@@ -114,6 +114,38 @@ pub fn read_response(bytes: &[u8], n: usize) -> Result<Vec<Answer>, StoreError> 
     Ok(out)
 }
 
+/// Encodes the response to a read request, as the host does (in the wasm, the warm-up's
+/// storage in memory answers with it, so that the answer takes the decoding path of a real
+/// one). A head row's absence is encoded as the host encodes it: tag 0.
+pub fn response(answers: &[Answer]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for a in answers {
+        match a {
+            Answer::Value(None) | Answer::HeadRow(None) => out.push(TAG_ABSENT),
+            Answer::Value(Some(Value::Bytes(b))) => {
+                out.push(TAG_BYTES);
+                sized(&mut out, b);
+            }
+            Answer::Value(Some(Value::Structured(j))) => {
+                out.push(TAG_STRUCTURED);
+                sized(&mut out, j.to_string().as_bytes());
+            }
+            Answer::HeadRow(Some(r)) => {
+                out.push(TAG_ROW);
+                sized(&mut out, r.text.as_bytes());
+                match &r.blob {
+                    None => out.push(0),
+                    Some(b) => {
+                        out.push(1);
+                        sized(&mut out, b);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Encodes a write plan for storage of `kind` (with its notes, for the host's counters).
 pub fn plan(kind: StorageKind, plan: &WritePlan) -> Vec<u8> {
     let notes = plan.notes;
@@ -293,5 +325,8 @@ mod tests {
         assert!(read_response(&b[..b.len() - 1], 4).is_err());
         assert!(read_response(&[9], 1).is_err());
         assert!(read_response(&[0, 0], 1).is_err());
+        // What `response` encodes decodes to the same answers (an absent head row as tag 0).
+        assert_eq!(response(&got), b);
+        assert_eq!(response(&[Answer::HeadRow(None)]), [TAG_ABSENT]);
     }
 }

@@ -1,17 +1,23 @@
 //! The wasm ABI: host imports, the host-backed KV, and the exported functions. The only
 //! `unsafe` of this crate; each block says why it holds.
+//!
+//! It compiles natively too, with a host that has no storage (every storage call fails), so
+//! that the warm-up ([`warm_up`]), which never calls the host's storage, is tested natively
+//! through the very code the wasm runs.
 
 use std::cell::RefCell;
 use std::time::Instant;
 
 use dosql_api::hrana::Hrana;
 use dosql_api::{ApiError, Response, Session, branch, history, http, transfer};
+use dosql_layout::kv::MemKv;
 use dosql_layout::wire::{self, Answer, Read};
 use dosql_layout::{DoStore, HeadRow, Key, Kv, StorageKind, Value, WritePlan};
 use dosql_pagestore::{PageSize, PageStore, StoreError};
 use dosql_vfs::VfsConfig;
 use serde_json::json;
 
+#[cfg(target_arch = "wasm32")]
 #[link(wasm_import_module = "dosql")]
 unsafe extern "C" {
     /// Reads what the request (`dosql_layout::wire`'s read request, `len` bytes at `req`)
@@ -28,6 +34,38 @@ unsafe extern "C" {
     /// The host's clock in milliseconds (only differences are used).
     fn now_ms() -> f64;
 }
+
+/// Natively (tests) there is no host: every storage call fails (and is counted), the clock
+/// stands still.
+#[cfg(not(target_arch = "wasm32"))]
+#[allow(
+    clippy::missing_safety_doc,
+    reason = "the host imports' stand-ins touch nothing"
+)]
+pub(crate) mod no_host {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Storage calls made to the host (kv_get, kv_apply), by any thread.
+    pub static STORAGE_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    pub unsafe fn kv_get(_req: *const u8, _len: u32) -> i32 {
+        STORAGE_CALLS.fetch_add(1, Ordering::SeqCst);
+        -1
+    }
+    pub unsafe fn kv_take(_out: *mut u8) {}
+    pub unsafe fn kv_apply(_plan: *const u8, _len: u32) -> i32 {
+        STORAGE_CALLS.fetch_add(1, Ordering::SeqCst);
+        -1
+    }
+    pub unsafe fn error_message(_buf: *mut u8, _cap: u32) -> u32 {
+        0
+    }
+    pub unsafe fn now_ms() -> f64 {
+        0.0
+    }
+}
+#[cfg(not(target_arch = "wasm32"))]
+use no_host::{error_message, kv_apply, kv_get, kv_take, now_ms};
 
 /// `meta.duration_ms`'s clock: one host call returning a double, where `Instant::now` goes
 /// through WASI's `clock_time_get` and its 64-bit argument (a BigInt per call on the host).
@@ -51,7 +89,8 @@ fn host_error() -> String {
 }
 
 /// Durable Object storage through the host imports: the host moves the bytes, the layout
-/// (`dosql_layout`) decides them.
+/// (`dosql_layout`) decides them. While the warm-up runs ([`WARM_KV`]), storage in memory
+/// answers instead of the host, through the same encoding and decoding.
 #[derive(Debug, Clone, Copy)]
 struct HostKv {
     kind: StorageKind,
@@ -60,6 +99,16 @@ struct HostKv {
 impl HostKv {
     fn read(&self, items: &[Read]) -> Result<Vec<Answer>, StoreError> {
         let req = wire::read_request(self.kind, items);
+        let warm = WARM_KV.with(|w| w.borrow_mut().as_mut().map(|kv| warm_read(kv, items)));
+        let out = match warm {
+            Some(out) => out?,
+            None => Self::host_read(&req)?,
+        };
+        wire::read_response(&out, items.len())
+    }
+
+    /// The host's answer to a read request.
+    fn host_read(req: &[u8]) -> Result<Vec<u8>, StoreError> {
         // SAFETY: `req` is a buffer we own, alive across the call (which may suspend the
         // instance, never free it).
         let len = unsafe { kv_get(req.as_ptr(), req.len() as u32) };
@@ -69,8 +118,20 @@ impl HostKv {
         let mut out = vec![0u8; len as usize];
         // SAFETY: `out` has exactly the length the host announced for the answer it kept.
         unsafe { kv_take(out.as_mut_ptr()) };
-        wire::read_response(&out, items.len())
+        Ok(out)
     }
+}
+
+/// The warm-up's storage's answer to a read, encoded as the host encodes one.
+fn warm_read(kv: &mut MemKv, items: &[Read]) -> Result<Vec<u8>, StoreError> {
+    let answers = items
+        .iter()
+        .map(|item| match item {
+            Read::Key(k) => Ok(Answer::Value(kv.get(&[*k])?.pop().flatten())),
+            Read::HeadRow => Ok(Answer::HeadRow(kv.head_row()?)),
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(wire::response(&answers))
 }
 
 impl Kv for HostKv {
@@ -107,6 +168,9 @@ impl Kv for HostKv {
     fn apply(&mut self, plan: &WritePlan) -> Result<(), StoreError> {
         plan.check(self.kind)?;
         let bytes = wire::plan(self.kind, plan);
+        if let Some(r) = WARM_KV.with(|w| w.borrow_mut().as_mut().map(|kv| kv.apply(plan))) {
+            return r;
+        }
         // SAFETY: `bytes` is a buffer we own for the call.
         let rc = unsafe { kv_apply(bytes.as_ptr(), bytes.len() as u32) };
         if rc != 0 {
@@ -134,6 +198,9 @@ thread_local! {
     static HRANA: RefCell<Option<Hrana>> = const { RefCell::new(None) };
     static OPENED: RefCell<Option<Opened>> = const { RefCell::new(None) };
     static RESULT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// The warm-up's storage, in memory: while it is set, [`HostKv`] reads and writes it and
+    /// never calls the host's storage.
+    static WARM_KV: RefCell<Option<MemKv>> = const { RefCell::new(None) };
 }
 
 fn set_result(r: Response) -> u32 {
@@ -190,6 +257,9 @@ pub extern "C" fn dosql_open(
 }
 
 /// Closes any open session (rolling back its Hrana streams' transactions) and opens `o`.
+/// Never inlined: the warm-up calls it too, and must run the same wasm function that
+/// `dosql_open` runs (V8 compiles each on its first call).
+#[inline(never)]
 fn open(o: Opened) -> Response {
     if let Some(mut hrana) = HRANA.with(|h| h.borrow_mut().take()) {
         hrana.clear();
@@ -233,12 +303,59 @@ fn open(o: Opened) -> Response {
     }
 }
 
-/// Runs the isolate's warm-up ([`crate::warmup`]) on a database of its own, in memory; the
-/// open database (if any) is not touched. Returns an HTTP status; the answer is in the result
-/// buffer.
+/// Runs the isolate's warm-up ([`warm_up`]). Returns an HTTP status; the answer is in the
+/// result buffer.
 #[unsafe(no_mangle)]
 pub extern "C" fn dosql_warm_up() -> u32 {
-    set_result(crate::warmup::run())
+    set_result(warm_up())
+}
+
+/// The isolate's warm-up ([`crate::warmup`]): a database's requests through the functions
+/// `dosql_open` and `dosql_exec` run (the same `DoStore<HostKv>`, wire encoding and
+/// dispatch), on storage of its own in memory ([`WARM_KV`]): no host call reads or writes
+/// storage. Refused while a database is open (it would close it); leaves none open. 200 and
+/// `{"requests", "reads", "key_reads", "writes"}` (the storage calls made in memory, and the
+/// keys read), or the first failure.
+pub fn warm_up() -> Response {
+    if OPENED.with(|o| o.borrow().is_some()) {
+        return error_response(&ApiError::new(409, "BUSY", "a database is open"));
+    }
+    WARM_KV.with(|w| *w.borrow_mut() = Some(MemKv::new(StorageKind::SqliteBacked)));
+    let opened = Opened {
+        kind: StorageKind::SqliteBacked,
+        new_page_size: PageSize::DEFAULT,
+        // As the host opens a database (worker/src/index.ts).
+        config: (16, 0),
+        limits: None,
+        history: dosql_layout::HistoryConfig::DEFAULT,
+    };
+    let done = crate::warmup::run(&mut |step| match step {
+        crate::warmup::Step::Open => open(opened),
+        crate::warmup::Step::Exec(op, body) => exec(op, body),
+    });
+    if let Some(mut hrana) = HRANA.with(|h| h.borrow_mut().take()) {
+        hrana.clear();
+    }
+    SESSION.with(|s| s.borrow_mut().take());
+    OPENED.with(|x| *x.borrow_mut() = None);
+    // No limit, as before the first database's limits arrive.
+    dosql_vfs::set_heap_limit(0);
+    let counts = WARM_KV.with(|w| w.borrow_mut().take().map(|kv| kv.counts()));
+    let counts = counts.unwrap_or_default();
+    match done {
+        Ok(requests) => Response {
+            status: 200,
+            body: json!({
+                "requests": requests,
+                "reads": counts.get_calls + counts.head_row_reads,
+                "key_reads": counts.get_keys,
+                "writes": counts.put_keys + counts.head_row_writes,
+            })
+            .to_string()
+            .into_bytes(),
+        },
+        Err(e) => error_response(&e),
+    }
 }
 
 /// Runs one request (see [`crate::op`]) on `len` bytes at `body`.
@@ -253,10 +370,17 @@ pub unsafe extern "C" fn dosql_exec(op: u32, body: *const u8, len: usize) -> u32
         // SAFETY: per the function's contract.
         unsafe { std::slice::from_raw_parts(body, len) }
     };
+    set_result(exec(op, body))
+}
+
+/// Runs one request on the open database. Never inlined: the warm-up calls it too, and must
+/// run the same wasm function that `dosql_exec` runs.
+#[inline(never)]
+fn exec(op: u32, body: &[u8]) -> Response {
     if op == crate::op::ROUTE {
-        return set_result(route_op(body));
+        return route_op(body);
     }
-    let response = SESSION.with(|s| {
+    SESSION.with(|s| {
         let mut s = s.borrow_mut();
         let Some(session) = s.as_mut() else {
             return error_response(&ApiError::new(500, "INTERNAL", "database not open"));
@@ -287,8 +411,7 @@ pub unsafe extern "C" fn dosql_exec(op: u32, body: *const u8, len: usize) -> u32
                 )),
             }
         })
-    });
-    set_result(response)
+    })
 }
 
 /// Applies [`crate::MemoryLimits`] to the open database, its SQLite and its Hrana streams.

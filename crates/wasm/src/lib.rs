@@ -24,7 +24,6 @@
 //! instance can never grow past it (a failed `memory.grow` is a failed `malloc`, which SQLite
 //! reports as `SQLITE_NOMEM`).
 
-#[cfg(target_arch = "wasm32")]
 mod abi;
 pub mod warmup;
 
