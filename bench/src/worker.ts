@@ -97,8 +97,11 @@ class DosqlJspi extends DosqlDatabase {
     const r = route(request);
     if (r === "ping") return new Response("ok");
     if (r === "_storage_stats") {
+      // Its own read of the stored head is not counted (as DosqlDatabase does for its stats).
+      const counted = { ...this.counters };
       const own = (await (await super.fetch(request)).json()) as { commits: number; meta_pages: number; evicted_pages: number };
-      return json({ ...this.counters, commits: own.commits, meta_pages: own.meta_pages, evicted_pages: own.evicted_pages });
+      Object.assign(this.counters, counted);
+      return json({ ...counted, commits: own.commits, meta_pages: own.meta_pages, evicted_pages: own.evicted_pages });
     }
     return super.fetch(request);
   }
