@@ -245,6 +245,14 @@ fn bootstrap(db: &mut dyn Database, file: &Path, state_path: &Path, quiet: bool)
     Ok(())
 }
 
+/// Tests only: `DOSQL_TEST_FOLLOW_CRASH=1` kills the process where a crash is worst, after
+/// the state names the update and before SQLite commits it (the journal left hot).
+fn crash_point() {
+    if std::env::var_os("DOSQL_TEST_FOLLOW_CRASH").is_some() {
+        std::process::abort();
+    }
+}
+
 fn write_state(path: &Path, source: &str, at: Position, next: Option<Position>) -> Result<()> {
     let state = State {
         format: STATE_FORMAT,
@@ -464,6 +472,7 @@ impl<'a> Follower<'a> {
             return Ok(false);
         }
         write_state(&self.state_path, &self.db.to_string(), self.at, Some(next))?;
+        crash_point();
         tx.commit().map_err(err)?;
         self.settle(next, count, counter)?;
         if !self.quiet {
@@ -593,6 +602,7 @@ impl<'a> Follower<'a> {
             );
         }
         write_state(&self.state_path, &self.db.to_string(), self.at, Some(next))?;
+        crash_point();
         tx.commit().map_err(err)?;
         self.settle(next, snap.page_count, counter)?;
         if !self.quiet {

@@ -298,3 +298,58 @@ fn a_follower_of_a_database_without_history_takes_snapshots() {
         .unwrap();
     assert_eq!(n, 20);
 }
+
+/// A follower killed after recording an update and before SQLite committed it (the journal
+/// hot, the state naming the update): the next start rolls the journal back, finds the file
+/// at the txid before, and applies the update again. Both kinds of update: an LTX file, and a
+/// new snapshot (a database without history keeps no commits to send).
+#[test]
+fn a_follower_killed_before_its_commit_resumes_from_the_file() {
+    for env in [&[][..], &[("HISTORY", "off")][..]] {
+        let server = Server::start_with_env(env);
+        let db = server.db("crashy");
+        let url = format!("{}/db/crashy", server.url());
+        db.query("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)", json!([]))
+            .ok();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.sqlite");
+        let f = file.to_str().unwrap();
+        ok(dosql(&["follow", "--once", "-q", &url, f]));
+        for round in 0..3 {
+            db.query(
+                "INSERT INTO t(v) SELECT randomblob(3000) FROM t UNION ALL SELECT randomblob(3000)",
+                json!([]),
+            )
+            .ok();
+            let crashed = Command::new(dosql_bin())
+                .args(["follow", "--once", &url, f])
+                .env("DOSQL_TEST_FOLLOW_CRASH", "1")
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&crashed.stdout).into_owned();
+            assert!(
+                !crashed.status.success(),
+                "{env:?} round {round}: no crash point: {said}"
+            );
+            assert!(
+                dir.path().join("c.sqlite-journal").exists(),
+                "{env:?} round {round}: no hot journal left"
+            );
+            let resumed = ok(dosql(&["follow", "--once", &url, f]));
+            if env.is_empty() {
+                assert!(!resumed.contains("snapshot"), "{resumed}");
+            } else {
+                assert!(resumed.contains("a new snapshot"), "{resumed}");
+            }
+            let export = dir.path().join("e.sqlite");
+            ok(dosql(&[
+                "export",
+                "-q",
+                "--force",
+                &url,
+                export.to_str().unwrap(),
+            ]));
+            assert_eq!(sha(&file), sha(&export), "{env:?} round {round}");
+        }
+    }
+}
