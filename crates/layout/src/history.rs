@@ -375,7 +375,10 @@ impl<K: Kv> DoStore<K> {
                     };
                     commit.pages.push((no, page));
                 }
-                let planned = self.plan(&commit, &[], Some(note))?;
+                // A restored database is another line of commits (as a restore by copy,
+                // an import or a branch makes): bookmarks of the old line do not name it.
+                let lineage = crate::store::fresh_lineage(self.head.txid + 1);
+                let planned = self.plan_as(&commit, &[], Some(note), Some(lineage))?;
                 if let (Some(want), Some(got)) = (expected, planned.checksum())
                     && want != got
                 {

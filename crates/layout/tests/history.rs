@@ -77,8 +77,14 @@ fn run(seed: u64, kind: StorageKind) {
                 // Restore to a random point of the window: the image must be that point's.
                 let (oldest, newest) = store.window();
                 let at = oldest + rng.below(newest - oldest + 1);
+                let lineage = store.record().lineage;
                 let r = store.restore(at).unwrap();
                 assert_eq!(r.from, at);
+                assert_ne!(
+                    store.record().lineage,
+                    lineage,
+                    "a restore starts a new lineage"
+                );
                 let now = sha(&image(&mut store, r.txid));
                 assert_eq!(
                     Some(&now),
