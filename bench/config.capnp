@@ -33,6 +33,8 @@ const benchWorker :Workerd.Worker = (
     (name = "PRIOR_ART", durableObjectNamespace = "PriorArt"),
     (name = "PROBE_SYNC", durableObjectNamespace = "ProbeSync"),
     (name = "PROBE_CLASSIC", durableObjectNamespace = "ProbeClassic"),
+    (name = "PROBE_SYNC_LOG_KV", durableObjectNamespace = "ProbeSyncLogKv"),
+    (name = "PROBE_SYNC_LOG_ROW", durableObjectNamespace = "ProbeSyncLogRow"),
     (name = "JSPI_4K_NO_HISTORY", durableObjectNamespace = "DosqlJspi4kNoHistory"),
     (name = "SYNC_4K_NO_HISTORY", durableObjectNamespace = "DosqlSync4kNoHistory"),
     # dosql's production settings (worker/config.capnp); PAGE_SIZE is set per class.
@@ -59,6 +61,8 @@ const benchWorker :Workerd.Worker = (
     (className = "PriorArt", uniqueKey = "bench-prior-art", preventEviction = true),
     (className = "ProbeSync", uniqueKey = "bench-probe-sync", preventEviction = true, enableSql = true),
     (className = "ProbeClassic", uniqueKey = "bench-probe-classic", preventEviction = true),
+    (className = "ProbeSyncLogKv", uniqueKey = "bench-probe-sync-log-kv", preventEviction = true, enableSql = true),
+    (className = "ProbeSyncLogRow", uniqueKey = "bench-probe-sync-log-row", preventEviction = true, enableSql = true),
     (className = "DosqlJspi4kNoHistory", uniqueKey = "bench-dosql-jspi-4k-no-history", preventEviction = true),
     (className = "DosqlSync4kNoHistory", uniqueKey = "bench-dosql-sync-4k-no-history", preventEviction = true, enableSql = true),
   ],

@@ -46,7 +46,12 @@ const LABEL = {
 };
 const ALL = Object.keys(LABEL);
 // W3 only: the storage writes of one dosql 4K commit with no SQL (bench/src/worker.ts probes).
-const PROBES = { "probe-sync": "storage only: SQLite-backed, the head row through storage.sql", "probe-classic": "storage only: classic, one put()" };
+const PROBES = {
+  "probe-sync": "storage only: SQLite-backed, the head row through storage.sql",
+  "probe-classic": "storage only: classic, one put()",
+  "probe-sync-log-kv": "storage only: SQLite-backed, plus a 1.3 KiB log record by kv.put (what history writes)",
+  "probe-sync-log-row": "storage only: SQLite-backed, plus the log record as a rowid-table row through storage.sql",
+};
 // W1-W3 only: dosql 4K with HISTORY=off; every contender above keeps history (the default).
 const NO_HISTORY = { "dosql-jspi-no-history": "dosql JSPI 4K, history off", "dosql-sync-no-history": "dosql sync 4K, history off" };
 const HISTORY_PAIRS = [["dosql-jspi", "dosql-jspi-no-history"], ["dosql-sync", "dosql-sync-no-history"]];

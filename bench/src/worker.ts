@@ -12,7 +12,8 @@
 //   dosql-asyncify          the asyncified wasm (wasm-opt --asyncify), classic storage
 //   native-sql              workerd's own SQLite through ctx.storage.sql (SQLite-backed)
 //   prior-art               @rkusa/wasm-sqlite 0.1.1 over classic storage, no page cache
-//   probe-*                 W3 only: storage writes of a dosql commit, no SQL (storage floor)
+//   probe-*                 W3 only: storage writes of a dosql commit, no SQL (storage floor);
+//                           probe-sync-log-*: with a history log record as a kv key or a row
 //   dosql-*-no-history      W1-W3 only: dosql 4K with HISTORY=off (every other dosql class
 //                           keeps history, the production default), the cost of the commit log
 
@@ -48,6 +49,8 @@ const BINDINGS: Record<string, string> = {
   "native-sql": "NATIVE_SQL",
   "probe-sync": "PROBE_SYNC",
   "probe-classic": "PROBE_CLASSIC",
+  "probe-sync-log-kv": "PROBE_SYNC_LOG_KV",
+  "probe-sync-log-row": "PROBE_SYNC_LOG_ROW",
   "prior-art": "PRIOR_ART",
   "dosql-jspi-no-history": "JSPI_4K_NO_HISTORY",
   "dosql-sync-no-history": "SYNC_4K_NO_HISTORY",
@@ -189,6 +192,31 @@ export class ProbeSync extends Probe {
     }
     this.ctx.storage.sql.exec("INSERT OR REPLACE INTO probe_head(id, head, inline) VALUES (0, ?, ?)", text, blob.buffer);
     return text.length + blob.byteLength;
+  }
+}
+
+/** A commit's log record as dosql 4K writes one for a W3 commit (~1.3 KiB of pre-images). */
+const probeRecord = (txid: number) => new Uint8Array(1300 + (txid % 64)).fill(txid & 0xff);
+
+/** ProbeSync plus the log record under its `l:` key (kv.put), what dosql does with history. */
+export class ProbeSyncLogKv extends ProbeSync {
+  protected override storeHead(head: ReturnType<typeof probeHead>): number {
+    const record = probeRecord(head.fields.txid);
+    this.ctx.storage.kv.put(`l:${String(head.fields.txid).padStart(20, "0")}`, record.buffer);
+    return super.storeHead(head) + record.byteLength;
+  }
+}
+
+/** ProbeSync plus the log record as a row of a rowid table (storage.sql): the alternative. */
+export class ProbeSyncLogRow extends ProbeSync {
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS probe_log(txid INTEGER PRIMARY KEY, record BLOB NOT NULL)");
+  }
+  protected override storeHead(head: ReturnType<typeof probeHead>): number {
+    const record = probeRecord(head.fields.txid);
+    this.ctx.storage.sql.exec("INSERT OR REPLACE INTO probe_log(txid, record) VALUES (?, ?)", head.fields.txid, record.buffer);
+    return super.storeHead(head) + record.byteLength;
   }
 }
 
