@@ -29,7 +29,7 @@ use std::io::{Read as _, Seek as _, SeekFrom};
 use dosql_layout::ltx::{FLAG_NO_CHECKSUM, Ltx, LtxHeader, LtxWriter};
 
 use crate::bail;
-use crate::db::{Database, Open, PageSink};
+use crate::db::{Collect, Database, Open, PageSink};
 use crate::error::{Context as _, Error, Result};
 use crate::files::{show, sync_dir};
 use crate::progress::Progress;
@@ -284,21 +284,6 @@ fn step(db: &mut dyn Database, dir: &Path, opts: &BackupOptions) -> Result<()> {
         take_snapshot(db, dir, opts.quiet)?;
     }
     compact(dir, opts)
-}
-
-/// Pages of a snapshot collected for the LTX writer.
-struct Collect(Vec<u8>);
-
-impl PageSink for Collect {
-    fn restart(&mut self) -> Result<()> {
-        self.0.clear();
-        Ok(())
-    }
-
-    fn pages(&mut self, bytes: &[u8]) -> Result<()> {
-        self.0.extend_from_slice(bytes);
-        Ok(())
-    }
 }
 
 /// Writes a snapshot of the database as it is now: its txid and checksum.

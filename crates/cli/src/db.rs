@@ -149,6 +149,21 @@ pub trait PageSink {
     fn pages(&mut self, bytes: &[u8]) -> Result<()>;
 }
 
+/// Keeps a snapshot's pages in memory (a branch between any two databases, an LTX snapshot).
+pub struct Collect(pub Vec<u8>);
+
+impl PageSink for Collect {
+    fn restart(&mut self) -> Result<()> {
+        self.0.clear();
+        Ok(())
+    }
+
+    fn pages(&mut self, bytes: &[u8]) -> Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
 /// The refusal to replace a database that holds something, without `--force`.
 pub fn not_empty(target: impl fmt::Display) -> Error {
     Error::msg(format!(

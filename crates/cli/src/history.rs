@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde_json::{Value as Json, json};
 
 use crate::bail;
-use crate::db::{Database, Open, PageSink, RestoreTo};
+use crate::db::{Collect, Database, Open, RestoreTo};
 use crate::error::Result;
 use crate::progress::Progress;
 use crate::source::Source;
@@ -93,21 +93,6 @@ pub fn restore(db: &mut dyn Database, txid: Option<u64>, time: Option<&str>) -> 
         r["txid"].as_u64().map_or(0, |t| t.saturating_sub(1)),
     );
     Ok(())
-}
-
-/// Keeps the pages of a snapshot in memory, for a branch between any two databases.
-struct Collect(Vec<u8>);
-
-impl PageSink for Collect {
-    fn restart(&mut self) -> Result<()> {
-        self.0.clear();
-        Ok(())
-    }
-
-    fn pages(&mut self, bytes: &[u8]) -> Result<()> {
-        self.0.extend_from_slice(bytes);
-        Ok(())
-    }
 }
 
 /// `dosql branch <target> <new target> [--txid T]`: a new database holding `src` as of txid T

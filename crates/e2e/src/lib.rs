@@ -525,6 +525,24 @@ pub fn dosql_bin() -> PathBuf {
     .clone()
 }
 
+/// Runs the dosql CLI with `args` (no token from the environment) and waits for it.
+pub fn dosql(args: &[&str]) -> std::process::Output {
+    Command::new(dosql_bin())
+        .args(args)
+        .env_remove("DOSQL_TOKEN")
+        .output()
+        .expect("run dosql")
+}
+
+/// The SHA-256 of a file, lowercase hex (what `sha256sum` and `dosql verify` print).
+pub fn sha256_hex(path: &Path) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(std::fs::read(path).expect("read the file"))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Reading plain SQLite files in tests, with rusqlite and nothing of dosql.
 pub mod sqlite_file {
     use std::path::Path;

@@ -9,17 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dosql_e2e::cli_output::{fails, ok};
-use dosql_e2e::{Db, Server, dosql_bin};
+use dosql_e2e::{Db, Server, dosql, dosql_bin};
 use serde_json::json;
-use sha2::{Digest, Sha256};
-
-fn dosql(args: &[&str]) -> std::process::Output {
-    Command::new(dosql_bin())
-        .args(args)
-        .env_remove("DOSQL_TOKEN")
-        .output()
-        .unwrap()
-}
 
 fn spawn_backup(url: &str, dir: &Path) -> Child {
     Command::new(dosql_bin())
@@ -36,13 +27,6 @@ fn txid(db: &Db) -> u64 {
     db.send("GET", "/history?limit=0", None).unwrap().ok()["txid"]
         .as_u64()
         .unwrap()
-}
-
-fn sha(path: &Path) -> String {
-    Sha256::digest(std::fs::read(path).unwrap())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// The newest txid the backup's files reach.
@@ -137,7 +121,11 @@ fn a_backup_killed_under_load_restores_every_txid_it_saw() {
             &url,
             e.to_str().unwrap(),
         ]));
-        assert_eq!(sha(&r), sha(&e), "txid {t}");
+        assert_eq!(
+            dosql_e2e::sha256_hex(&r),
+            dosql_e2e::sha256_hex(&e),
+            "txid {t}"
+        );
     };
     for t in (first..=last).step_by(7).chain([last]) {
         restore_equals_export(t);
@@ -162,7 +150,7 @@ fn a_backup_killed_under_load_restores_every_txid_it_saw() {
         &url,
         e.to_str().unwrap(),
     ]));
-    assert_eq!(sha(&r), sha(&e));
+    assert_eq!(dosql_e2e::sha256_hex(&r), dosql_e2e::sha256_hex(&e));
     // Before the first snapshot: refused, naming the oldest point.
     if first > 1 {
         let err = fails(dosql(&[
@@ -186,7 +174,7 @@ fn a_backup_killed_under_load_restores_every_txid_it_saw() {
     ]));
     let v = ok(dosql(&["verify", &copy]));
     let e = dir.path().join(format!("e{last}.sqlite"));
-    assert!(v.contains(&sha(&e)), "{v}");
+    assert!(v.contains(&dosql_e2e::sha256_hex(&e)), "{v}");
 
     // Compaction: level 0 merged into level 1; the ends of level 1 files restore exactly,
     // a txid inside one is refused with the nearest points.

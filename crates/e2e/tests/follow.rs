@@ -13,17 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dosql_e2e::cli_output::{fails, ok};
-use dosql_e2e::{Db, Server, dosql_bin};
+use dosql_e2e::{Db, Server, dosql, dosql_bin};
 use serde_json::json;
-use sha2::{Digest, Sha256};
-
-fn dosql(args: &[&str]) -> std::process::Output {
-    Command::new(dosql_bin())
-        .args(args)
-        .env_remove("DOSQL_TOKEN")
-        .output()
-        .unwrap()
-}
 
 fn spawn_follower(url: &str, file: &Path) -> Child {
     Command::new(dosql_bin())
@@ -44,13 +35,6 @@ fn txid(db: &Db) -> u64 {
     db.send("GET", "/history?limit=0", None).unwrap().ok()["txid"]
         .as_u64()
         .unwrap()
-}
-
-fn sha(path: &Path) -> String {
-    Sha256::digest(std::fs::read(path).unwrap())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// The file with page 1's change counter bytes (24-27, 92-99) zeroed.
@@ -199,8 +183,8 @@ fn a_followed_file_stays_whole_for_its_readers_and_ends_equal_to_the_export() {
         export.to_str().unwrap(),
     ]));
     assert_eq!(
-        sha(&file),
-        sha(&export),
+        dosql_e2e::sha256_hex(&file),
+        dosql_e2e::sha256_hex(&export),
         "the followed file is the export at txid {last}"
     );
 
@@ -349,7 +333,11 @@ fn a_follower_killed_before_its_commit_resumes_from_the_file() {
                 &url,
                 export.to_str().unwrap(),
             ]));
-            assert_eq!(sha(&file), sha(&export), "{env:?} round {round}");
+            assert_eq!(
+                dosql_e2e::sha256_hex(&file),
+                dosql_e2e::sha256_hex(&export),
+                "{env:?} round {round}"
+            );
         }
     }
 }

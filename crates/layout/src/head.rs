@@ -58,6 +58,7 @@
 //! A record this code does not know (a newer format, a flag, a field out of range) is refused
 //! with an error that says so: a database is never misread, and never read as empty.
 
+use crate::bytes::Reader;
 use dosql_pagestore::{PageNo, PageSize, StoreError};
 use serde_json::{Value as Json, json};
 
@@ -247,7 +248,7 @@ impl Head {
         if bytes.len() < 6 || &bytes[..4] != MAGIC {
             return Err(corrupt("not a dosql head record (no magic)".into()));
         }
-        let mut r = Reader { bytes, at: 4 };
+        let mut r = Reader::new(bytes, 4, "head record", dosql_pagestore::ErrorKind::Corrupt);
         let format = r.u16()?;
         if format != HEAD_FORMAT {
             return Err(newer(format));
@@ -595,35 +596,6 @@ fn shown(v: &Json) -> String {
         }
     }
     lens(v).to_string().chars().take(300).collect()
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
-        let end = end.ok_or_else(|| StoreError::corrupt("head record: cut short"))?;
-        let out = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(out)
-    }
-    fn u16(&mut self) -> Result<u16, StoreError> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-    fn u32(&mut self) -> Result<u32, StoreError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn u64(&mut self) -> Result<u64, StoreError> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
-    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bytes;
 pub mod checksum;
 pub mod head;
 pub mod history;

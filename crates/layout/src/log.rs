@@ -43,6 +43,7 @@
 //! that the record also says which pages the commit changed. A switch lists only the pages
 //! the old head carried inline (their keys may be older than they were).
 
+use crate::bytes::Reader;
 use dosql_pagestore::{PageNo, StoreError};
 use serde_json::Value as Json;
 
@@ -215,7 +216,7 @@ impl Header {
         if bytes.len() < 6 || &bytes[..4] != MAGIC {
             return Err(corrupt("not a dosql log record (no magic)".into()));
         }
-        let mut r = Reader { bytes, at: 4 };
+        let mut r = Reader::new(bytes, 4, "log record", dosql_pagestore::ErrorKind::Corrupt);
         let format = r.u16()?;
         if format != LOG_FORMAT {
             return Err(corrupt(format!(
@@ -349,35 +350,6 @@ impl Header {
         } else {
             self.first_bytes + stream
         }
-    }
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
-        let end = end.ok_or_else(|| StoreError::corrupt("log record: cut short"))?;
-        let out = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(out)
-    }
-    fn u16(&mut self) -> Result<u16, StoreError> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-    fn u32(&mut self) -> Result<u32, StoreError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn u64(&mut self) -> Result<u64, StoreError> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
     }
 }
 

@@ -27,6 +27,7 @@
 //! The host issues puts and deletes in calls of at most "keys per call" keys, in the order
 //! given, and refuses (writing nothing) a plan with a key or value over the limits.
 
+use crate::bytes::Reader;
 use dosql_pagestore::StoreError;
 
 use crate::head::{HEAD_CREATE_SQL, HEAD_SELECT_SQL, HEAD_UPSERT_SQL};
@@ -92,7 +93,12 @@ fn limits(out: &mut Vec<u8>, l: Limits) {
 
 /// Decodes the response to a request of `n` items.
 pub fn read_response(bytes: &[u8], n: usize) -> Result<Vec<Answer>, StoreError> {
-    let mut r = Reader { b: bytes, at: 0 };
+    let mut r = Reader::new(
+        bytes,
+        0,
+        "the host's answer",
+        dosql_pagestore::ErrorKind::Read,
+    );
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         out.push(match r.u8()? {
@@ -219,32 +225,6 @@ fn row(r: &mut Reader<'_>) -> Result<HeadRow, StoreError> {
         _ => Some(r.sized()?.to_vec()),
     };
     Ok(HeadRow { text, blob })
-}
-
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|&e| e <= self.b.len())
-            .ok_or_else(|| StoreError::read("the host's answer is cut short"))?;
-        let out = &self.b[self.at..end];
-        self.at = end;
-        Ok(out)
-    }
-    fn u8(&mut self) -> Result<u8, StoreError> {
-        Ok(self.take(1)?[0])
-    }
-    fn sized(&mut self) -> Result<&'a [u8], StoreError> {
-        let b = self.take(4)?;
-        let n = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        self.take(n)
-    }
 }
 
 #[cfg(test)]

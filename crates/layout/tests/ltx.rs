@@ -24,21 +24,6 @@ struct Ltx {
     pages: Vec<(u32, Vec<u8>)>,
 }
 
-fn crc64_iso(bytes: &[u8]) -> u64 {
-    let mut c = !0u64;
-    for &b in bytes {
-        c ^= u64::from(b);
-        for _ in 0..8 {
-            c = if c & 1 == 1 {
-                (c >> 1) ^ 0xD800_0000_0000_0000
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
-}
-
 fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes(b[..4].try_into().unwrap())
 }

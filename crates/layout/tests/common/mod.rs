@@ -76,22 +76,25 @@ pub fn sha(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-/// LTX's database checksum of `image`, by a bitwise CRC-64/ISO written from its definition.
-pub fn ltx_checksum(image: &[u8], page_size: usize) -> u64 {
-    fn crc(bytes: &[u8]) -> u64 {
-        let mut c = !0u64;
-        for &b in bytes {
-            c ^= u64::from(b);
-            for _ in 0..8 {
-                c = if c & 1 == 1 {
-                    (c >> 1) ^ 0xD800_0000_0000_0000
-                } else {
-                    c >> 1
-                };
-            }
+/// CRC-64/ISO, bitwise, written from its definition (not the crate's table-driven one).
+pub fn crc64_iso(bytes: &[u8]) -> u64 {
+    let mut c = !0u64;
+    for &b in bytes {
+        c ^= u64::from(b);
+        for _ in 0..8 {
+            c = if c & 1 == 1 {
+                (c >> 1) ^ 0xD800_0000_0000_0000
+            } else {
+                c >> 1
+            };
         }
-        !c
     }
+    !c
+}
+
+/// LTX's database checksum of `image`, from [`crc64_iso`].
+pub fn ltx_checksum(image: &[u8], page_size: usize) -> u64 {
+    let crc = crc64_iso;
     let lock = (0x4000_0000 / page_size + 1) as u32;
     let mut sum = 1u64 << 63;
     for (i, page) in image.chunks(page_size).enumerate() {
