@@ -77,6 +77,12 @@ struct Position {
     /// The database's page 1's page checksum (the file's page 1 may differ).
     #[serde(with = "hex64")]
     page1: u64,
+    /// The database's change counter there, which the file's is brought level with after
+    /// each update; kept so that a follower killed before that resumes it. Absent in states
+    /// the first release of the follower wrote (then the next update that writes page 1
+    /// levels it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    counter: Option<u32>,
 }
 
 /// Page 1 with the bytes SQLite stamps at each commit zeroed.
@@ -230,6 +236,7 @@ fn bootstrap(db: &mut dyn Database, file: &Path, state_path: &Path, quiet: bool)
                 page1_sum(&page1),
             ),
             page1: db1,
+            counter: Some(counter_of(&page1)),
         }
     } else {
         Position {
@@ -237,6 +244,7 @@ fn bootstrap(db: &mut dyn Database, file: &Path, state_path: &Path, quiet: bool)
             checksum: snap.checksum,
             file_checksum: snap.checksum,
             page1: 0,
+            counter: None,
         }
     };
     // The state first: a file without its state would be refused at the next start.
@@ -245,10 +253,12 @@ fn bootstrap(db: &mut dyn Database, file: &Path, state_path: &Path, quiet: bool)
     Ok(())
 }
 
-/// Tests only: `DOSQL_TEST_FOLLOW_CRASH=1` kills the process where a crash is worst, after
-/// the state names the update and before SQLite commits it (the journal left hot).
-fn crash_point() {
-    if std::env::var_os("DOSQL_TEST_FOLLOW_CRASH").is_some() {
+/// Tests only: `DOSQL_TEST_FOLLOW_CRASH=<point>` kills the process where a crash is worst:
+/// `before-commit`, after the state names the update and before SQLite commits it (the
+/// journal left hot); `after-commit`, once it committed and before the file's change counter
+/// is level with the database's.
+fn crash_point(point: &str) {
+    if std::env::var("DOSQL_TEST_FOLLOW_CRASH").is_ok_and(|p| p == point) {
         std::process::abort();
     }
 }
@@ -334,6 +344,10 @@ impl<'a> Follower<'a> {
                 show(&f.state_path)
             ),
         };
+        // A follower killed after an update committed, before its change counter was level,
+        // levels it now: otherwise the file would differ from the database in those bytes
+        // until an update wrote page 1 again.
+        f.level_counter()?;
         Ok(f)
     }
 
@@ -461,7 +475,7 @@ impl<'a> Follower<'a> {
         for (no, page) in &ltx.pages {
             w.put(*no, page)?;
         }
-        let (count, next, counter) = w.finish(h.commit, h.max_txid)?;
+        let (count, next) = w.finish(h.commit, h.max_txid)?;
         if h.has_checksums() && next.checksum != ltx.post_apply {
             // Rolled back (dropped); the caller takes a new snapshot instead.
             drop(tx);
@@ -472,9 +486,10 @@ impl<'a> Follower<'a> {
             return Ok(false);
         }
         write_state(&self.state_path, &self.db.to_string(), self.at, Some(next))?;
-        crash_point();
+        crash_point("before-commit");
         tx.commit().map_err(err)?;
-        self.settle(next, count, counter)?;
+        crash_point("after-commit");
+        self.settle(next, count)?;
         if !self.quiet {
             crate::say!(
                 "{}: txid {} ({} pages written, {} pages)",
@@ -487,12 +502,17 @@ impl<'a> Follower<'a> {
         Ok(true)
     }
 
-    /// After an update committed: where the file is; then the file's change counter brought
-    /// level with the database's (`counter`), when it is behind.
-    fn settle(&mut self, next: Position, count: u32, counter: Option<u32>) -> Result<()> {
+    /// After an update committed: where the file is; then its change counter levelled.
+    fn settle(&mut self, next: Position, count: u32) -> Result<()> {
         self.at = next;
         self.page_count = count;
-        let Some(want) = counter else {
+        self.level_counter()
+    }
+
+    /// Brings the file's change counter level with the database's at the file's position,
+    /// when it is behind.
+    fn level_counter(&mut self) -> Result<()> {
+        let Some(want) = self.at.counter.filter(|_| self.page_count > 0) else {
             return Ok(());
         };
         let path = self.path.clone();
@@ -549,7 +569,7 @@ impl<'a> Follower<'a> {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)?;
         let old_count = self.page_count;
-        let (snap, next, counter) = {
+        let (snap, next) = {
             let mut sink = DbPageSink {
                 w: PageWriter::new(&tx, &path, self.page_size, old_count, self.at)?,
                 size: self.page_size as usize,
@@ -567,30 +587,29 @@ impl<'a> Follower<'a> {
                     .execute(params![snap.page_count + 1, rusqlite::types::Null])
                     .map_err(err)?;
             }
-            let (next, counter) = match &sink.page1 {
+            let next = match &sink.page1 {
                 Some(p1) => {
                     let db1 = checksum::page(1, p1);
-                    let file_checksum =
-                        checksum::toggle(checksum::toggle(snap.checksum, db1), page1_sum(p1));
-                    let next = Position {
-                        txid: snap.txid,
-                        checksum: snap.checksum,
-                        file_checksum,
-                        page1: db1,
-                    };
-                    (next, Some(counter_of(p1)))
-                }
-                None => (
                     Position {
                         txid: snap.txid,
                         checksum: snap.checksum,
-                        file_checksum: snap.checksum,
-                        page1: 0,
-                    },
-                    None,
-                ),
+                        file_checksum: checksum::toggle(
+                            checksum::toggle(snap.checksum, db1),
+                            page1_sum(p1),
+                        ),
+                        page1: db1,
+                        counter: Some(counter_of(p1)),
+                    }
+                }
+                None => Position {
+                    txid: snap.txid,
+                    checksum: snap.checksum,
+                    file_checksum: snap.checksum,
+                    page1: 0,
+                    counter: None,
+                },
             };
-            (snap, next, counter)
+            (snap, next)
         };
         if let Some(stated) = snap.stated
             && stated != snap.checksum
@@ -602,9 +621,10 @@ impl<'a> Follower<'a> {
             );
         }
         write_state(&self.state_path, &self.db.to_string(), self.at, Some(next))?;
-        crash_point();
+        crash_point("before-commit");
         tx.commit().map_err(err)?;
-        self.settle(next, snap.page_count, counter)?;
+        crash_point("after-commit");
+        self.settle(next, snap.page_count)?;
         if !self.quiet {
             crate::say!(
                 "{}: txid {} (a new snapshot: {} pages in {:.2} s)",
@@ -631,7 +651,7 @@ struct PageWriter<'t> {
     sum: u64,
     file_sum: u64,
     page1: u64,
-    /// The database's change counter, once page 1 was written.
+    /// The database's change counter.
     counter: Option<u32>,
     /// The lock page (see `checksum::lock_page`).
     lock: u32,
@@ -661,7 +681,7 @@ impl<'t> PageWriter<'t> {
             sum: at.checksum,
             file_sum: at.file_checksum,
             page1: at.page1,
-            counter: None,
+            counter: at.counter,
             lock: checksum::lock_page(page_size),
             highest: 0,
         })
@@ -729,9 +749,8 @@ impl<'t> PageWriter<'t> {
     }
 
     /// Sets the page count to `commit` (pages above it dropped last, as `sqlite_dbpage`
-    /// wants): the page count, the position after the transaction, and the database's change
-    /// counter when page 1 was written.
-    fn finish(mut self, commit: u32, txid: u64) -> Result<(u32, Position, Option<u32>)> {
+    /// wants): the page count and the position after the transaction.
+    fn finish(mut self, commit: u32, txid: u64) -> Result<(u32, Position)> {
         if commit > self.count {
             let zeros = self.zeros.clone();
             self.put(commit, &zeros)?;
@@ -760,8 +779,8 @@ impl<'t> PageWriter<'t> {
                 checksum: self.sum,
                 file_checksum: self.file_sum,
                 page1: self.page1,
+                counter: self.counter,
             },
-            self.counter.filter(|_| commit > 0),
         ))
     }
 }

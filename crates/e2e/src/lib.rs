@@ -543,6 +543,52 @@ pub fn sha256_hex(path: &Path) -> String {
         .collect()
 }
 
+/// Asserts two files are equal byte for byte; when they are not, the message names the
+/// sizes and the first differing byte ranges by page, so a failure explains itself.
+pub fn assert_same_file(a: &Path, b: &Path, what: &str) {
+    let (x, y) = (
+        std::fs::read(a).expect("read a"),
+        std::fs::read(b).expect("read b"),
+    );
+    if x == y {
+        return;
+    }
+    let page = if x.len() >= 18 {
+        match u16::from_be_bytes([x[16], x[17]]) {
+            1 => 65536,
+            n => usize::from(n).max(512),
+        }
+    } else {
+        4096
+    };
+    let mut ranges: Vec<String> = Vec::new();
+    let mut i = 0;
+    let n = x.len().min(y.len());
+    while i < n && ranges.len() < 12 {
+        if x[i] != y[i] {
+            let start = i;
+            while i < n && x[i] != y[i] {
+                i += 1;
+            }
+            ranges.push(format!(
+                "page {} bytes {}..{}",
+                start / page + 1,
+                start % page,
+                (i - 1) % page + 1
+            ));
+        }
+        i += 1;
+    }
+    panic!(
+        "{what}: {} ({} bytes) differs from {} ({} bytes): {}",
+        a.display(),
+        x.len(),
+        b.display(),
+        y.len(),
+        ranges.join(", ")
+    );
+}
+
 /// Reading plain SQLite files in tests, with rusqlite and nothing of dosql.
 pub mod sqlite_file {
     use std::path::Path;

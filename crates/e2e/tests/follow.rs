@@ -182,10 +182,10 @@ fn a_followed_file_stays_whole_for_its_readers_and_ends_equal_to_the_export() {
         &url,
         export.to_str().unwrap(),
     ]));
-    assert_eq!(
-        dosql_e2e::sha256_hex(&file),
-        dosql_e2e::sha256_hex(&export),
-        "the followed file is the export at txid {last}"
+    dosql_e2e::assert_same_file(
+        &file,
+        &export,
+        &format!("the followed file is the export at txid {last}"),
     );
 
     // A restore (a commit whose page 1 carries an older change counter) reaches the file.
@@ -285,10 +285,12 @@ fn a_follower_of_a_database_without_history_takes_snapshots() {
 
 /// A follower killed after recording an update and before SQLite committed it (the journal
 /// hot, the state naming the update): the next start rolls the journal back, finds the file
-/// at the txid before, and applies the update again. Both kinds of update: an LTX file, and a
-/// new snapshot (a database without history keeps no commits to send).
+/// at the txid before, and applies the update again. Killed just after the commit, before
+/// the file's change counter was brought level: the next start finds the update applied and
+/// levels the counter. Both kinds of update: an LTX file, and a new snapshot (a database
+/// without history keeps no commits to send).
 #[test]
-fn a_follower_killed_before_its_commit_resumes_from_the_file() {
+fn a_follower_killed_around_its_commit_resumes_from_the_file() {
     for env in [&[][..], &[("HISTORY", "off")][..]] {
         let server = Server::start_with_env(env);
         let db = server.db("crashy");
@@ -299,15 +301,20 @@ fn a_follower_killed_before_its_commit_resumes_from_the_file() {
         let file = dir.path().join("c.sqlite");
         let f = file.to_str().unwrap();
         ok(dosql(&["follow", "--once", "-q", &url, f]));
-        for round in 0..3 {
-            db.query(
-                "INSERT INTO t(v) SELECT randomblob(3000) FROM t UNION ALL SELECT randomblob(3000)",
-                json!([]),
-            )
-            .ok();
+        for round in 0..4 {
+            let point = ["before-commit", "after-commit"][round % 2];
+            // Two commits: one update of the file, which SQLite stamps with its counter plus
+            // one, so the counter is left behind the database's by one.
+            for _ in 0..2 {
+                db.query(
+                    "INSERT INTO t(v) SELECT randomblob(3000) FROM t UNION ALL SELECT randomblob(3000)",
+                    json!([]),
+                )
+                .ok();
+            }
             let crashed = Command::new(dosql_bin())
                 .args(["follow", "--once", &url, f])
-                .env("DOSQL_TEST_FOLLOW_CRASH", "1")
+                .env("DOSQL_TEST_FOLLOW_CRASH", point)
                 .output()
                 .unwrap();
             let said = String::from_utf8_lossy(&crashed.stdout).into_owned();
@@ -315,12 +322,16 @@ fn a_follower_killed_before_its_commit_resumes_from_the_file() {
                 !crashed.status.success(),
                 "{env:?} round {round}: no crash point: {said}"
             );
-            assert!(
+            assert_eq!(
                 dir.path().join("c.sqlite-journal").exists(),
-                "{env:?} round {round}: no hot journal left"
+                point == "before-commit",
+                "{env:?} round {round} {point}: a hot journal left only before the commit"
             );
             let resumed = ok(dosql(&["follow", "--once", &url, f]));
-            if env.is_empty() {
+            if point == "after-commit" {
+                assert!(resumed.contains("at txid"), "{resumed}");
+                assert!(!resumed.contains("applied"), "{resumed}");
+            } else if env.is_empty() {
                 assert!(!resumed.contains("snapshot"), "{resumed}");
             } else {
                 assert!(resumed.contains("a new snapshot"), "{resumed}");
@@ -333,11 +344,7 @@ fn a_follower_killed_before_its_commit_resumes_from_the_file() {
                 &url,
                 export.to_str().unwrap(),
             ]));
-            assert_eq!(
-                dosql_e2e::sha256_hex(&file),
-                dosql_e2e::sha256_hex(&export),
-                "{env:?} round {round}"
-            );
+            dosql_e2e::assert_same_file(&file, &export, &format!("{env:?} round {round}"));
         }
     }
 }
