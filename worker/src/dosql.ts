@@ -13,6 +13,7 @@ export interface Exports {
   dosql_open(kind: number, newPageSize: number, cachePages: number, readAhead: number): number;
   dosql_exec(op: number, bodyPtr: number, bodyLen: number): number;
   dosql_warm_up(): number;
+  dosql_position(): number;
   dosql_result_ptr(): number;
   dosql_result_len(): number;
   _initialize?: () => void;
@@ -110,6 +111,13 @@ export class DosqlInstance {
     const args = [storage.kind, opts.newPageSize, opts.cachePages, opts.readAhead] as const;
     if (this.sync) return Promise.resolve(this.checkOpen(this.exports.dosql_open(...args)));
     return this.openAsync(...args).then((status) => this.checkOpen(status));
+  }
+
+  /** The database's position after the last call: its bookmark (`<lineage>:<txid>`), its
+   *  primary (empty: none) and its replicas (comma-separated), one per line. */
+  position(): string[] {
+    this.exports.dosql_position();
+    return new TextDecoder().decode(this.result()).split("\n");
   }
 
   /** The warm-up (crates/wasm/src/warmup.rs) on an in-memory database of its own. */

@@ -33,6 +33,7 @@ export interface Env {
   HISTORY_RETENTION_MS?: string | null; // how long history is kept
   HISTORY_MAX_BYTES?: string | null; // and within how many bytes
   DOSQL_MAINTAIN_DELAY_MS?: string | null; // first write to first background work (tests)
+  DOSQL_REPLICA_POLL_MS?: string | null; // how often a replica asks its primary for commits
 }
 
 // The warm-up (warmup.ts), once per isolate at module scope, and an instance instantiated ahead
@@ -68,6 +69,8 @@ export default {
       return hranaError(400, "URL_NEEDS_TRAILING_SLASH", `${why}Use "http(s)://<host>/db/<name>/" (ending in "/"), so that the client's requests go to /db/<name>/v2/pipeline.`);
     }
     if (!NAME_RE.test(m[1])) return jsonError(400, "BAD_DATABASE_NAME", "a database name is 1-64 characters of A-Z a-z 0-9 _ . -");
+    // Routes between databases (replication) are reached from Durable Objects only.
+    if (/^\/db\/[^/]+\/_(?:replica|replicate|sync)(?:\/|$)/.test(pathname)) return jsonError(404, "NOT_FOUND", `no route for ${pathname}`);
     const storage = env.DOSQL_STORAGE || "sqlite";
     const ns = storage === "classic" ? env.DB : storage === "sqlite" ? env.DB_SQL : undefined;
     if (ns === undefined) {
@@ -78,9 +81,17 @@ export default {
   },
 } satisfies ExportedHandler<Env>;
 
-/** The wasm's answer as an HTTP response (a status outside 200..599 would not be one). */
-function answer(res: WasmResponse): Response {
-  return new Response(res.body, { status: res.status >= 200 && res.status <= 599 ? res.status : 500, headers: JSON_HEADERS });
+/** The wasm's answer as an HTTP response (a status outside 200..599 would not be one), with
+ *  the database's bookmark. */
+function answer(res: WasmResponse, bookmark: string): Response {
+  return new Response(res.body, { status: res.status >= 200 && res.status <= 599 ? res.status : 500, headers: { ...JSON_HEADERS, "x-dosql-bookmark": bookmark } });
+}
+
+/** Whether bookmark `have` is at least as new as `want` (`<lineage>:<txid>`, same lineage). */
+function reached(have: string, want: string): boolean {
+  const [hl, ht] = have.split(":");
+  const [wl, wt] = want.split(":");
+  return hl === wl && Number(ht) >= Number(wt);
 }
 
 /** A database on classic (KV-backed) storage: the wasm's page reads await `storage.get`, so it
@@ -98,6 +109,12 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
   private readonly lock = new Lock();
   /** Whether an alarm for the background work is known to be set. */
   private upkeepSet = false;
+  /** The database's position after the last call (DosqlInstance.position): bookmark,
+   *  primary ("" unless a replica), replicas. */
+  private pos = ["", "", ""];
+  /** The bookmark the replicas were last told about, and the replicas being told. */
+  private pushed = "";
+  private readonly poking = new Map<string, boolean>();
 
   constructor(
     private readonly ctx: DurableObjectState,
@@ -130,6 +147,9 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
         const body = method("POST") ?? (await this.body(request));
         if (body instanceof Response) return body;
         const op = first === "query" ? OP_QUERY : OP_BATCH;
+        const want = request.headers.get("x-dosql-bookmark");
+        if (want !== null && want !== "first-primary" && !/^[0-9a-f]{16}:[0-9]+$/.test(want)) return jsonError(400, "BAD_BOOKMARK", 'x-dosql-bookmark is "<lineage>:<txid>" as an answer gave it, or "first-primary"');
+        if (this.pos[1] !== "") return this.onReplica(request, op, body, want);
         // The common case: an open synchronous instance and nothing queued for it. Its call
         // runs to completion without yielding, so nothing can interleave: skip the queue.
         if (this.lock.queued === 0 && this.db?.sync) return this.respond(this.db, op, body);
@@ -147,6 +167,10 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
       case "restore":
       case "ltx":
       case "branch":
+      case "replicas":
+      case "_replica":
+      case "_replicate":
+      case "_sync":
         return this.routed(first === "v2" || first === "v3" ? OP_HRANA : OP_ROUTE, request, rest);
     }
     return jsonError(404, "NOT_FOUND", `no route for ${pathname}`);
@@ -163,17 +187,73 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     const db = /^\/db\/([^/]+)/.exec(pathOf(request.url))?.[1];
     const line = { method: request.method, path: rest, query: q < 0 ? "" : request.url.slice(q + 1), db, hrana_stream_timeout_ms: (hrana && this.env.HRANA_STREAM_TIMEOUT_MS) || null };
     this.scheduleUpkeep();
-    // A branch (crates/api/src/branch.rs): the wasm's requests to the other database, carried
-    // one at a time, this object's lock released while each travels.
-    for (let input = body; ; ) {
-      const res = await this.locked(() => this.framed(op, line, input));
+    // A branch, a replica's catch-up (crates/api/src/http.rs): the wasm's requests to another
+    // database, carried one at a time, this object's lock released while each travels.
+    for (let input = body, step: object | undefined; ; ) {
+      const res = await this.locked(() => this.framed(op, { ...line, step }, input));
       const send = res.headers.get("x-dosql-send");
       if (send === null) return res;
-      const to = JSON.parse(send) as { to: string; method: string; path: string };
-      const ns = (this.sqliteBacked() ? this.env.DB_SQL : this.env.DB)!;
-      const out = await ns.get(ns.idFromName(to.to)).fetch(`https://dosql/db/${to.to}/${to.path}`, { method: to.method, body: await res.arrayBuffer() });
-      input = new TextEncoder().encode(JSON.stringify({ state: JSON.parse(res.headers.get("x-dosql-state")!) as unknown, status: out.status, answer: await out.text() }));
+      const to = JSON.parse(send) as { to: string; method: string; path: string; location_hint?: string };
+      const out = await this.stub(to.to, to.location_hint).fetch(`https://dosql/db/${to.to}/${to.path}`, { method: to.method, body: to.method === "GET" ? null : await res.arrayBuffer() });
+      step = { state: JSON.parse(res.headers.get("x-dosql-state")!) as unknown, status: out.status };
+      input = new Uint8Array(await out.arrayBuffer());
     }
+  }
+
+  /** The Durable Object of database `name` (of this class's storage). */
+  private stub(name: string, locationHint?: string): DurableObjectStub {
+    const ns = (this.sqliteBacked() ? this.env.DB_SQL : this.env.DB)!;
+    return ns.get(ns.idFromName(name), locationHint ? { locationHint: locationHint as DurableObjectLocationHint } : undefined);
+  }
+
+  /** A query or batch on a read replica: answered from its pages when they are at least as new
+   *  as the request's bookmark (after one catch-up with the primary if they are not), else,
+   *  and for writes, by the primary. */
+  private async onReplica(request: Request, op: number, body: Uint8Array, want: string | null): Promise<Response> {
+    if (want !== null && want !== "first-primary" && !reached(this.pos[0], want)) await this.sync();
+    if (want === "first-primary" || (want !== null && !reached(this.pos[0], want))) return this.forward(request, body);
+    const res = await this.locked(() => this.exec(op, body));
+    return res.status === 421 ? this.forward(request, body) : res;
+  }
+
+  /** Sends a request to the primary; its answer says so. */
+  private async forward(request: Request, body: Uint8Array): Promise<Response> {
+    const primary = this.pos[1];
+    const url = request.url.replace(/\/db\/[^/]+\//, `/db/${primary}/`);
+    const out = await this.stub(primary).fetch(url, { method: request.method, headers: request.headers, body });
+    const res = new Response(out.body, out);
+    res.headers.set("x-dosql-forwarded-to", primary);
+    return res;
+  }
+
+  /** A replica's catch-up with its primary (the `_sync` route); failures are in /stats. */
+  private async sync(): Promise<void> {
+    const res = await this.routed(OP_ROUTE, new Request("https://dosql/_sync", { method: "POST" }), "_sync");
+    if (!res.ok) console.error("dosql: replica catch-up:", await res.text());
+  }
+
+  /** After a call: the position; a primary's replicas are told of new commits (one request
+   *  in flight per replica, one more queued; a replica not told catches up at its alarm). */
+  private note(db: DosqlInstance): string {
+    this.pos = db.position();
+    if (this.pos[2] !== "" && this.pos[0] !== this.pushed) {
+      this.pushed = this.pos[0];
+      for (const r of this.pos[2].split(",")) this.poke(r);
+    }
+    return this.pos[0];
+  }
+
+  private poke(replica: string): void {
+    if (this.poking.has(replica)) return void this.poking.set(replica, true);
+    this.poking.set(replica, false);
+    void this.stub(replica)
+      .fetch(`https://dosql/db/${replica}/_sync`, { method: "POST" })
+      .then((r) => r.arrayBuffer(), (err: unknown) => console.error(`dosql: telling ${replica}:`, err))
+      .finally(() => {
+        const again = this.poking.get(replica);
+        this.poking.delete(replica);
+        if (again) this.poke(replica);
+      });
   }
 
   /** Runs a framed route (call inside `locked`). */
@@ -187,18 +267,22 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     const split = bytes.indexOf(10);
     // Not a framed answer: an error from before the wasm's route (open failed, a trap).
     if (split < 0 || bytes[0] !== 123) return new Response(bytes, { status: res.status, headers: JSON_HEADERS });
-    const headers = { ...JSON_HEADERS, ...(JSON.parse(new TextDecoder().decode(bytes.subarray(0, split))) as Record<string, string>) };
+    const headers = { ...JSON_HEADERS, "x-dosql-bookmark": this.pos[0], ...(JSON.parse(new TextDecoder().decode(bytes.subarray(0, split))) as Record<string, string>) };
     return new Response(bytes.subarray(split + 1), { status: res.status, headers });
   }
 
   /** The alarm: one bounded step of the database's background work (pruning the history,
    *  finishing a checksum, deleting garbage), then the next alarm when the wasm says when. */
   async alarm(): Promise<void> {
+    // A replica asks its primary for commits at least this often (its pushes may be lost).
+    const poll = this.pos[1] === "" ? null : Date.now() + intVar(this.env.DOSQL_REPLICA_POLL_MS, 10_000);
+    if (poll !== null) await this.sync();
     const res = await this.locked(() => this.framed(OP_ROUTE, { method: "POST", path: "_maintain", query: "" }, new TextEncoder().encode("{}")));
     const r = res.ok ? ((await res.json()) as { due_ms?: number | null }) : null;
-    this.upkeepSet = typeof r?.due_ms === "number";
     if (r === null) console.error("dosql: background work failed:", await res.text());
-    if (typeof r?.due_ms === "number") await this.ctx.storage.setAlarm(Math.max(r.due_ms, Date.now()));
+    const due = Math.min(r?.due_ms ?? Infinity, poll ?? Infinity);
+    this.upkeepSet = due !== Infinity;
+    if (this.upkeepSet) await this.ctx.storage.setAlarm(Math.max(due, Date.now()));
   }
 
   /** After writes: an alarm for the background work, once per object life (the alarm then
@@ -283,6 +367,8 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
       if (reused !== null) await reused.reopen(this.storage, opts);
       this.db = reused ?? (await this.createInstance(opts));
       if (WARMUP.ran && this.db.sync) setTimeout(spareAhead, 0);
+      // A replica that was down catches up by itself.
+      if ((this.note(this.db), this.pos[1] !== "")) setTimeout(() => void this.sync(), 0);
       this.limitsShare = 0;
       this.budget.use(this);
     }
@@ -316,17 +402,21 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
       this.budget.settle(this);
       return res;
     };
-    const refused = (r: WasmResponse) => (r.status === 200 ? null : ((this.limitsShare = 0), answer(r)));
+    const refused = (r: WasmResponse) => (r.status === 200 ? null : ((this.limitsShare = 0), answer(r, this.pos[0])));
     if (op === OP_QUERY || op === OP_BATCH || op === OP_HRANA) this.scheduleUpkeep();
     try {
       const limits = this.share();
       if (db.sync) {
         const set = limits === null ? null : refused(db.execSync(OP_LIMITS, limits));
-        return settle(set ?? answer(db.execSync(op, body)));
+        if (set !== null) return settle(set);
+        const r = db.execSync(op, body);
+        return settle(answer(r, this.note(db)));
       }
       const run = async () => {
         const set = limits === null ? null : refused(await db.exec(OP_LIMITS, limits));
-        return set ?? answer(await db.exec(op, body));
+        if (set !== null) return set;
+        const r = await db.exec(op, body);
+        return answer(r, this.note(db));
       };
       return run().then(settle, (err: unknown) => settle(this.trapped(err)));
     } catch (err) {

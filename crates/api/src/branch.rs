@@ -4,10 +4,9 @@
 //! routes ([`crate::transfer`]), within the storage limits, and it checks their checksum at
 //! the switch and records its parent (`{"name", "txid"}`) in its history.
 //!
-//! The host carries the requests: each step of this route answers either the final answer
-//! or a request to send (`x-dosql-send: {"to", "method", "path"}`, the body to send as the
-//! body, `x-dosql-state` to hand back), and the host calls the route again with
-//! `{"state", "status", "answer"}`: the target's answer. Nothing is held between steps (the
+//! The host carries the requests ([`crate::http`]): each step of this route answers either
+//! the final answer or a request to send to the target, and the host calls the route again
+//! with the target's answer. Nothing is held between steps (the
 //! state at T is rebuilt from the history each time), so the source database serves other
 //! requests meanwhile, and two branches in opposite directions cannot wait on each other.
 //! A target that is not empty is refused (409 `NOT_EMPTY`) unless `force`; a branch onto
@@ -42,13 +41,6 @@ struct State {
     next: u32,
 }
 
-#[derive(Deserialize)]
-struct Step {
-    state: State,
-    status: u16,
-    answer: String,
-}
-
 /// A valid database name (the Worker's rule).
 fn valid_name(n: &str) -> bool {
     (1..=64).contains(&n.len())
@@ -57,20 +49,7 @@ fn valid_name(n: &str) -> bool {
 }
 
 fn send(state: &State, method: &str, path: String, body: Vec<u8>) -> Answer {
-    let mut a = Answer::json(&Json::Null);
-    a.body = body;
-    a.headers = vec![
-        ("content-type", "application/octet-stream".into()),
-        (
-            "x-dosql-send",
-            json!({"to": state.to, "method": method, "path": path}).to_string(),
-        ),
-        (
-            "x-dosql-state",
-            serde_json::to_string(state).unwrap_or_default(),
-        ),
-    ];
-    a
+    Answer::send(&state.to, None, method, path, body, state)
 }
 
 /// One step of the branch route (see the module docs).
@@ -82,24 +61,23 @@ fn step<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>) -> Result<Answer, ApiE
     if req.method != "POST" {
         return Ok(Answer::not_allowed("branch", "POST"));
     }
-    let body: Json = serde_json::from_slice(req.body).map_err(|_| {
-        ApiError::bad_request("the body must be {\"to\": \"<name>\", \"txid\"?, \"force\"?}")
-    })?;
-    if body.get("state").is_none() {
+    let Some(step) = req.step else {
+        let body: Json = serde_json::from_slice(req.body).map_err(|_| {
+            ApiError::bad_request("the body must be {\"to\": \"<name>\", \"txid\"?, \"force\"?}")
+        })?;
         return start(store, req, &body);
-    }
-    let s: Step = serde_json::from_value(body)
-        .map_err(|e| ApiError::bad_request(format!("bad branch step: {e}")))?;
-    let answer: Json = serde_json::from_str(&s.answer).unwrap_or(Json::Null);
-    let mut state = s.state;
-    if s.status != 200 {
+    };
+    let mut state: State = step.state()?;
+    let text = String::from_utf8_lossy(req.body);
+    let answer: Json = serde_json::from_str(&text).unwrap_or(Json::Null);
+    if step.status != 200 {
         // The target's own error, said about the target.
         let code = answer["error"]["code"]
             .as_str()
             .unwrap_or("BRANCH_FAILED")
             .to_owned();
-        let message = answer["error"]["message"].as_str().unwrap_or(&s.answer);
-        let status = if s.status >= 500 { 502 } else { s.status };
+        let message = answer["error"]["message"].as_str().unwrap_or(&text);
+        let status = if step.status >= 500 { 502 } else { step.status };
         return Err(ApiError::new(
             status,
             &code,

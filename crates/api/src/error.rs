@@ -50,6 +50,11 @@ impl ApiError {
         if matches!(err, E::SqliteFailure(..) | E::SqlInputError { .. })
             && let Some(refusal) = dosql_vfs::take_refusal()
         {
+            // A write on a read replica: 421, which the host answers by sending the request
+            // to the primary.
+            if refusal.why == dosql_vfs::guard::REPLICA_WHY {
+                return ApiError::new(421, "READ_REPLICA", refusal.to_string());
+            }
             return ApiError::new(403, "SQLITE_AUTH", refusal.to_string());
         }
         match err {

@@ -68,7 +68,7 @@ pub fn handle<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>) -> Option<Answer
 }
 
 /// A non-negative integer query parameter, `None` when absent.
-fn param(query: &str, name: &str) -> Result<Option<u64>, ApiError> {
+pub(crate) fn param(query: &str, name: &str) -> Result<Option<u64>, ApiError> {
     for pair in query.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         if k == name && !v.is_empty() {

@@ -1,12 +1,19 @@
 //! Routes the host hands over whole: page transfer ([`crate::transfer`]) and Hrana
 //! ([`crate::hrana::Hrana::route`]). The host frames the HTTP request as one line of JSON,
-//! `{"method", "path", "query", "db"?, "hrana_stream_timeout_ms"?}` (`db`: the database's own
-//! name), a newline, then the body
+//! `{"method", "path", "query", "db"?, "hrana_stream_timeout_ms"?, "step"?}` (`db`: the
+//! database's own name), a newline, then the body
 //! unchanged; the answer comes back as one line of JSON (the response's headers), a newline,
 //! then the body. The host copies bytes and nothing else: routes, methods, errors and headers
 //! are decided here.
+//!
+//! A route that needs another database (a branch, a replica's catch-up) answers a request to
+//! carry instead ([`Answer::send`]: `x-dosql-send: {"to", "method", "path",
+//! "location_hint"?}`, the body to send, and `x-dosql-state`); the host sends it to that
+//! database's Durable Object and calls the route again with `"step": {"state", "status"}` in
+//! the header line and the other database's answer, byte for byte, as the body.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value as Json, json};
 
 use crate::{ApiError, Response};
@@ -24,8 +31,29 @@ pub struct Request<'a> {
     pub hrana_stream_timeout_ms: Option<&'a str>,
     /// The database's own name, when the host says it.
     pub db: Option<&'a str>,
+    /// A step of a route that had the host carry a request: its state and the other
+    /// database's status (the body is the other database's answer).
+    pub step: Option<Step<'a>>,
     /// The body.
     pub body: &'a [u8],
+}
+
+/// See [`Request::step`].
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct Step<'a> {
+    /// The state the route handed out with its request, as JSON.
+    #[serde(borrow)]
+    pub state: &'a RawValue,
+    /// The other database's HTTP status.
+    pub status: u16,
+}
+
+impl Step<'_> {
+    /// The state as `T`.
+    pub fn state<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
+        serde_json::from_str(self.state.get())
+            .map_err(|e| ApiError::bad_request(format!("bad step state: {e}")))
+    }
 }
 
 #[derive(Deserialize)]
@@ -40,6 +68,8 @@ struct Line<'a> {
     hrana_stream_timeout_ms: Option<&'a str>,
     #[serde(default, borrow)]
     db: Option<&'a str>,
+    #[serde(default, borrow)]
+    step: Option<Step<'a>>,
 }
 
 impl<'a> Request<'a> {
@@ -51,6 +81,7 @@ impl<'a> Request<'a> {
             query,
             hrana_stream_timeout_ms: None,
             db: None,
+            step: None,
             body,
         }
     }
@@ -69,6 +100,7 @@ impl<'a> Request<'a> {
             query: line.query,
             hrana_stream_timeout_ms: line.hrana_stream_timeout_ms,
             db: line.db,
+            step: line.step,
             body: &input[split + 1..],
         })
     }
@@ -114,6 +146,33 @@ impl Answer {
     pub fn not_allowed(what: &str, allow: &str) -> Answer {
         let e = ApiError::new(405, "METHOD_NOT_ALLOWED", format!("{what} takes {allow}"));
         Answer::error(&e).with("allow", allow.replace(" or ", ", "))
+    }
+
+    /// A request for the host to carry to database `to` (see the module docs); `state`
+    /// comes back with the answer.
+    pub fn send(
+        to: &str,
+        location_hint: Option<&str>,
+        method: &str,
+        path: String,
+        body: Vec<u8>,
+        state: &impl Serialize,
+    ) -> Answer {
+        let mut a = Answer::json(&Json::Null);
+        a.body = body;
+        let mut send = json!({"to": to, "method": method, "path": path});
+        if let Some(h) = location_hint {
+            send["location_hint"] = json!(h);
+        }
+        a.headers = vec![
+            ("content-type", "application/octet-stream".into()),
+            ("x-dosql-send", send.to_string()),
+            (
+                "x-dosql-state",
+                serde_json::to_string(state).unwrap_or_default(),
+            ),
+        ];
+        a
     }
 
     /// With one more header.

@@ -20,6 +20,7 @@ pub mod history;
 pub mod hrana;
 pub mod http;
 pub mod json;
+pub mod replica;
 mod response;
 pub mod transfer;
 pub mod value;

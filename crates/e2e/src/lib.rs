@@ -326,6 +326,17 @@ pub struct Db {
 impl Db {
     /// Sends a request; transport failures are errors, HTTP statuses are answers.
     pub fn send(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Answer, String> {
+        self.send_with(method, path, body, &[])
+    }
+
+    /// [`Db::send`] with more headers.
+    pub fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, String> {
         let url = format!("{}{path}", self.base);
         let agent = client();
         let auth = self
@@ -333,16 +344,24 @@ impl Db {
             .as_ref()
             .map(|t| format!("Bearer {t}"))
             .unwrap_or_default();
+        fn with<B>(
+            mut r: ureq::RequestBuilder<B>,
+            headers: &[(&str, &str)],
+            auth: &str,
+        ) -> ureq::RequestBuilder<B> {
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.header("authorization", auth)
+        }
         let result = match (method, body) {
-            ("GET", _) => agent.get(&url).header("authorization", &auth).call(),
-            ("POST", Some(b)) => agent
-                .post(&url)
+            ("GET", _) => with(agent.get(&url), headers, &auth).call(),
+            ("POST", Some(b)) => with(agent.post(&url), headers, &auth)
                 .header("content-type", "application/json")
-                .header("authorization", &auth)
                 .send(b),
-            ("POST", None) => agent.post(&url).header("authorization", &auth).send_empty(),
-            ("PUT", Some(b)) => agent.put(&url).header("authorization", &auth).send(b),
-            ("DELETE", _) => agent.delete(&url).header("authorization", &auth).call(),
+            ("POST", None) => with(agent.post(&url), headers, &auth).send_empty(),
+            ("PUT", Some(b)) => with(agent.put(&url), headers, &auth).send(b),
+            ("DELETE", _) => with(agent.delete(&url), headers, &auth).call(),
             (m, _) => return Err(format!("method {m} not supported by the test client")),
         };
         let mut resp = result.map_err(|e| e.to_string())?;

@@ -6,6 +6,7 @@
 //! | `g<n>:p:0000000001` … | page 1 … of generation `n`: the database loaded by import `n` |
 //! | `meta` | the head ([`crate::head`]) on classic storage; on SQLite-backed storage (head format 4 on), a pointer to the head row |
 //! | `transfer` | the import record ([`crate::transfer`]) |
+//! | `replication` | the replication record ([`crate::replica`]): the primary a read replica follows, the replicas of a primary |
 //! | `l:00000000000000000042` | the commit log's record of commit 42 ([`crate::log`]) |
 //! | `l:00000000000000000042:000001` … | its pre-images when they do not fit in the record |
 //!
@@ -61,6 +62,8 @@ pub enum Key {
     Meta,
     /// `transfer`.
     Transfer,
+    /// `replication`.
+    Replication,
     /// The commit log's record of a commit (its txid).
     Log(u64),
     /// Part `n` (from 1) of a log record's pre-images.
@@ -87,6 +90,7 @@ impl Key {
             }
             Key::Meta => "meta".to_owned(),
             Key::Transfer => "transfer".to_owned(),
+            Key::Replication => "replication".to_owned(),
             Key::Log(txid) => format!("l:{txid:0TXID_DIGITS$}"),
             Key::LogPart(txid, part) => format!("l:{txid:0TXID_DIGITS$}:{part:0PART_DIGITS$}"),
         }
@@ -97,6 +101,7 @@ impl Key {
         match s {
             "meta" => return Ok(Key::Meta),
             "transfer" => return Ok(Key::Transfer),
+            "replication" => return Ok(Key::Replication),
             _ => {}
         }
         let bad = || StoreError::corrupt(format!("not a dosql key: {s:?}"));
@@ -156,6 +161,7 @@ mod tests {
         for key in [
             Key::Meta,
             Key::Transfer,
+            Key::Replication,
             page(0, 1),
             page(0, u32::MAX),
             page(1, 42),
@@ -182,6 +188,8 @@ mod tests {
         for bad in [
             "",
             "Meta",
+            "Replication",
+            "replication:",
             "p:",
             "p:0000000000",
             "p:1",

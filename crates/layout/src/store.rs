@@ -99,6 +99,8 @@ pub struct DoStore<K> {
     pointer_stored: bool,
     /// The import record, read on first use.
     pub(crate) transfer: Option<Transfer>,
+    /// The replication record ([`crate::replica`]), read on first use.
+    pub(crate) replication: Option<crate::replica::Replication>,
     /// A write failed: storage may or may not hold it, so the head is read again before it is
     /// trusted.
     uncertain: bool,
@@ -123,6 +125,7 @@ impl<K: Kv> DoStore<K> {
             format: loaded.format,
             pointer_stored: loaded.pointer_stored,
             transfer: None,
+            replication: None,
             uncertain: false,
             new_page_size,
             stats: LayoutStats::default(),
@@ -205,6 +208,7 @@ impl<K: Kv> DoStore<K> {
             self.format = loaded.format;
             self.pointer_stored = loaded.pointer_stored;
             self.transfer = None;
+            self.replication = None;
             self.uncertain = false;
             self.sums.clear();
             self.image = None;
@@ -370,8 +374,29 @@ impl<K: Kv> DoStore<K> {
         expected: Option<u64>,
         note: Json,
     ) -> Result<&Head, StoreError> {
+        self.switch_import_as(generation, expected, note, None)
+    }
+
+    /// [`DoStore::switch_import`]; `at`: the txid and lineage the database takes (a read
+    /// replica taking its primary's state), which starts its history afresh (the txids
+    /// between are the primary's, never this database's).
+    pub(crate) fn switch_import_as(
+        &mut self,
+        generation: Generation,
+        expected: Option<u64>,
+        note: Json,
+        at: Option<(u64, u64)>,
+    ) -> Result<&Head, StoreError> {
         let (live, count) = (self.head.generation, self.head.page_count);
-        let keep = self.history.enabled;
+        if let Some((txid, _)) = at
+            && txid <= self.head.txid
+        {
+            return Err(StoreError::invalid(format!(
+                "txid {txid} is not after this database's {}",
+                self.head.txid
+            )));
+        }
+        let keep = self.history.enabled && at.is_none();
         let t = self.transfer()?;
         if t.staging.map(|s| s.generation) != Some(generation) {
             return Err(StoreError::invalid(format!(
@@ -399,9 +424,20 @@ impl<K: Kv> DoStore<K> {
         }
         let prev = self.head.clone();
         let now = self.now();
-        let txid = prev.txid + 1;
+        let txid = at.map_or(prev.txid + 1, |(t, _)| t);
         let mut plan = WritePlan::default();
-        let (log, record_keys) = if keep {
+        let (log, record_keys) = if let Some((t, _)) = at {
+            let log = LogWindow {
+                oldest: t + 1,
+                floor: if prev.log.floor > prev.txid {
+                    t + 1
+                } else {
+                    prev.log.floor
+                },
+                bytes: 0,
+            };
+            (log, Vec::new())
+        } else if keep {
             let record = Record {
                 txid,
                 timestamp_ms: now,
@@ -443,7 +479,7 @@ impl<K: Kv> DoStore<K> {
             checksum,
             log,
             timestamp_ms: now,
-            lineage: fresh_lineage(txid),
+            lineage: at.map_or_else(|| fresh_lineage(txid), |(_, l)| l),
         };
         plan.puts.push((Key::Transfer, next.encode()));
         for (k, v) in record_keys.into_iter().filter(|_| log.oldest <= txid) {
@@ -838,6 +874,13 @@ impl<K: Kv + Send + 'static> PageStore for DoStore<K> {
     ) -> Result<PageHead, StoreError> {
         self.settle()?;
         c.validate(self.head.page_size)?;
+        // A read replica changes only by its primary's commits (`apply_ltx`): SQL that got
+        // past the SQL policy's read-only mode (a VACUUM) writes nothing.
+        if let Some(primary) = self.primary()? {
+            return Err(StoreError::invalid(format!(
+                "this database is a read replica of {primary}; writes go to the primary"
+            )));
+        }
         let planned = self.plan(&c, known, None)?;
         self.apply_commit(planned)
     }

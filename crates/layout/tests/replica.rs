@@ -127,3 +127,63 @@ fn what_does_not_continue_the_replica_is_refused_and_changes_nothing() {
     r.apply_ltx(&two, lineage).unwrap().unwrap();
     assert_eq!(r.record().txid, 2);
 }
+
+/// A replica that is new, or too far behind its primary's history, takes a snapshot: the
+/// primary's pages at its txid, with its lineage and checksum; its history starts there, and
+/// the primary's next commits continue it. While it is a replica, SQL cannot commit to it.
+#[test]
+fn a_snapshot_resets_a_replica_and_commits_continue_it() {
+    use dosql_layout::replica::Replication;
+    for kind in [StorageKind::SqliteBacked, StorageKind::Classic] {
+        let size = PageSize::new(1024).unwrap();
+        let primary: Shared = Arc::new(Mutex::new(MemKv::new(kind)));
+        let replica: Shared = Arc::new(Mutex::new(MemKv::new(kind)));
+        let mut rng = Rng(0xC0FFEE ^ kind as u64);
+        sql(
+            &primary,
+            size,
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)",
+        );
+        for _ in 0..300 {
+            sql(&primary, size, &random_sql(&mut rng));
+        }
+        {
+            let mut r = open(&replica, size);
+            let mut rec = r.replication().unwrap().clone();
+            rec.primary = Some("p".into());
+            r.set_replication(rec).unwrap();
+        }
+        // Its own SQL cannot commit (the store refuses, whatever the SQL policy let by).
+        let refused = std::panic::catch_unwind(|| sql(&replica, size, "CREATE TABLE x(y)"));
+        assert!(refused.is_err(), "{kind:?}: a replica took a commit");
+        for round in 0..2 {
+            let mut p = open(&primary, size);
+            let (t, lineage) = (p.record().txid, p.record().lineage);
+            let snap = Ltx::decode(&p.ltx(1, t).unwrap().0).unwrap();
+            let mut r = open(&replica, size);
+            r.reset_to_snapshot(&snap, lineage).unwrap();
+            assert_eq!(r.record().txid, t);
+            assert_eq!(r.record().lineage, lineage);
+            assert_eq!(r.record().checksum.known(), p.record().checksum.known());
+            assert_eq!(image(&mut r, t), image(&mut p, t), "{kind:?} round {round}");
+            // Behind again, by more than one commit: the next snapshot jumps over them.
+            drop((p, r));
+            for _ in 0..5 {
+                sql(&primary, size, &random_sql(&mut rng));
+            }
+        }
+        follow(&primary, &replica, size);
+        // The record survives reopening; a newer format is refused, not misread.
+        let mut r = open(&replica, size);
+        assert_eq!(r.primary().unwrap().as_deref(), Some("p"));
+        let newer = dosql_layout::Value::Bytes(br#"{"format": 2, "primary": "p"}"#.to_vec());
+        assert!(Replication::load(Some(&newer)).is_err());
+        let now = r.record().txid;
+        let same = Ltx::decode(&open(&primary, size).ltx(1, now).unwrap().0).unwrap();
+        let stale = r.reset_to_snapshot(&same, 1);
+        assert!(
+            stale.is_err(),
+            "a snapshot not after the replica's txid is refused"
+        );
+    }
+}

@@ -520,13 +520,58 @@ unsafe extern "C" fn x_authorize(
     action: c_int,
     arg1: *const c_char,
     arg2: *const c_char,
-    _db: *const c_char,
+    db: *const c_char,
     _trigger: *const c_char,
 ) -> c_int {
     // SAFETY: SQLite passes NUL-terminated strings or null, valid for the call.
-    let (arg1, arg2) = unsafe { (name_of(arg1), name_of(arg2)) };
+    let (arg1, arg2, db) = unsafe { (name_of(arg1), name_of(arg2), name_of(db)) };
     guard(ffi::SQLITE_DENY, || {
+        let write = |verb: &str| format!("{verb} {}", arg1.unwrap_or(""));
+        let what;
         let action = match action {
+            ffi::SQLITE_INSERT => {
+                what = write("INSERT INTO");
+                Action::Write { what: &what, db }
+            }
+            ffi::SQLITE_UPDATE => {
+                what = write("UPDATE");
+                Action::Write { what: &what, db }
+            }
+            ffi::SQLITE_DELETE => {
+                what = write("DELETE FROM");
+                Action::Write { what: &what, db }
+            }
+            ffi::SQLITE_CREATE_TABLE
+            | ffi::SQLITE_CREATE_INDEX
+            | ffi::SQLITE_CREATE_TRIGGER
+            | ffi::SQLITE_CREATE_VIEW
+            | ffi::SQLITE_CREATE_VTABLE => {
+                what = write("CREATE");
+                Action::Write { what: &what, db }
+            }
+            ffi::SQLITE_DROP_TABLE
+            | ffi::SQLITE_DROP_INDEX
+            | ffi::SQLITE_DROP_TRIGGER
+            | ffi::SQLITE_DROP_VIEW
+            | ffi::SQLITE_DROP_VTABLE => {
+                what = write("DROP");
+                Action::Write { what: &what, db }
+            }
+            ffi::SQLITE_ALTER_TABLE => {
+                what = format!("ALTER TABLE {}", arg2.unwrap_or(""));
+                Action::Write {
+                    what: &what,
+                    db: arg1,
+                }
+            }
+            ffi::SQLITE_REINDEX | ffi::SQLITE_ANALYZE => {
+                what = write(if action == ffi::SQLITE_REINDEX {
+                    "REINDEX"
+                } else {
+                    "ANALYZE"
+                });
+                Action::Write { what: &what, db }
+            }
             ffi::SQLITE_PRAGMA => Action::Pragma {
                 name: arg1.unwrap_or(""),
                 arg: arg2,

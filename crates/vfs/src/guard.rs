@@ -14,7 +14,7 @@
 //! The pragma policy is an allowlist: a pragma dosql does not know is refused, so a new
 //! SQLite cannot widen what clients may do without this list changing.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 
 use rusqlite::limits::Limit;
@@ -127,8 +127,47 @@ pub enum Action<'a> {
         /// The function's name.
         name: &'a str,
     },
+    /// A change to the schema or rows of database `db` (`main`, `temp`, an attached one):
+    /// `what` as SQL spells it (`INSERT INTO t`). Refused on a read replica when `db` is
+    /// `main`.
+    Write {
+        /// What the statement changes.
+        what: &'a str,
+        /// The schema it changes, when SQLite says.
+        db: Option<&'a str>,
+    },
     /// Anything else: allowed.
     Other,
+}
+
+/// Why a write is refused on a read replica (the API answers such a refusal by forwarding the
+/// request to the primary).
+pub const REPLICA_WHY: &str = "this database is a read replica; writes go to its primary";
+
+/// Pragmas that write to the database when given an argument.
+const WRITING_PRAGMAS: &[&str] = &[
+    "application_id",
+    "auto_vacuum",
+    "incremental_vacuum",
+    "optimize",
+    "user_version",
+];
+
+thread_local! {
+    /// Whether statements on this thread may change the main database: off on a read
+    /// replica (one database per wasm instance, so per thread).
+    static READ_ONLY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Makes statements prepared on this thread from now on refuse writes to the main database
+/// (`true`, a read replica) or allow them.
+pub fn set_read_only(on: bool) {
+    READ_ONLY.with(|r| r.set(on));
+}
+
+/// Whether writes are refused (see [`set_read_only`]).
+pub fn read_only() -> bool {
+    READ_ONLY.with(Cell::get)
 }
 
 /// Pragmas allowed with or without an argument: queries of the schema and the database, and
@@ -225,8 +264,22 @@ const READ_ONLY_PRAGMAS: &[(&str, &str)] = &[
 /// The one SQL-level decision: `Ok` to allow `action`, or what is refused and why.
 pub fn decide(action: Action<'_>) -> Result<(), Refusal> {
     match action {
+        Action::Write { what, db } => match db {
+            Some(d) if !d.eq_ignore_ascii_case("main") => Ok(()),
+            _ if read_only() => Err(Refusal {
+                what: what.to_owned(),
+                why: REPLICA_WHY,
+            }),
+            _ => Ok(()),
+        },
         Action::Pragma { name, arg } => {
             let lower = name.to_ascii_lowercase();
+            if arg.is_some() && read_only() && WRITING_PRAGMAS.contains(&lower.as_str()) {
+                return Err(Refusal {
+                    what: format!("PRAGMA {lower} = {}", arg.unwrap_or_default()),
+                    why: REPLICA_WHY,
+                });
+            }
             if ALLOWED_PRAGMAS.contains(&lower.as_str()) {
                 return Ok(());
             }
@@ -304,6 +357,27 @@ mod tests {
         assert!(pragma("cache_size", Some("-1000000")).is_err());
         assert!(pragma("temp_store_directory", Some("/tmp")).is_err());
         assert!(pragma("no_such_pragma", None).is_err());
+    }
+
+    #[test]
+    fn a_read_replica_refuses_writes_to_main_only() {
+        let write = |db| {
+            decide(Action::Write {
+                what: "INSERT INTO t",
+                db,
+            })
+        };
+        assert!(write(Some("main")).is_ok());
+        set_read_only(true);
+        assert_eq!(write(Some("main")).unwrap_err().why, REPLICA_WHY);
+        assert_eq!(write(None).unwrap_err().why, REPLICA_WHY);
+        assert!(write(Some("temp")).is_ok());
+        assert!(pragma("user_version", Some("5")).is_err());
+        assert!(pragma("user_version", None).is_ok());
+        assert!(pragma("table_info", Some("t")).is_ok());
+        set_read_only(false);
+        assert!(write(Some("main")).is_ok());
+        assert!(pragma("user_version", Some("5")).is_ok());
     }
 
     #[test]

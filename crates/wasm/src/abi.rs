@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::time::Instant;
 
 use dosql_api::hrana::Hrana;
-use dosql_api::{ApiError, Response, Session, branch, history, http, transfer};
+use dosql_api::{ApiError, Response, Session, branch, history, http, replica, transfer};
 use dosql_layout::kv::MemKv;
 use dosql_layout::wire::{self, Answer, Read};
 use dosql_layout::{DoStore, HeadRow, Key, Kv, StorageKind, Value, WritePlan};
@@ -201,6 +201,48 @@ thread_local! {
     /// The warm-up's storage, in memory: while it is set, [`HostKv`] reads and writes it and
     /// never calls the host's storage.
     static WARM_KV: RefCell<Option<MemKv>> = const { RefCell::new(None) };
+    /// The open database's position ([`dosql_position`]), as of the last request.
+    static POSITION: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Reads the open database's position into [`POSITION`]: `<bookmark>\n<primary>\n<replica
+/// names, comma-separated>` (empty lines: not a replica, no replicas), and puts SQL on this
+/// thread in read-only mode when it is a replica. Kept as it was while a transaction writes
+/// (the store is busy then; nothing it says can change under a transaction).
+fn refresh_position() {
+    let now = SESSION.with(|s| {
+        let s = s.borrow();
+        let session = s.as_ref()?;
+        session.database().with_store(false, |store| {
+            let store = session_store(store).ok()?;
+            let (lineage, txid) = (store.record().lineage, store.record().txid);
+            let r = store.replication().ok()?;
+            let names: Vec<&str> = r.replicas.iter().map(|e| e.name.as_str()).collect();
+            Some(format!(
+                "{}\n{}\n{}",
+                replica::bookmark(lineage, txid),
+                r.primary.as_deref().unwrap_or(""),
+                names.join(",")
+            ))
+        })?
+    });
+    if let Some(p) = now {
+        let replica = p.split('\n').nth(1).is_some_and(|l| !l.is_empty());
+        dosql_vfs::guard::set_read_only(replica);
+        POSITION.with(|x| *x.borrow_mut() = p);
+    }
+}
+
+/// Puts the open database's position in the result buffer: `<lineage>:<txid>` (its
+/// bookmark), its primary and its replicas, one per line (see [`refresh_position`]); the host
+/// reads it after each request, for the answer's `x-dosql-bookmark` and for replication.
+#[unsafe(no_mangle)]
+pub extern "C" fn dosql_position() -> u32 {
+    let p = POSITION.with(|x| x.borrow().clone());
+    set_result(Response {
+        status: 200,
+        body: p.into_bytes(),
+    })
 }
 
 fn set_result(r: Response) -> u32 {
@@ -287,6 +329,7 @@ fn open(o: Opened) -> Response {
             if let Some(limits) = o.limits {
                 apply_limits(limits);
             }
+            refresh_position();
             Response {
                 status: 200,
                 body: json!({
@@ -370,7 +413,9 @@ pub unsafe extern "C" fn dosql_exec(op: u32, body: *const u8, len: usize) -> u32
         // SAFETY: per the function's contract.
         unsafe { std::slice::from_raw_parts(body, len) }
     };
-    set_result(exec(op, body))
+    let r = exec(op, body);
+    refresh_position();
+    set_result(r)
 }
 
 /// Runs one request on the open database. Never inlined: the warm-up calls it too, and must
@@ -397,7 +442,7 @@ fn exec(op: u32, body: &[u8]) -> Response {
             match op {
                 crate::op::QUERY => session.query(body),
                 crate::op::BATCH => session.batch(body),
-                crate::op::STATS => session.stats(),
+                crate::op::STATS => with_replication(session.stats(), session),
                 crate::op::HRANA => framed(
                     http::Request::parse(body)
                         .map(|req| hrana.route(session.database(), &req, Instant::now())),
@@ -518,6 +563,34 @@ fn head_op() -> Response {
     }
 }
 
+/// `/stats` with the database's replication: a replica's status (`dosql_api::replica::
+/// status`), or a primary's replicas.
+fn with_replication(stats: Response, session: &Session) -> Response {
+    if stats.status != 200 {
+        return stats;
+    }
+    let replication = session.database().with_store(false, |store| {
+        let store = session_store(store).ok()?;
+        if store.primary().ok()?.is_some() {
+            return replica::status(store, host_now_ms() as i64).ok();
+        }
+        let names: Vec<String> = store
+            .replication()
+            .ok()?
+            .replicas
+            .iter()
+            .map(|e| e.name.clone())
+            .collect();
+        (!names.is_empty()).then(|| json!({ "replicas": names }))
+    });
+    let mut j: serde_json::Value = serde_json::from_slice(&stats.body).unwrap_or_default();
+    j["replication"] = replication.flatten().unwrap_or(serde_json::Value::Null);
+    Response {
+        status: 200,
+        body: j.to_string().into_bytes(),
+    }
+}
+
 /// A framed route's answer ([`dosql_api::http`]), errors framed too.
 fn framed(answer: Result<http::Answer, ApiError>) -> Response {
     let a = answer.unwrap_or_else(|e| http::Answer::error(&e));
@@ -547,7 +620,11 @@ fn route_op(input: &[u8]) -> Response {
     } else {
         None
     };
-    let replaces = req.method == "POST" && (req.path == "restore" || req.path.ends_with("/commit"));
+    let replaces = req.method == "POST"
+        && (req.path == "restore"
+            || req.path.ends_with("/commit")
+            || req.path == "_sync"
+            || req.path == "_replica");
     let answer = SESSION.with(|s| {
         let s = s.borrow();
         let Some(session) = s.as_ref() else {
@@ -557,6 +634,9 @@ fn route_op(input: &[u8]) -> Response {
             .database()
             .with_store(replaces, |store| {
                 let store = session_store(store)?;
+                if let Some(a) = replica::handle(store, &req, host_now_ms() as i64) {
+                    return Ok(a);
+                }
                 if let Some(a) = history::handle(store, &req) {
                     return Ok(a);
                 }

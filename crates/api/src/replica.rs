@@ -1,0 +1,640 @@
+//! Read replicas: databases that follow another one (their primary) commit by commit, in other
+//! Durable Objects. Routes under `/db/<name>/`, framed by the host ([`crate::http`]):
+//!
+//! On a primary, from clients:
+//! - `POST replicas` `{"name", "location_hint"?}` → makes database `name` a read replica of
+//!   this one and brings it up to date: 201 `{"name", "primary", "txid"}`. The replica must be
+//!   empty (409 `NOT_EMPTY`), not another primary's replica (409 `ALREADY_REPLICA`), and have
+//!   no replicas of its own; a replica cannot have replicas (409 `IS_REPLICA`).
+//! - `GET replicas` → `{"primary", "txid", "replicas": [{"name", "location_hint",
+//!   "added_ms", "txid", "lag_commits", "lag_ms", "last_error"}]}`, each replica asked.
+//! - `DELETE replicas/<name>` → the replica becomes an ordinary database, keeping its data.
+//!
+//! Between databases (the Worker refuses these paths from outside):
+//! - `GET _replicate?from=T` (primary) → the commits from txid T on, each as its own LTX file,
+//!   or a snapshot when they are not kept (see [`Batch`]);
+//! - `POST _replica` `{"primary"}` (replica) → becomes the replica, then catches up;
+//!   `GET _replica` → its status; `DELETE _replica` `{"primary"}` → detaches;
+//! - `POST _sync` (replica) → catches up with the primary.
+//!
+//! Catching up (`_sync`): the replica asks its primary for the commits after its txid and
+//! applies each atomically (`DoStore::apply_ltx`: the next txid, the checksum before it equal
+//! to the replica's, the checksum after it equal to the file's). A replica that is new, whose
+//! next commit the primary's history no longer keeps, or whose state no longer continues the
+//! primary's (another lineage, a diverged checksum) takes a snapshot instead
+//! (`DoStore::reset_to_snapshot`). Every commit keeps the primary's txid and lineage, so a
+//! bookmark (`<lineage>:<txid>`) names the same state on both. Nothing is held between steps.
+
+use std::cell::RefCell;
+
+use dosql_layout::ltx::Ltx;
+use dosql_layout::replica::{ReplicaEntry, Replication};
+use dosql_layout::{DoStore, Kv};
+use dosql_pagestore::StoreError;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
+
+use crate::ApiError;
+use crate::history::param;
+use crate::http::{Answer, Request};
+
+/// Bytes of LTX files one `_replicate` answer carries at most (one file may be larger).
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Round trips one `_sync` makes at most before answering (the next one goes on).
+pub const MAX_SYNC_STEPS: u32 = 32;
+
+/// The first line of a `_replicate` answer; LTX files follow it, each after its length (u32,
+/// little-endian).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// The primary's txid.
+    pub txid: u64,
+    /// Its lineage, 16 hex digits.
+    pub lineage: String,
+    /// When its last commit was made (Unix ms).
+    pub time_ms: i64,
+    /// The file is a snapshot at `txid` (the commits asked for are not kept).
+    pub snapshot: bool,
+}
+
+/// What a replica knows of its primary, from its last catch-up (one database per wasm
+/// instance, so per thread; not stored: a restarted replica learns it again).
+#[derive(Clone, Debug, Default)]
+struct Seen {
+    /// The primary's txid at the last contact.
+    primary_txid: u64,
+    /// When the replica last held every commit the primary had (Unix ms; 0: never).
+    caught_up_ms: i64,
+    /// When the last catch-up ended.
+    synced_ms: i64,
+    /// Commits applied and snapshots taken since the instance started.
+    applied: u64,
+    snapshots: u64,
+    /// The last catch-up's failure.
+    last_error: Option<String>,
+}
+
+thread_local! {
+    static SEEN: RefCell<Seen> = RefCell::new(Seen::default());
+}
+
+/// A replica's status: what `GET _replica` answers and `/stats` includes.
+pub fn status<K: Kv>(store: &mut DoStore<K>, now_ms: i64) -> Result<Json, ApiError> {
+    let primary = store.primary().map_err(|e| failed(&e))?;
+    let head = store.record();
+    let seen = SEEN.with(|s| s.borrow().clone());
+    let lag_commits = seen.primary_txid.saturating_sub(head.txid);
+    Ok(json!({
+        "primary": primary,
+        "txid": head.txid,
+        "bookmark": bookmark(head.lineage, head.txid),
+        "primary_txid": (seen.synced_ms > 0).then_some(seen.primary_txid),
+        "lag_commits": (seen.synced_ms > 0).then_some(lag_commits),
+        // Every commit the primary had made that long ago is here.
+        "lag_ms": (seen.caught_up_ms > 0).then(|| now_ms.saturating_sub(seen.caught_up_ms).max(0)),
+        "synced_ms": (seen.synced_ms > 0).then_some(seen.synced_ms),
+        "applied": seen.applied,
+        "snapshots": seen.snapshots,
+        "last_error": seen.last_error,
+    }))
+}
+
+/// `<lineage>:<txid>`, the lineage in 16 hex digits.
+pub fn bookmark(lineage: u64, txid: u64) -> String {
+    format!("{lineage:016x}:{txid}")
+}
+
+/// Serves one replication route; `None` when `req` is not one.
+pub fn handle<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>, now_ms: i64) -> Option<Answer> {
+    let answer = match (req.path, req.method) {
+        ("replicas", "POST") => attach(store, req, now_ms),
+        ("replicas", "GET" | "HEAD") => list(store, req, now_ms),
+        ("replicas", _) => return Some(Answer::not_allowed("replicas", "GET or POST")),
+        (p, "DELETE") if p.starts_with("replicas/") => detach(store, req),
+        (p, _) if p.starts_with("replicas/") => {
+            return Some(Answer::not_allowed("replicas/<name>", "DELETE"));
+        }
+        ("_replicate", "GET") => replicate(store, req.query),
+        ("_replica", "POST") => become_replica(store, req, now_ms),
+        ("_replica", "GET") => status(store, now_ms).map(|s| Answer::json(&s)),
+        ("_replica", "DELETE") => leave(store, req),
+        ("_sync", "POST") => sync(store, req, now_ms),
+        _ => return None,
+    };
+    Some(answer.unwrap_or_else(|e| Answer::error(&e)))
+}
+
+fn failed(e: &StoreError) -> ApiError {
+    match e.kind() {
+        dosql_pagestore::ErrorKind::Invalid => {
+            ApiError::new(409, "REPLICATION_REFUSED", e.message())
+        }
+        _ => ApiError::new(500, "REPLICATION_FAILED", e.to_string()),
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    (1..=64).contains(&n.len())
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Where a multi-step route is (handed to the host and back).
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum State {
+    Attach {
+        name: String,
+        location_hint: Option<String>,
+    },
+    List {
+        next: usize,
+        rows: Vec<Json>,
+    },
+    Detach {
+        name: String,
+    },
+    Sync {
+        steps: u32,
+        applied: u64,
+        snapshot: bool,
+    },
+}
+
+/// The other database's error, said about it.
+fn relayed(to: &str, status: u16, body: &[u8]) -> ApiError {
+    let text = String::from_utf8_lossy(body);
+    let answer: Json = serde_json::from_str(&text).unwrap_or(Json::Null);
+    let code = answer["error"]["code"]
+        .as_str()
+        .unwrap_or("REPLICATION_FAILED");
+    let message = answer["error"]["message"].as_str().unwrap_or(&text);
+    let status = if status >= 500 { 502 } else { status };
+    ApiError::new(status, code, format!("{to}: {message}"))
+}
+
+fn attach<K: Kv>(
+    store: &mut DoStore<K>,
+    req: &Request<'_>,
+    now_ms: i64,
+) -> Result<Answer, ApiError> {
+    let me = req.db.unwrap_or("");
+    if let Some(step) = req.step {
+        let State::Attach {
+            name,
+            location_hint,
+        } = step.state()?
+        else {
+            return Err(ApiError::bad_request("not an attach step"));
+        };
+        if step.status != 200 {
+            return Err(relayed(&name, step.status, req.body));
+        }
+        let mut r = store.replication().map_err(|e| failed(&e))?.clone();
+        r.replicas.retain(|e| e.name != name);
+        r.replicas.push(ReplicaEntry {
+            name: name.clone(),
+            location_hint,
+            added_ms: now_ms,
+        });
+        store.set_replication(r).map_err(|e| failed(&e))?;
+        let answer: Json = serde_json::from_slice(req.body).unwrap_or(Json::Null);
+        let mut a = Answer::json(&json!({"name": name, "primary": me, "txid": answer["txid"]}));
+        a.status = 201;
+        return Ok(a);
+    }
+    let body: Json = serde_json::from_slice(req.body).map_err(|_| {
+        ApiError::bad_request("the body must be {\"name\": \"<replica>\", \"location_hint\"?}")
+    })?;
+    let name = body["name"]
+        .as_str()
+        .filter(|n| valid_name(n))
+        .ok_or_else(|| {
+            ApiError::new(
+                400,
+                "BAD_DATABASE_NAME",
+                "name: a database name is 1-64 characters of A-Z a-z 0-9 _ . -",
+            )
+        })?;
+    let location_hint = match &body["location_hint"] {
+        Json::Null => None,
+        Json::String(h) if valid_name(h) => Some(h.clone()),
+        _ => {
+            return Err(ApiError::bad_request(
+                "location_hint must be a location name such as \"weur\"",
+            ));
+        }
+    };
+    if me.is_empty() || me == name {
+        return Err(ApiError::bad_request(format!(
+            "{name}: a database cannot be its own replica"
+        )));
+    }
+    if let Some(p) = store.primary().map_err(|e| failed(&e))? {
+        return Err(ApiError::new(
+            409,
+            "IS_REPLICA",
+            format!("this database is a read replica of {p}: attach replicas to {p}"),
+        ));
+    }
+    let state = State::Attach {
+        name: name.to_owned(),
+        location_hint: location_hint.clone(),
+    };
+    Ok(Answer::send(
+        name,
+        location_hint.as_deref(),
+        "POST",
+        "_replica".into(),
+        json!({"primary": me}).to_string().into_bytes(),
+        &state,
+    ))
+}
+
+fn list<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>, now_ms: i64) -> Result<Answer, ApiError> {
+    let r = store.replication().map_err(|e| failed(&e))?.clone();
+    let (next, mut rows) = match req.step {
+        None => (0, Vec::new()),
+        Some(step) => {
+            let State::List { next, mut rows } = step.state()? else {
+                return Err(ApiError::bad_request("not a list step"));
+            };
+            let e = r.replicas.get(next);
+            let mut row = json!({
+                "name": e.map(|e| e.name.clone()),
+                "location_hint": e.and_then(|e| e.location_hint.clone()),
+                "added_ms": e.map(|e| e.added_ms),
+            });
+            let answer: Json = serde_json::from_slice(req.body).unwrap_or(Json::Null);
+            if step.status == 200 {
+                for k in ["txid", "lag_commits", "lag_ms", "last_error", "primary"] {
+                    row[k] = answer[k].clone();
+                }
+            } else {
+                row["error"] = relayed(e.map_or("", |e| e.name.as_str()), step.status, req.body)
+                    .body()["error"]
+                    .clone();
+            }
+            rows.push(row);
+            (next + 1, rows)
+        }
+    };
+    if let Some(e) = r.replicas.get(next) {
+        let state = State::List { next, rows };
+        return Ok(Answer::send(
+            &e.name,
+            e.location_hint.as_deref(),
+            "GET",
+            "_replica".into(),
+            Vec::new(),
+            &state,
+        ));
+    }
+    rows.truncate(r.replicas.len());
+    let _ = now_ms;
+    Ok(Answer::json(&json!({
+        "primary": req.db,
+        "txid": store.record().txid,
+        "replicas": rows,
+    })))
+}
+
+fn detach<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>) -> Result<Answer, ApiError> {
+    let me = req.db.unwrap_or("");
+    if let Some(step) = req.step {
+        let State::Detach { name } = step.state()? else {
+            return Err(ApiError::bad_request("not a detach step"));
+        };
+        // A replica that says it follows another primary (or none) is not this one's any
+        // more either way: it leaves the list.
+        if step.status != 200 && step.status != 409 {
+            return Err(relayed(&name, step.status, req.body));
+        }
+        let mut r = store.replication().map_err(|e| failed(&e))?.clone();
+        r.replicas.retain(|e| e.name != name);
+        store.set_replication(r).map_err(|e| failed(&e))?;
+        let answer: Json = serde_json::from_slice(req.body).unwrap_or(Json::Null);
+        return Ok(Answer::json(
+            &json!({"detached": name, "txid": answer["txid"]}),
+        ));
+    }
+    let name = req.path.trim_start_matches("replicas/");
+    let r = store.replication().map_err(|e| failed(&e))?;
+    let Some(e) = r.replicas.iter().find(|e| e.name == name) else {
+        return Err(ApiError::new(
+            404,
+            "NO_SUCH_REPLICA",
+            format!("{name} is not a replica of this database"),
+        ));
+    };
+    let hint = e.location_hint.clone();
+    Ok(Answer::send(
+        name,
+        hint.as_deref(),
+        "DELETE",
+        "_replica".into(),
+        json!({"primary": me}).to_string().into_bytes(),
+        &State::Detach {
+            name: name.to_owned(),
+        },
+    ))
+}
+
+/// `POST _replica` on the database to become a replica: checks, records its primary, then
+/// catches up (the primary's attach waits for it).
+fn become_replica<K: Kv>(
+    store: &mut DoStore<K>,
+    req: &Request<'_>,
+    now_ms: i64,
+) -> Result<Answer, ApiError> {
+    if req.step.is_some() {
+        return sync(store, req, now_ms);
+    }
+    let body: Json = serde_json::from_slice(req.body).unwrap_or(Json::Null);
+    let primary = body["primary"]
+        .as_str()
+        .filter(|n| valid_name(n))
+        .ok_or_else(|| ApiError::bad_request("the body must be {\"primary\": \"<name>\"}"))?;
+    let r: Replication = store.replication().map_err(|e| failed(&e))?.clone();
+    match &r.primary {
+        Some(p) if p == primary => return sync(store, req, now_ms),
+        Some(p) => {
+            return Err(ApiError::new(
+                409,
+                "ALREADY_REPLICA",
+                format!("it is a read replica of {p}: detach it there first"),
+            ));
+        }
+        None => {}
+    }
+    if !r.replicas.is_empty() {
+        return Err(ApiError::new(
+            409,
+            "HAS_REPLICAS",
+            "it has read replicas of its own: detach them first",
+        ));
+    }
+    if store.record().page_count > 0 {
+        return Err(ApiError::new(
+            409,
+            "NOT_EMPTY",
+            "it holds a database: a replica starts empty (delete its data, or choose another name)",
+        ));
+    }
+    store
+        .set_replication(Replication {
+            primary: Some(primary.to_owned()),
+            ..r
+        })
+        .map_err(|e| failed(&e))?;
+    SEEN.with(|s| *s.borrow_mut() = Seen::default());
+    sync(store, req, now_ms)
+}
+
+/// `DELETE _replica`: the replica of `primary` becomes an ordinary database.
+fn leave<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>) -> Result<Answer, ApiError> {
+    let body: Json = serde_json::from_slice(req.body).unwrap_or(Json::Null);
+    let r = store.replication().map_err(|e| failed(&e))?.clone();
+    if r.primary.is_none() || r.primary.as_deref() != body["primary"].as_str() {
+        return Err(ApiError::new(
+            409,
+            "NOT_A_REPLICA",
+            format!("it is not a read replica of {}", body["primary"]),
+        ));
+    }
+    store
+        .set_replication(Replication { primary: None, ..r })
+        .map_err(|e| failed(&e))?;
+    Ok(Answer::json(
+        &json!({"detached": true, "txid": store.record().txid}),
+    ))
+}
+
+/// `GET _replicate?from=T[&snapshot=1]` on the primary (see [`Batch`]).
+fn replicate<K: Kv>(store: &mut DoStore<K>, query: &str) -> Result<Answer, ApiError> {
+    let from = param(query, "from")?.unwrap_or(1).max(1);
+    let head = store.record().clone();
+    let (oldest, newest) = store.window();
+    let mut files: Vec<Vec<u8>> = Vec::new();
+    // A new replica (from 1) takes a snapshot rather than every commit since the first.
+    let mut snapshot = param(query, "snapshot")? == Some(1) || from == 1 || from - 1 < oldest;
+    if !snapshot && from <= newest {
+        let mut bytes = 0usize;
+        for t in from..=newest {
+            match store.ltx(t, t) {
+                Ok((b, _)) => {
+                    bytes += b.len();
+                    files.push(b);
+                    if bytes >= MAX_BATCH_BYTES {
+                        break;
+                    }
+                }
+                // A commit whose record keeps no pre-images (history off, or too big) cannot
+                // be sent alone: a snapshot then.
+                Err(_) if t == from => {
+                    snapshot = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    if snapshot && newest > 0 {
+        let (b, _) = store.ltx(1, newest).map_err(|e| match e.kind() {
+            dosql_pagestore::ErrorKind::Invalid => ApiError::new(413, "LTX_TOO_LARGE", e.message()),
+            _ => failed(&e),
+        })?;
+        files = vec![b];
+    }
+    let batch = Batch {
+        txid: newest,
+        lineage: format!("{:016x}", head.lineage),
+        time_ms: head.timestamp_ms,
+        snapshot: snapshot && newest > 0,
+    };
+    let mut body = serde_json::to_vec(&batch).unwrap_or_default();
+    body.push(b'\n');
+    for f in files {
+        body.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        body.extend_from_slice(&f);
+    }
+    let mut a = Answer::json(&Json::Null);
+    a.body = body;
+    a.headers = vec![("content-type", "application/octet-stream".into())];
+    Ok(a)
+}
+
+/// Reads a `_replicate` answer.
+pub fn read_batch(body: &[u8]) -> Result<(Batch, Vec<&[u8]>), String> {
+    let split = body
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or("no batch line")?;
+    let batch: Batch = serde_json::from_slice(&body[..split]).map_err(|e| e.to_string())?;
+    let mut files = Vec::new();
+    let mut rest = &body[split + 1..];
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_first_chunk::<4>().ok_or("a cut length")?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if tail.len() < len {
+            return Err("a cut LTX file".into());
+        }
+        files.push(&tail[..len]);
+        rest = &tail[len..];
+    }
+    Ok((batch, files))
+}
+
+/// `POST _sync` (and the catch-up after `POST _replica`): one step at a time, see the module
+/// docs.
+fn sync<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>, now_ms: i64) -> Result<Answer, ApiError> {
+    let Some(primary) = store.primary().map_err(|e| failed(&e))? else {
+        return Err(ApiError::new(
+            409,
+            "NOT_A_REPLICA",
+            "this database is not a read replica",
+        ));
+    };
+    let ask = |state: &State, snapshot: bool, txid: u64| {
+        let query = if snapshot {
+            "snapshot=1".to_owned()
+        } else {
+            format!("from={}", txid + 1)
+        };
+        Answer::send(
+            &primary,
+            None,
+            "GET",
+            format!("_replicate?{query}"),
+            Vec::new(),
+            state,
+        )
+    };
+    let fresh = State::Sync {
+        steps: 0,
+        applied: 0,
+        snapshot: false,
+    };
+    let step = match req.step {
+        Some(s) if matches!(s.state()?, State::Sync { .. }) => s,
+        // The first step (also after `POST _replica`'s checks).
+        _ => return Ok(ask(&fresh, false, store.record().txid)),
+    };
+    let State::Sync {
+        mut steps,
+        mut applied,
+        mut snapshot,
+    } = step.state()?
+    else {
+        return Err(ApiError::bad_request("not a sync step"));
+    };
+    steps += 1;
+    let fail = |e: ApiError| {
+        SEEN.with(|s| s.borrow_mut().last_error = Some(e.message.clone()));
+        e
+    };
+    if step.status != 200 {
+        return Err(fail(relayed(&primary, step.status, req.body)));
+    }
+    let (batch, files) = read_batch(req.body).map_err(|e| {
+        fail(ApiError::new(
+            502,
+            "REPLICATION_FAILED",
+            format!("{primary}: {e}"),
+        ))
+    })?;
+    let lineage = u64::from_str_radix(&batch.lineage, 16).unwrap_or(0);
+    let mut need_snapshot = false;
+    let before = applied;
+    for f in files {
+        let ltx = Ltx::decode(f).map_err(|e| {
+            fail(ApiError::new(
+                502,
+                "REPLICATION_FAILED",
+                format!("{primary}: {e}"),
+            ))
+        })?;
+        if batch.snapshot {
+            if ltx.header.max_txid <= store.record().txid {
+                return Err(fail(ApiError::new(
+                    409,
+                    "REPLICA_AHEAD",
+                    format!(
+                        "this replica is at txid {}, its primary {primary} at {}: the primary \
+                         lost commits it had acknowledged; detach this replica to keep them",
+                        store.record().txid,
+                        ltx.header.max_txid
+                    ),
+                )));
+            }
+            store
+                .reset_to_snapshot(&ltx, lineage)
+                .map_err(|e| fail(failed(&e)))?;
+            applied += 1;
+            snapshot = true;
+            SEEN.with(|s| s.borrow_mut().snapshots += 1);
+            continue;
+        }
+        match store
+            .apply_ltx(&ltx, lineage)
+            .map_err(|e| fail(failed(&e)))?
+        {
+            Ok(_) => {
+                applied += 1;
+                SEEN.with(|s| s.borrow_mut().applied += 1);
+            }
+            // A commit already applied (a duplicate): skipped.
+            Err(dosql_layout::replica::Refusal::NotNext { at }) if ltx.header.max_txid <= at => {}
+            // A gap: asked again from where the replica is.
+            Err(dosql_layout::replica::Refusal::NotNext { .. }) => break,
+            Err(dosql_layout::replica::Refusal::Diverged(_)) => {
+                need_snapshot = true;
+                break;
+            }
+        }
+    }
+    let txid = store.record().txid;
+    let state = State::Sync {
+        steps,
+        applied,
+        snapshot,
+    };
+    if txid > batch.txid && !need_snapshot {
+        return Err(fail(ApiError::new(
+            409,
+            "REPLICA_AHEAD",
+            format!(
+                "this replica is at txid {txid}, its primary {primary} at {}: the primary lost \
+                 commits it had acknowledged; detach this replica to keep them",
+                batch.txid
+            ),
+        )));
+    }
+    // Pages changed under SQLite: the session opens the database again (before requests
+    // between the steps read it, too).
+    let changed = applied > before;
+    if (need_snapshot || txid < batch.txid) && steps < MAX_SYNC_STEPS {
+        let mut a = ask(&state, need_snapshot, txid);
+        a.switched = changed;
+        return Ok(a);
+    }
+    SEEN.with(|s| {
+        let mut s = s.borrow_mut();
+        s.primary_txid = batch.txid;
+        s.synced_ms = now_ms;
+        if txid >= batch.txid {
+            s.caught_up_ms = now_ms;
+        }
+        s.last_error = None;
+    });
+    let mut a = Answer::json(&json!({
+        "txid": txid,
+        "primary_txid": batch.txid,
+        "applied": applied,
+        "snapshot": snapshot,
+        "bookmark": bookmark(store.record().lineage, txid),
+    }));
+    a.switched = changed;
+    Ok(a)
+}
