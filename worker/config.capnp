@@ -51,6 +51,12 @@ const dosqlWorker :Workerd.Worker = (
     # When a database's background work (pruning, checksums, garbage) first runs after its
     # first write, in ms; unset = 60000. Tests make it short.
     (name = "DOSQL_MAINTAIN_DELAY_MS", fromEnvironment = "DOSQL_MAINTAIN_DELAY_MS"),
+    # How often a read replica asks its primary for commits besides being told of them, in
+    # ms; unset = 10000.
+    (name = "DOSQL_REPLICA_POLL_MS", fromEnvironment = "DOSQL_REPLICA_POLL_MS"),
+    # Tests only: seeded faults between primaries and replicas ("seed=7,drop=0.1,dup=0.2,
+    # reorder=0.2,delay_ms=5"; crates/api/src/replica.rs).
+    (name = "DOSQL_TEST_REPLICATION_FAULTS", fromEnvironment = "DOSQL_TEST_REPLICATION_FAULTS"),
   ],
   durableObjectNamespaces = [
     # Classic (KV-backed) storage: no enableSql. DO NOT change uniqueKey: object ids and the

@@ -34,6 +34,7 @@ export interface Env {
   HISTORY_MAX_BYTES?: string | null; // and within how many bytes
   DOSQL_MAINTAIN_DELAY_MS?: string | null; // first write to first background work (tests)
   DOSQL_REPLICA_POLL_MS?: string | null; // how often a replica asks its primary for commits
+  DOSQL_TEST_REPLICATION_FAULTS?: string | null; // tests: seeded faults between databases (crates/api/src/replica.rs)
 }
 
 // The warm-up (warmup.ts), once per isolate at module scope, and an instance instantiated ahead
@@ -194,6 +195,7 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
       const send = res.headers.get("x-dosql-send");
       if (send === null) return res;
       const to = JSON.parse(send) as { to: string; method: string; path: string; location_hint?: string };
+      await this.testDelay();
       const out = await this.stub(to.to, to.location_hint).fetch(`https://dosql/db/${to.to}/${to.path}`, { method: to.method, body: to.method === "GET" ? null : await res.arrayBuffer() });
       step = { state: JSON.parse(res.headers.get("x-dosql-state")!) as unknown, status: out.status };
       input = new Uint8Array(await out.arrayBuffer());
@@ -243,11 +245,17 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     return this.pos[0];
   }
 
+  /** Tests: DOSQL_TEST_REPLICATION_FAULTS's delay_ms before each request between databases. */
+  private testDelay(): Promise<void> | void {
+    const ms = Number(/delay_ms=(\d+)/.exec(this.env.DOSQL_TEST_REPLICATION_FAULTS ?? "")?.[1] ?? 0);
+    if (ms > 0) return new Promise((r) => setTimeout(r, ms));
+  }
+
   private poke(replica: string): void {
     if (this.poking.has(replica)) return void this.poking.set(replica, true);
     this.poking.set(replica, false);
-    void this.stub(replica)
-      .fetch(`https://dosql/db/${replica}/_sync`, { method: "POST" })
+    void Promise.resolve(this.testDelay())
+      .then(() => this.stub(replica).fetch(`https://dosql/db/${replica}/_sync`, { method: "POST" }))
       .then((r) => r.arrayBuffer(), (err: unknown) => console.error(`dosql: telling ${replica}:`, err))
       .finally(() => {
         const again = this.poking.get(replica);
@@ -343,7 +351,8 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     const setting = (v: string | undefined) => (v ? intVar(v, 0) : null);
     const e = this.env;
     const history = { enabled: e.HISTORY ?? null, retention_ms: e.HISTORY_RETENTION_MS ?? null, max_bytes: e.HISTORY_MAX_BYTES ?? null };
-    return new TextEncoder().encode(JSON.stringify({ share_bytes: share, cache_pages: setting(e.CACHE_PAGES), cache_bytes: setting(e.CACHE_BYTES), history }));
+    const faults = e.DOSQL_TEST_REPLICATION_FAULTS ?? null;
+    return new TextEncoder().encode(JSON.stringify({ share_bytes: share, cache_pages: setting(e.CACHE_PAGES), cache_bytes: setting(e.CACHE_BYTES), history, replication_faults: faults }));
   }
 
   /** The request body, or the 413 answer when it is over the limit. */

@@ -25,7 +25,7 @@
 //! (`DoStore::reset_to_snapshot`). Every commit keeps the primary's txid and lineage, so a
 //! bookmark (`<lineage>:<txid>`) names the same state on both. Nothing is held between steps.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use dosql_layout::ltx::Ltx;
 use dosql_layout::replica::{ReplicaEntry, Replication};
@@ -77,6 +77,85 @@ struct Seen {
 
 thread_local! {
     static SEEN: RefCell<Seen> = RefCell::new(Seen::default());
+    /// The fault hooks in force, and their random generator's state.
+    static FAULTS: Cell<Option<(Faults, u64)>> = const { Cell::new(None) };
+}
+
+/// Tests only (DOSQL_TEST_REPLICATION_FAULTS): what happens to the primary's answers on their
+/// way into a replica, decided by a generator seeded with `seed` so that a run can be
+/// replayed: a whole answer lost (`drop`: the catch-up fails and is tried again later), one
+/// of its commits delivered twice (`dup`), two of them swapped (`reorder`); each a
+/// probability. (`delay_ms`, a delay before every request between the databases, is the
+/// host's.)
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Faults {
+    /// The generator's seed.
+    pub seed: u64,
+    /// Probability that an answer is lost.
+    pub drop: f64,
+    /// Probability that a commit of an answer comes twice.
+    pub dup: f64,
+    /// Probability that two commits of an answer are swapped.
+    pub reorder: f64,
+}
+
+impl Faults {
+    /// Reads `seed=7,drop=0.1,dup=0.2,reorder=0.2,delay_ms=5` (every part optional;
+    /// `delay_ms` is the host's and skipped here).
+    pub fn parse(text: &str) -> Result<Faults, String> {
+        let mut f = Faults::default();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or(format!("{part:?}: not key=value"))?;
+            let p = || {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|p| (0.0..=1.0).contains(p))
+                    .ok_or(format!("{k}: a probability from 0 to 1, not {v:?}"))
+            };
+            match k {
+                "seed" => {
+                    f.seed = v
+                        .parse()
+                        .map_err(|_| format!("seed: not a number: {v:?}"))?
+                }
+                "drop" => f.drop = p()?,
+                "dup" => f.dup = p()?,
+                "reorder" => f.reorder = p()?,
+                "delay_ms" => {}
+                _ => {
+                    return Err(format!(
+                        "{k}: not a fault (seed, drop, dup, reorder, delay_ms)"
+                    ));
+                }
+            }
+        }
+        Ok(f)
+    }
+}
+
+/// Puts fault hooks in force on this thread (`None`: none); the same ones again keep their
+/// generator where it is.
+pub fn set_faults(faults: Option<Faults>) {
+    FAULTS.with(|c| {
+        let keep = c.get().filter(|(f, _)| Some(*f) == faults);
+        c.set(keep.or(faults.map(|f| (f, f.seed | 1))));
+    });
+}
+
+/// Whether a fault of probability `p` happens now.
+fn roll(p: impl Fn(&Faults) -> f64) -> bool {
+    FAULTS.with(|c| {
+        let Some((f, mut x)) = c.get() else {
+            return false;
+        };
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        c.set(Some((f, x)));
+        ((x >> 11) as f64 / (1u64 << 53) as f64) < p(&f)
+    })
 }
 
 /// A replica's status: what `GET _replica` answers and `/stats` includes.
@@ -349,7 +428,10 @@ fn become_replica<K: Kv>(
     now_ms: i64,
 ) -> Result<Answer, ApiError> {
     if req.step.is_some() {
-        return sync(store, req, now_ms);
+        // Attached either way: a catch-up that failed is tried again (pushes, the alarm).
+        return Ok(sync(store, req, now_ms).unwrap_or_else(|e| {
+            Answer::json(&json!({"txid": store.record().txid, "error": e.body()["error"]}))
+        }));
     }
     let body: Json = serde_json::from_slice(req.body).unwrap_or(Json::Null);
     let primary = body["primary"]
@@ -537,13 +619,28 @@ fn sync<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>, now_ms: i64) -> Result
     if step.status != 200 {
         return Err(fail(relayed(&primary, step.status, req.body)));
     }
-    let (batch, files) = read_batch(req.body).map_err(|e| {
+    let (batch, mut files) = read_batch(req.body).map_err(|e| {
         fail(ApiError::new(
             502,
             "REPLICATION_FAILED",
             format!("{primary}: {e}"),
         ))
     })?;
+    if roll(|f| f.drop) {
+        return Err(fail(ApiError::new(
+            502,
+            "REPLICATION_FAILED",
+            format!("{primary}: the answer was lost (an injected fault)"),
+        )));
+    }
+    if files.len() > 1 && roll(|f| f.reorder) {
+        let i = files.len() / 2;
+        files.swap(i - 1, i);
+    }
+    if !files.is_empty() && roll(|f| f.dup) {
+        let i = files.len() / 2;
+        files.insert(i, files[i]);
+    }
     let lineage = u64::from_str_radix(&batch.lineage, 16).unwrap_or(0);
     let mut need_snapshot = false;
     let before = applied;
@@ -637,4 +734,49 @@ fn sync<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>, now_ms: i64) -> Result
     }));
     a.switched = changed;
     Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_parse_strictly_and_replay_from_their_seed() {
+        let f = Faults::parse("seed=7, drop=0.5,dup=1,reorder=0,delay_ms=9").unwrap();
+        assert_eq!((f.seed, f.drop, f.dup, f.reorder), (7, 0.5, 1.0, 0.0));
+        for bad in ["drop=2", "dup=x", "seed=-1", "nope=1", "drop"] {
+            assert!(Faults::parse(bad).is_err(), "{bad}");
+        }
+        let run = || {
+            set_faults(None);
+            set_faults(Some(f));
+            (0..64).map(|_| roll(|f| f.drop)).collect::<Vec<_>>()
+        };
+        let a = run();
+        assert_eq!(a, run(), "the same seed, the same faults");
+        assert!(a.iter().any(|&x| x) && a.iter().any(|&x| !x));
+        set_faults(None);
+        assert!(!roll(|f| f.dup));
+    }
+
+    #[test]
+    fn batches_read_back_and_cut_ones_are_refused() {
+        let batch = Batch {
+            txid: 9,
+            lineage: "00000000000000ab".into(),
+            time_ms: 5,
+            snapshot: false,
+        };
+        let mut body = serde_json::to_vec(&batch).unwrap();
+        body.push(b'\n');
+        for f in [&b"one"[..], b"three"] {
+            body.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            body.extend_from_slice(f);
+        }
+        let (b, files) = read_batch(&body).unwrap();
+        assert_eq!(b, batch);
+        assert_eq!(files, [&b"one"[..], b"three"]);
+        assert!(read_batch(&body[..body.len() - 1]).is_err());
+        assert!(read_batch(b"{}").is_err());
+    }
 }

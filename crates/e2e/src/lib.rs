@@ -254,6 +254,14 @@ impl Server {
             token: self.token.clone(),
         }
     }
+
+    /// Database `name` of the server at `url` (no token), for threads that outlive a borrow.
+    pub fn db_at(url: &str, name: &str) -> Db {
+        Db {
+            base: format!("{url}/db/{name}"),
+            token: None,
+        }
+    }
 }
 
 impl Drop for Server {

@@ -471,6 +471,17 @@ fn set_limits(session: &mut Session, hrana: &mut Hrana, body: &[u8]) -> Response
                 };
                 set_history(session, config);
             }
+            let faults = match share.replication_faults.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(text) => match replica::Faults::parse(text) {
+                    Ok(f) => Some(f),
+                    Err(why) => {
+                        let why = format!("DOSQL_TEST_REPLICATION_FAULTS: {why}");
+                        return error_response(&ApiError::new(500, "BAD_CONFIG", why));
+                    }
+                },
+            };
+            replica::set_faults(faults);
             crate::MemoryLimits::for_share(&share, session.database().page_size().bytes())
         }
         Err(e) => return error_response(&ApiError::bad_request(format!("invalid limits: {e}"))),

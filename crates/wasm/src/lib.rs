@@ -127,6 +127,9 @@ pub struct Share {
     /// The history settings, as the host's environment has them.
     #[serde(default)]
     pub history: Option<HistorySettings>,
+    /// DOSQL_TEST_REPLICATION_FAULTS (tests only; `dosql_api::replica::Faults`).
+    #[serde(default)]
+    pub replication_faults: Option<String>,
 }
 
 /// The history settings as the host's environment spells them (unset: `None`): HISTORY
@@ -203,6 +206,7 @@ mod tests {
             cache_pages: None,
             cache_bytes: None,
             history: None,
+            replication_faults: None,
         };
         let l = MemoryLimits::for_share(&share, 4096);
         assert_eq!(l.cache_pages, (8 << 20) / 4096);
@@ -215,6 +219,7 @@ mod tests {
             cache_pages: None,
             cache_bytes: Some(4096),
             history: None,
+            replication_faults: None,
         };
         assert_eq!(MemoryLimits::for_share(&small, 4096).cache_pages, 16);
         let pages = Share {
