@@ -148,9 +148,7 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
         const body = method("POST") ?? (await this.body(request));
         if (body instanceof Response) return body;
         const op = first === "query" ? OP_QUERY : OP_BATCH;
-        const want = request.headers.get("x-dosql-bookmark");
-        if (want !== null && want !== "first-primary" && !/^[0-9a-f]{16}:[0-9]+$/.test(want)) return jsonError(400, "BAD_BOOKMARK", 'x-dosql-bookmark is "<lineage>:<txid>" as an answer gave it, or "first-primary"');
-        if (this.pos[1] !== "") return this.onReplica(request, op, body, want);
+        if (this.pos[1] !== "") return this.onReplica(request, op, body);
         // The common case: an open synchronous instance and nothing queued for it. Its call
         // runs to completion without yielding, so nothing can interleave: skip the queue.
         if (this.lock.queued === 0 && this.db?.sync) return this.respond(this.db, op, body);
@@ -161,7 +159,12 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
         if (rest !== first) break;
         return method("GET") ?? this.locked(() => (first === "stats" ? this.stats() : this.storageStats()));
       case "v2":
-      case "v3":
+      case "v3": {
+        // Hrana on a replica with a bookmark: the primary answers unless the replica has it.
+        if (this.pos[1] === "" || !request.headers.has("x-dosql-bookmark")) return this.routed(OP_HRANA, request, rest);
+        const body = await this.body(request);
+        return body instanceof Response ? body : this.onReplica(request, OP_HRANA, body);
+      }
       case "pages":
       case "import":
       case "history":
@@ -172,7 +175,7 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
       case "_replica":
       case "_replicate":
       case "_sync":
-        return this.routed(first === "v2" || first === "v3" ? OP_HRANA : OP_ROUTE, request, rest);
+        return this.routed(OP_ROUTE, request, rest);
     }
     return jsonError(404, "NOT_FOUND", `no route for ${pathname}`);
   }
@@ -180,9 +183,9 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
   /** Hrana, page transfer and history, whose routes the wasm serves whole (crates/api/src/
    *  http.rs): the request goes in as a header line and the body, the answer comes out the
    *  same way. */
-  private async routed(op: number, request: Request, rest: string): Promise<Response> {
+  private async routed(op: number, request: Request, rest: string, read?: Uint8Array): Promise<Response> {
     const hrana = op === OP_HRANA;
-    const body = request.method === "GET" || request.method === "HEAD" ? new Uint8Array(0) : await this.body(request);
+    const body = read ?? (request.method === "GET" || request.method === "HEAD" ? new Uint8Array(0) : await this.body(request));
     if (body instanceof Response) return hrana ? hranaError(413, "PAYLOAD_TOO_LARGE", `request body over ${MAX_BODY_BYTES} bytes`) : body;
     const q = request.url.indexOf("?");
     const db = /^\/db\/([^/]+)/.exec(pathOf(request.url))?.[1];
@@ -211,9 +214,12 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
   /** A query or batch on a read replica: answered from its pages when they are at least as new
    *  as the request's bookmark (after one catch-up with the primary if they are not), else,
    *  and for writes, by the primary. */
-  private async onReplica(request: Request, op: number, body: Uint8Array, want: string | null): Promise<Response> {
+  private async onReplica(request: Request, op: number, body: Uint8Array): Promise<Response> {
+    const want = request.headers.get("x-dosql-bookmark");
+    if (want !== null && want !== "first-primary" && !/^[0-9a-f]{16}:[0-9]+$/.test(want)) return jsonError(400, "BAD_BOOKMARK", 'x-dosql-bookmark is "<lineage>:<txid>" as an answer gave it, or "first-primary"');
     if (want !== null && want !== "first-primary" && !reached(this.pos[0], want)) await this.sync();
     if (want === "first-primary" || (want !== null && !reached(this.pos[0], want))) return this.forward(request, body);
+    if (op === OP_HRANA) return this.routed(op, request, pathOf(request.url).replace(/^\/db\/[^/]+\/?/, ""), body);
     const res = await this.locked(() => this.exec(op, body));
     return res.status === 421 ? this.forward(request, body) : res;
   }

@@ -443,3 +443,28 @@ test("without HRANA_STREAM_TIMEOUT_MS the default timeout applies", async () => 
     await other.stop();
   }
 });
+
+test("a read replica gives @libsql/client read-your-writes through a fetch that carries bookmarks", async () => {
+  const primary = client("rw-primary");
+  await primary.execute("CREATE TABLE t(x)");
+  const res = await fetch(`${base}/db/rw-primary/replicas`, { method: "POST", body: JSON.stringify({ name: "rw-replica" }) });
+  assert.equal(res.status, 201, await res.text());
+  // The README's recipe: remember each answer's x-dosql-bookmark, send it with each request.
+  let bookmark = null;
+  const carrying = async (input, init) => {
+    const req = new Request(input, init);
+    if (bookmark !== null) req.headers.set("x-dosql-bookmark", bookmark);
+    const answer = await fetch(req);
+    bookmark = answer.headers.get("x-dosql-bookmark") ?? bookmark;
+    return answer;
+  };
+  const writer = client("rw-primary", { fetch: carrying });
+  const reader = client("rw-replica", { fetch: carrying });
+  for (let i = 0; i < 15; i++) {
+    await writer.execute({ sql: "INSERT INTO t VALUES (?)", args: [i] });
+    assert.equal(await count(reader), i + 1);
+  }
+  assert.match(bookmark, /^[0-9a-f]{16}:[0-9]+$/);
+  // Hrana writes go to the primary's URL: a replica refuses them, saying why.
+  await assert.rejects(reader.execute("INSERT INTO t VALUES (99)"), /read replica/);
+});

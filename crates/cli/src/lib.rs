@@ -49,6 +49,11 @@ struct Cli {
     /// Bearer token for remote targets (the server's DOSQL_TOKEN secret)
     #[arg(long, env = "DOSQL_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// Read a state at least as new as this bookmark (`<lineage>:<txid>`, from an answer's
+    /// x-dosql-bookmark), or "first-primary"; each answer's bookmark is sent with the next
+    /// request, so a session reads its own writes on a read replica
+    #[arg(long, env = "DOSQL_BOOKMARK", global = true)]
+    bookmark: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -266,6 +271,9 @@ fn one_line(s: &str) -> String {
 
 fn run(cli: Cli) -> Result<()> {
     let token = cli.token.as_deref();
+    if let Some(b) = cli.bookmark.as_deref() {
+        remote::start_bookmark(b)?;
+    }
     match cli.command {
         Command::Shell {
             target,

@@ -20,6 +20,39 @@ pub struct Client {
     url: DbUrl,
     auth: Option<String>,
     agent: ureq::Agent,
+    /// The newest bookmark an answer gave (or `--bookmark`), sent with every request.
+    bookmark: std::cell::RefCell<Option<String>>,
+}
+
+/// `--bookmark`: the bookmark every client starts from.
+static START_BOOKMARK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Makes every client start from bookmark `b` (`<lineage>:<txid>` or `first-primary`).
+pub fn start_bookmark(b: &str) -> Result<()> {
+    let valid = b == "first-primary"
+        || b.split_once(':').is_some_and(|(l, t)| {
+            l.len() == 16
+                && l.bytes().all(|c| c.is_ascii_hexdigit())
+                && !t.is_empty()
+                && t.bytes().all(|c| c.is_ascii_digit())
+        });
+    if !valid {
+        return Err(Error::msg(format!(
+            "--bookmark {b:?}: give <lineage>:<txid> as an answer's x-dosql-bookmark has it, or first-primary"
+        )));
+    }
+    let _ = START_BOOKMARK.set(b.to_owned());
+    Ok(())
+}
+
+/// Whether bookmark `new` should replace `old`: another lineage, or a later txid.
+fn newer(old: &str, new: &str) -> bool {
+    match (old.split_once(':'), new.split_once(':')) {
+        (Some((ol, ot)), Some((nl, nt))) if ol == nl => {
+            nt.parse::<u64>().unwrap_or(0) > ot.parse::<u64>().unwrap_or(0)
+        }
+        _ => true,
+    }
 }
 
 /// Pages read from the server, with the head they belong to.
@@ -116,7 +149,13 @@ impl Client {
                 .filter(|t| !t.is_empty())
                 .map(|t| format!("Bearer {t}")),
             agent,
+            bookmark: std::cell::RefCell::new(START_BOOKMARK.get().cloned()),
         }
+    }
+
+    /// The newest bookmark an answer gave.
+    pub fn bookmark(&self) -> Option<String> {
+        self.bookmark.borrow().clone()
     }
 
     /// The database URL.
@@ -277,6 +316,7 @@ impl Client {
     ) -> Result<(u16, ureq::http::HeaderMap, Vec<u8>)> {
         let url = format!("{}{path}", self.url.base);
         let auth = self.auth.as_deref();
+        let bookmark = self.bookmark();
         let result = match method {
             "GET" | "DELETE" => {
                 let mut req = if method == "GET" {
@@ -286,6 +326,9 @@ impl Client {
                 };
                 if let Some(a) = auth {
                     req = req.header("authorization", a);
+                }
+                if let Some(b) = &bookmark {
+                    req = req.header("x-dosql-bookmark", b);
                 }
                 req.call()
             }
@@ -297,6 +340,9 @@ impl Client {
                 };
                 if let Some(a) = auth {
                     req = req.header("authorization", a);
+                }
+                if let Some(b) = &bookmark {
+                    req = req.header("x-dosql-bookmark", b);
                 }
                 match body {
                     Body::Json(j) => req
@@ -312,6 +358,20 @@ impl Client {
         let mut resp = result.map_err(|e| self.unreachable(&e))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
+        if let Some(b) = headers
+            .get("x-dosql-bookmark")
+            .and_then(|v| v.to_str().ok())
+            .filter(|b| !b.is_empty())
+        {
+            let mut mine = self.bookmark.borrow_mut();
+            // first-primary stays: every read of this run goes to the primary.
+            if mine
+                .as_deref()
+                .is_none_or(|old| old != "first-primary" && newer(old, b))
+            {
+                *mine = Some(b.to_owned());
+            }
+        }
         let bytes = resp
             .body_mut()
             .with_config()

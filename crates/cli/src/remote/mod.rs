@@ -16,6 +16,7 @@ use std::time::Duration;
 use dosql_pagestore::PageSize;
 use serde_json::{Value as Json, json};
 
+pub use self::client::start_bookmark;
 use self::client::{Client, encode_pages};
 pub use self::url::DbUrl;
 use crate::bail;
