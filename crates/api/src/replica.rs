@@ -184,8 +184,27 @@ pub fn bookmark(lineage: u64, txid: u64) -> String {
     format!("{lineage:016x}:{txid}")
 }
 
-/// Serves one replication route; `None` when `req` is not one.
+/// Serves one replication route; `None` when `req` is not one. On a replica, the routes that
+/// would change its database other than through its primary (a restore, an import) are
+/// refused here too: it would no longer be its primary's copy.
 pub fn handle<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>, now_ms: i64) -> Option<Answer> {
+    let changes = req.method != "GET"
+        && req.method != "HEAD"
+        && (req.path == "restore" || req.path.starts_with("import"));
+    if changes {
+        return match store.primary() {
+            Ok(None) => None,
+            Ok(Some(p)) => Some(Answer::error(&ApiError::new(
+                409,
+                "IS_REPLICA",
+                format!(
+                    "this database is a read replica of {p}: restore or import into {p} \
+                     (its replicas follow), or detach this one first"
+                ),
+            ))),
+            Err(e) => Some(Answer::error(&failed(&e))),
+        };
+    }
     let answer = match (req.path, req.method) {
         ("replicas", "POST") => attach(store, req, now_ms),
         ("replicas", "GET" | "HEAD") => list(store, req, now_ms),

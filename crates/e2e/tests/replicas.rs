@@ -161,6 +161,16 @@ fn replicas_serve_reads_forward_writes_and_honour_bookmarks() {
     assert_eq!(bad(&p, json!({"name": "full"})).error(409), "NOT_EMPTY");
     // Not reachable from outside.
     assert_eq!(r1.send("POST", "/_sync", None).unwrap().status, 404);
+    // What would change a replica other than through its primary is refused, and it stays
+    // its primary's copy.
+    let v = query_at(&r1, "VACUUM", None);
+    assert!(v.status >= 400, "{}", v.body);
+    assert!(v.body.to_string().contains("read replica"), "{}", v.body);
+    let rs = r1
+        .send("POST", "/restore", Some(br#"{"txid": 1}"#))
+        .unwrap();
+    assert_eq!(rs.error(409), "IS_REPLICA");
+    converge(&p, &r1, "after refusals");
 
     // The CLI carries bookmarks: a write through a replica and the read after it, in one
     // shell run, see each other; --bookmark starts from one.
