@@ -116,6 +116,8 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
   /** The bookmark the replicas were last told about, and the replicas being told. */
   private pushed = "";
   private readonly poking = new Map<string, boolean>();
+  /** A replica's catch-up under way. */
+  private syncing: Promise<void> | null = null;
 
   constructor(
     private readonly ctx: DurableObjectState,
@@ -234,10 +236,13 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     return res;
   }
 
-  /** A replica's catch-up with its primary (the `_sync` route); failures are in /stats. */
-  private async sync(): Promise<void> {
-    const res = await this.routed(OP_ROUTE, new Request("https://dosql/_sync", { method: "POST" }), "_sync");
-    if (!res.ok) console.error("dosql: replica catch-up:", await res.text());
+  /** A replica's catch-up with its primary (the `_sync` route); failures are in /stats.
+   *  Requests that ask meanwhile wait for the one under way rather than start another. */
+  private sync(): Promise<void> {
+    this.syncing ??= this.routed(OP_ROUTE, new Request("https://dosql/_sync", { method: "POST" }), "_sync")
+      .then(async (res) => void (res.ok || console.error("dosql: replica catch-up:", await res.text())))
+      .finally(() => (this.syncing = null));
+    return this.syncing;
   }
 
   /** After a call: the position; a primary's replicas are told of new commits (one request
