@@ -61,7 +61,7 @@ export class KvBridge {
   /** Classic storage: one get() per `keysPerCall` keys, awaited together. */
   async read(request: Uint8Array): Promise<Uint8Array> {
     const { limits, items } = parseRead(request);
-    const keys = items.filter(([head]) => !head).map(([, key]) => key);
+    const keys = items.filter(([what]) => what !== 1).map(([, , key]) => key);
     const calls = chunks(keys, limits.keysPerCall).map((chunk) => {
       this.checkKeys(chunk, limits);
       this.count("get", 1, chunk.length, chunk.length);
@@ -73,13 +73,27 @@ export class KvBridge {
   }
 
   /** The response to `items`: each key's value as `get` has it, the head row read here. */
-  private answer(items: [boolean, string][], get: (key: string) => unknown): Uint8Array {
+  private answer(items: ReadItem[], get: (key: string) => unknown): Uint8Array {
     const out = new Writer();
-    for (const [head, text] of items) {
-      if (head) this.headRow(out, text);
-      else this.value(out, get(text));
+    for (const [what, select, key, id] of items) {
+      if (what === 1) this.headRow(out, select);
+      else if (what === 2) this.value(out, this.logRow(select, id) ?? get(key));
+      else this.value(out, get(key));
     }
     return out.bytes();
+  }
+
+  /** A commit log row's record as `select` reads it (undefined: no row, or no table yet). */
+  private logRow(select: string, id: number): ArrayBuffer | undefined {
+    let rows: { record: ArrayBuffer }[];
+    try {
+      rows = this.storage.sql!.exec(select, ...([id] as never[])).toArray() as typeof rows;
+    } catch (err) {
+      if (err instanceof Error && /no such table/.test(err.message)) return undefined;
+      throw err;
+    }
+    this.count("get", 1, 1);
+    return rows[0]?.record;
   }
 
   /** A value as a response item: tag 0 absent, 1 bytes, 2 structured (JSON; what earlier
@@ -132,6 +146,9 @@ export class KvBridge {
     const deletes: string[] = [];
     const sizes: number[] = [];
     let row: { create: string; upsert: string; text: string; blob: ArrayBuffer | null } | null = null;
+    // Commit log rows: [create, statement, id, record] to write, [statement, id] to delete.
+    const logRows: [string, string, number, ArrayBuffer][] = [];
+    const logDeletes: [string, number][] = [];
     for (let n = r.u32(); n > 0; n--) {
       const op = r.u8();
       if (op === 4) {
@@ -139,9 +156,15 @@ export class KvBridge {
         sizes.push(row.text.length + (row.blob?.byteLength ?? 0));
         continue;
       }
+      if (op === 5) {
+        logRows.push([r.str(), r.str(), r.id(), r.copy()]);
+        sizes.push(logRows[logRows.length - 1][3].byteLength);
+        continue;
+      }
+      if (op === 6) logDeletes.push([r.str(), r.id()]);
       const key = r.str();
       this.checkKeys([key], limits);
-      if (op === 3) {
+      if (op === 3 || op === 6) {
         deletes.push(key);
         continue;
       }
@@ -151,7 +174,7 @@ export class KvBridge {
     }
     const largest = sizes.reduce((a, b) => Math.max(a, b), 0);
     if (largest > limits.valueBytes) this.refuse(`a value of ${largest} bytes (limit ${limits.valueBytes})`);
-    if (row !== null && this.storage.sql === undefined) this.refuse("a head row on storage without SQL");
+    if ((row !== null || logRows.length + logDeletes.length > 0) && this.storage.sql === undefined) this.refuse("rows on storage without SQL");
     // From here on: no await, no throw expected.
     if (this.sqlite) {
       const kv = this.storage.kv!;
@@ -169,12 +192,28 @@ export class KvBridge {
       this.count("put", Math.ceil(puts.length / limits.keysPerCall), puts.length, Math.min(puts.length, limits.keysPerCall));
       this.count("delete", Math.ceil(deletes.length / limits.keysPerCall), deletes.length, Math.min(deletes.length, limits.keysPerCall));
     }
-    if (row !== null) {
-      const sql = this.storage.sql!;
-      if (!this.created.has(row.create)) {
-        sql.exec(row.create);
-        this.created.add(row.create);
+    const sql = this.storage.sql!;
+    const create = (statement: string) => {
+      if (this.created.has(statement)) return;
+      sql.exec(statement);
+      this.created.add(statement);
+    };
+    for (const [make, upsert, id, record] of logRows) {
+      create(make);
+      sql.exec(upsert, ...([id, record] as never[]));
+    }
+    for (const [del, id] of logDeletes) {
+      try {
+        sql.exec(del, ...([id] as never[]));
+      } catch (err) {
+        // No table yet: records earlier releases wrote, whose keys went above.
+        if (!(err instanceof Error && /no such table/.test(err.message))) throw err;
       }
+    }
+    this.count("put", logRows.length, logRows.length);
+    this.count("delete", logDeletes.length, logDeletes.length);
+    if (row !== null) {
+      create(row.create);
       sql.exec(row.upsert, ...([row.text, row.blob] as never[]));
       this.count("put", 1, 1);
     }
@@ -218,12 +257,25 @@ function chunks<T>(list: T[], n: number): T[][] {
   return Array.from({ length: Math.ceil(list.length / n) }, (_, i) => list.slice(i * n, (i + 1) * n));
 }
 
-/** A read request: its limits and items ([whether it is the head row, the key or the SELECT]). */
-function parseRead(request: Uint8Array): { limits: Limits; items: [boolean, string][] } {
+/** A read item (wire.rs): [0 a key | 1 the head row | 2 a log row, its SELECT, the key (the
+ *  log row's key in earlier releases), the log row's id]. */
+type ReadItem = [number, string, string, number];
+
+/** A read request: its limits and items. */
+function parseRead(request: Uint8Array): { limits: Limits; items: ReadItem[] } {
   const r = new Reader(request);
   const limits = r.limits();
-  const items: [boolean, string][] = [];
-  for (let n = r.u32(); n > 0; n--) items.push([r.u8() === 1, r.str()]);
+  const items: ReadItem[] = [];
+  for (let n = r.u32(); n > 0; n--) {
+    const what = r.u8();
+    if (what === 0) items.push([0, "", r.str(), 0]);
+    else if (what === 1) items.push([1, r.str(), "", 0]);
+    else {
+      const select = r.str();
+      const id = r.id();
+      items.push([2, select, r.str(), id]);
+    }
+  }
   return { limits, items };
 }
 
@@ -256,6 +308,10 @@ class Reader {
   }
   u32(): number {
     return this.dv.getUint32((this.at += 4) - 4, true);
+  }
+  /** A u64 row id (at most 2^53 - 1: wire.rs keeps them so). */
+  id(): number {
+    return Number(this.dv.getBigUint64((this.at += 8) - 8, true));
   }
   limits(): Limits {
     return { keysPerCall: this.u16(), keyBytes: this.u16(), valueBytes: this.u32() };

@@ -39,7 +39,7 @@ class LoggedStorage extends MemoryStorage {
     this.sql = {
       exec: (query, ...params) => {
         if (/FROM sqlite_master/.test(query)) return { toArray: () => (this.row === null ? [] : [{ 1: 1 }]) };
-        if (query.startsWith("INSERT")) this.log.push(["sql.head"]);
+        if (query.startsWith("INSERT")) this.log.push([/dosql_log/.test(query) ? "sql.log" : "sql.head", ...(/dosql_log/.test(query) ? [params[0]] : [])]);
         return sql.exec(query, ...params);
       },
     };
@@ -73,8 +73,9 @@ for (const sqlite of [false, true]) {
     run(db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)");
     storage.log.length = 0;
     assert.equal(run(db, "INSERT INTO t(v) VALUES ('one')").status, 200);
-    // With history (the default), the commit's log record is one more key of the same write.
-    assert.deepEqual(storage.log, sqlite ? [["kv.put", "l:00000000000000000002"], ["sql.head"]] : [["put", 2]]);
+    // With history (the default), the commit's log record is one more key of the same write
+    // on classic storage, a row of the log table (id txid × 10^6) on SQLite-backed storage.
+    assert.deepEqual(storage.log, sqlite ? [["sql.log", 2_000_000], ["sql.head"]] : [["put", 2]]);
     const off = db.execSync(OP_LIMITS, enc({ share_bytes: 64 << 20, history: { enabled: "off" } }));
     assert.equal(off.status, 200);
     storage.log.length = 0;
@@ -84,7 +85,7 @@ for (const sqlite of [false, true]) {
     const big = run(db, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<3000) INSERT INTO t(v) SELECT hex(randomblob(400)) FROM n");
     assert.equal(big.status, 200, JSON.stringify(big.body));
     if (sqlite) {
-      assert.ok(storage.log.every(([op]) => op === "kv.put" || op === "sql.head"));
+      assert.ok(storage.log.every(([op]) => op === "kv.put" || op === "sql.head" || op === "sql.log"));
       assert.ok(storage.log.length > 300);
     } else {
       assert.ok(storage.log.every(([op, n]) => op === "put" && n <= 128));
@@ -116,6 +117,43 @@ for (const sqlite of [false, true]) {
     assert.deepEqual(storage.log, [], "nothing was issued");
     assert.equal(bridge.stats.refused_calls, 1);
   });
+
+  if (sqlite) {
+    test("SQLite-backed: log records are rows; a record an earlier release kept under its key is read from there until a row has its id, and deleted from both", () => {
+      const storage = new LoggedStorage();
+      const bridge = new KvBridge(storage, true);
+      const key = "l:00000000000000000003";
+      storage.data.set(key, Uint8Array.of(1, 2, 3).buffer);
+      const te = new TextEncoder();
+      // wire.rs by hand: limits, then items or ops.
+      const bytes = (parts) => {
+        const out = [];
+        for (const [kind, v] of parts) {
+          if (kind === "u8") out.push(v);
+          if (kind === "u16") out.push(v & 0xff, v >> 8);
+          if (kind === "u32") out.push(...new Uint8Array(Uint32Array.of(v).buffer));
+          if (kind === "u64") out.push(...new Uint8Array(BigUint64Array.of(BigInt(v)).buffer));
+          if (kind === "str") out.push(...bytes([["u16", te.encode(v).length]]), ...te.encode(v));
+          if (kind === "blob") out.push(...bytes([["u32", v.length]]), ...v);
+        }
+        return Uint8Array.from(out);
+      };
+      const limits = [["u16", 128], ["u16", 2048], ["u32", 1_000_000]];
+      const SELECT = "SELECT record FROM dosql_log WHERE id = ?";
+      const read = () => bridge.readSync(bytes([...limits, ["u32", 1], ["u8", 2], ["str", SELECT], ["u64", 3_000_000], ["str", key]]));
+      // No table yet: the key's value (tag 1, 3 bytes).
+      assert.deepEqual([...read()], [1, 3, 0, 0, 0, 1, 2, 3]);
+      const CREATE = "CREATE TABLE IF NOT EXISTS dosql_log(id INTEGER PRIMARY KEY, record BLOB NOT NULL)";
+      const UPSERT = "INSERT OR REPLACE INTO dosql_log(id, record) VALUES (?, ?)";
+      bridge.apply(bytes([["u8", 0], ["u16", 0], ["u16", 0], ...limits, ["u32", 1], ["u8", 5], ["str", CREATE], ["str", UPSERT], ["u64", 3_000_000], ["blob", [9, 9]]]));
+      assert.deepEqual([...read()], [1, 2, 0, 0, 0, 9, 9], "the row, once there is one");
+      assert.deepEqual([...new Uint8Array(storage.logRows.get(3_000_000))], [9, 9]);
+      bridge.apply(bytes([["u8", 0], ["u16", 0], ["u16", 0], ...limits, ["u32", 1], ["u8", 6], ["str", "DELETE FROM dosql_log WHERE id = ?"], ["u64", 3_000_000], ["str", key]]));
+      assert.equal(storage.logRows.size, 0);
+      assert.equal(storage.data.has(key), false, "the earlier release's key is deleted too");
+      assert.deepEqual([...read()], [0]);
+    });
+  }
 
   test(`${kind}: what this code writes, the release of 12121ec refuses instead of misreading`, async () => {
     const storage = new LoggedStorage();

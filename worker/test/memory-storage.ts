@@ -1,6 +1,6 @@
 // SQLite-backed Durable Object storage in memory, for tests and the benchmark's in-process
-// contenders: what KvBridge (worker/src/kv.ts) uses of it, the synchronous kv API and the head
-// row's three statements.
+// contenders: what KvBridge (worker/src/kv.ts) uses of it, the synchronous kv API, the head
+// row's three statements and the commit log rows' four.
 
 import type { Storage } from "../src/kv";
 
@@ -24,14 +24,32 @@ export class MemoryStorage implements Storage {
     delete: (k: string): boolean => this.data.delete(k),
   };
 
+  /** The commit log's rows (table dosql_log), by id. */
+  readonly logRows = new Map<number, ArrayBuffer>();
+  private logTable = false;
+
   readonly sql = {
     exec: (query: string, ...params: unknown[]) => {
       const cursor = (rows: unknown[]) => ({ toArray: () => rows });
+      const log = /dosql_log/.test(query);
       if (query.startsWith("CREATE TABLE IF NOT EXISTS")) {
-        this.table = true;
+        if (log) this.logTable = true;
+        else this.table = true;
         return cursor([]);
       }
-      if (!this.table) throw new Error("no such table");
+      if (!(log ? this.logTable : this.table)) throw new Error("no such table");
+      if (log) {
+        const id = params[0] as number;
+        if (query.startsWith("SELECT")) {
+          this.reads++;
+          const record = this.logRows.get(id);
+          return cursor(record === undefined ? [] : [{ record }]);
+        }
+        this.writes++;
+        if (query.startsWith("DELETE")) this.logRows.delete(id);
+        else this.logRows.set(id, params[1] as ArrayBuffer);
+        return cursor([]);
+      }
       if (query.startsWith("SELECT")) {
         this.reads++;
         return cursor(this.row === null ? [] : [this.row]);

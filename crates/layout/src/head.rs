@@ -9,8 +9,9 @@
 //! offset size field
 //!  0      4   magic b"dqhd"
 //!  4      2   format: 5
-//!  6      2   flags: bit 0 = the checksum is complete (a reader refuses a flag it does not
-//!             know)
+//!  6      2   flags: bit 0 = the checksum is complete; bit 1 = the commit log's records
+//!             are rows of table `dosql_log` (SQLite-backed storage, see `wire`), set on
+//!             every head such storage holds (a reader refuses a flag it does not know)
 //!  8      4   page size in bytes (a power of two, 512..=65536)
 //! 12      4   page count
 //! 16      8   txid: commits so far (0: never committed to)
@@ -80,6 +81,8 @@ pub const HEAD_UPSERT_SQL: &str =
 const MAGIC: &[u8; 4] = b"dqhd";
 const FIXED: usize = 84;
 const FLAG_CHECKSUM_COMPLETE: u16 = 1;
+/// The commit log is in rows (see `wire`): releases that read it from kv keys must refuse.
+const FLAG_LOG_ROWS: u16 = 2;
 /// The largest txid the earlier formats could hold (a JavaScript number, exactly).
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
@@ -211,13 +214,18 @@ impl Head {
             .map(|(_, v)| v.as_slice())
     }
 
-    /// The format 5 record.
+    /// The format 5 record (as classic storage holds it).
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_with(0)
+    }
+
+    /// The format 5 record with `extra` flags.
+    fn encode_with(&self, extra: u16) -> Vec<u8> {
         let n: usize = self.inline.iter().map(|(_, v)| 8 + v.len()).sum();
         let mut out = Vec::with_capacity(FIXED + n);
         let (flags, cursor) = match self.checksum {
-            DbChecksum::Known(_) => (FLAG_CHECKSUM_COMPLETE, 0),
-            DbChecksum::Partial { cursor, .. } => (0, cursor),
+            DbChecksum::Known(_) => (FLAG_CHECKSUM_COMPLETE | extra, 0),
+            DbChecksum::Partial { cursor, .. } => (extra, cursor),
         };
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&HEAD_FORMAT.to_le_bytes());
@@ -254,9 +262,9 @@ impl Head {
             return Err(newer(format));
         }
         let flags = r.u16()?;
-        if flags & !FLAG_CHECKSUM_COMPLETE != 0 {
+        if flags & !(FLAG_CHECKSUM_COMPLETE | FLAG_LOG_ROWS) != 0 {
             return Err(corrupt(format!(
-                "flags {flags:#x}: written by a newer dosql; this release knows bit 0 only"
+                "flags {flags:#x}: written by a newer dosql; this release knows bits 0 and 1 only"
             )));
         }
         let size = r.u32()?;
@@ -436,7 +444,7 @@ impl Head {
     pub fn to_head_row(&self) -> HeadRow {
         HeadRow {
             text: format!("{{\"format\":{HEAD_FORMAT}}}"),
-            blob: Some(self.encode()),
+            blob: Some(self.encode_with(FLAG_LOG_ROWS)),
         }
     }
 }
@@ -654,6 +662,11 @@ mod tests {
         assert_eq!(Head::decode(&known.encode()).unwrap(), known);
         let row = h.to_head_row();
         assert_eq!(row.text, r#"{"format":5}"#);
+        // On SQLite-backed storage the record says the log is in rows (flag bit 1), so that
+        // releases reading it from kv keys refuse the database; classic's does not.
+        let blob = row.blob.clone().unwrap();
+        assert_eq!(blob[6] & 2, 2);
+        assert_eq!(h.encode()[6] & 2, 0);
         assert_eq!(Head::from_head_row(&row).unwrap(), (h, 5));
     }
 
@@ -663,7 +676,7 @@ mod tests {
         let mut newer_format = good.clone();
         newer_format[4] = 6;
         let mut flagged = good.clone();
-        flagged[6] = 2;
+        flagged[6] = 4; // bit 2: unknown
         let mut cut = good.clone();
         cut.pop();
         let mut long = good.clone();

@@ -7,8 +7,11 @@
 //! ```text
 //! limits:         u16 keys per call, u16 bytes per key, u32 bytes per value (serialized
 //!                 framing already subtracted)
-//! read request:   limits, u32 n, then n × [u8 what, u16 length, string]
-//!                   what 0: a key; 1: the head row, the string being the SELECT that reads it
+//! read request:   limits, u32 n, then n × [u8 what, u16 length, string, …]
+//!                   what 0: a key; 1: the head row, the string being the SELECT that reads it;
+//!                   2: a commit log row (SQLite-backed storage): the SELECT that reads it
+//!                      (one parameter), then u64 its id, then u16 length, the key the record
+//!                      was stored under before log rows (read when there is no row)
 //! read response:  n × [u8 tag, payload]
 //!                   tag 0 absent; 1 bytes: u32 length, bytes;
 //!                   2 structured: u32 length, JSON (an ArrayBuffer inside as {"$bytes": base64});
@@ -22,10 +25,25 @@
 //!                   op 4 head row: u16 length, CREATE TABLE statement, u16 length, the
 //!                        statement writing the row (parameters: text, blob), u32 text length,
 //!                        text, u8 has blob, [u32 length, blob]
+//!                   op 5 log row: u16 length, CREATE TABLE statement, u16 length, the
+//!                        statement writing the row (parameters: id, blob), u64 id, u32
+//!                        length, blob
+//!                   op 6 log row delete: u16 length, the statement (parameter: id), u64 id,
+//!                        u16 key length, key (deleted too: where earlier releases kept it)
 //! ```
 //!
 //! The host issues puts and deletes in calls of at most "keys per call" keys, in the order
-//! given, and refuses (writing nothing) a plan with a key or value over the limits.
+//! given, then the rows, and refuses (writing nothing) a plan with a key or value over the
+//! limits.
+//!
+//! On SQLite-backed storage the commit log's records and parts ([`Key::Log`],
+//! [`Key::LogPart`]) are rows of the rowid table [`LOG_TABLE`], written through `storage.sql`
+//! in the same synchronous stretch as the head row: a kv key goes into workerd's WITHOUT
+//! ROWID table, where each commit's extra key cost W3 about 13% (bench/README.md); a row of a
+//! rowid table costs nothing measurable. The head says so (`head`'s flag bit 1), so that
+//! releases that read the log from kv keys refuse such a database. Records earlier releases
+//! stored under their keys are read from there while no row has their id, and deleted from
+//! both.
 
 use crate::bytes::Reader;
 use dosql_pagestore::StoreError;
@@ -61,6 +79,41 @@ const OP_PUT: u8 = 1;
 const OP_PUT_STRUCTURED: u8 = 2;
 const OP_DELETE: u8 = 3;
 const OP_HEAD_ROW: u8 = 4;
+const OP_LOG_ROW: u8 = 5;
+const OP_LOG_ROW_DELETE: u8 = 6;
+
+/// The commit log's table on SQLite-backed storage (see the module docs).
+pub const LOG_TABLE: &str = "dosql_log";
+/// Creates [`LOG_TABLE`].
+pub const LOG_CREATE_SQL: &str =
+    "CREATE TABLE IF NOT EXISTS dosql_log(id INTEGER PRIMARY KEY, record BLOB NOT NULL)";
+/// Writes a row (parameters: id, record).
+pub const LOG_UPSERT_SQL: &str = "INSERT OR REPLACE INTO dosql_log(id, record) VALUES (?, ?)";
+/// Reads a row (parameter: id); the host answers no row when the table does not exist.
+pub const LOG_SELECT_SQL: &str = "SELECT record FROM dosql_log WHERE id = ?";
+/// Deletes a row (parameter: id).
+pub const LOG_DELETE_SQL: &str = "DELETE FROM dosql_log WHERE id = ?";
+
+/// Ids a JavaScript number holds exactly (2^53 - 1): the host reads them as numbers.
+const MAX_ROW_ID: u64 = (1 << 53) - 1;
+
+/// The row id of a log key on storage of `kind`: txid × 10^6 + part (the record itself is
+/// part 0; parts are at most [`crate::keys::MAX_LOG_PARTS`]), so that a record's rows sort
+/// with it in commit order. `None`: not a log key, classic storage, or a txid too large for
+/// an exact id (over 9 × 10^9 commits: the record stays under its key).
+pub fn log_row_id(kind: StorageKind, k: &Key) -> Option<u64> {
+    if kind != StorageKind::SqliteBacked {
+        return None;
+    }
+    let (txid, part) = match *k {
+        Key::Log(t) => (t, 0),
+        Key::LogPart(t, p) => (t, u64::from(p)),
+        _ => return None,
+    };
+    txid.checked_mul(1_000_000)
+        .and_then(|i| i.checked_add(part))
+        .filter(|&id| id <= MAX_ROW_ID)
+}
 
 /// Encodes a read request to storage of `kind`.
 pub fn read_request(kind: StorageKind, items: &[Read]) -> Vec<u8> {
@@ -69,10 +122,18 @@ pub fn read_request(kind: StorageKind, items: &[Read]) -> Vec<u8> {
     out.extend_from_slice(&(items.len() as u32).to_le_bytes());
     for item in items {
         match item {
-            Read::Key(k) => {
-                out.push(0);
-                key(&mut out, k);
-            }
+            Read::Key(k) => match log_row_id(kind, k) {
+                Some(id) => {
+                    out.push(2);
+                    short(&mut out, LOG_SELECT_SQL);
+                    out.extend_from_slice(&id.to_le_bytes());
+                    key(&mut out, k);
+                }
+                None => {
+                    out.push(0);
+                    key(&mut out, k);
+                }
+            },
             Read::HeadRow => {
                 out.push(1);
                 short(&mut out, HEAD_SELECT_SQL);
@@ -170,6 +231,13 @@ pub fn plan(kind: StorageKind, plan: &WritePlan) -> Vec<u8> {
     out.extend_from_slice(&(n as u32).to_le_bytes());
     for (k, v) in &plan.puts {
         match v {
+            Value::Bytes(b) if log_row_id(kind, k).is_some() => {
+                out.push(OP_LOG_ROW);
+                short(&mut out, LOG_CREATE_SQL);
+                short(&mut out, LOG_UPSERT_SQL);
+                out.extend_from_slice(&log_row_id(kind, k).unwrap_or(0).to_le_bytes());
+                sized(&mut out, b);
+            }
             Value::Bytes(b) => {
                 out.push(OP_PUT);
                 key(&mut out, k);
@@ -183,7 +251,14 @@ pub fn plan(kind: StorageKind, plan: &WritePlan) -> Vec<u8> {
         }
     }
     for k in &plan.deletes {
-        out.push(OP_DELETE);
+        match log_row_id(kind, k) {
+            Some(id) => {
+                out.push(OP_LOG_ROW_DELETE);
+                short(&mut out, LOG_DELETE_SQL);
+                out.extend_from_slice(&id.to_le_bytes());
+            }
+            None => out.push(OP_DELETE),
+        }
         key(&mut out, k);
     }
     if let Some(r) = &plan.head_row {
@@ -277,6 +352,70 @@ mod tests {
         }
         want.extend_from_slice(&[2, 0, 0, 0, b'{', b'}', 0]);
         assert_eq!(plan(StorageKind::Classic, &p), want);
+    }
+
+    #[test]
+    fn log_records_are_rows_on_sqlite_backed_storage_only() {
+        let rec = Key::Log(42);
+        let part = Key::LogPart(42, 3);
+        let sqlite = StorageKind::SqliteBacked;
+        assert_eq!(log_row_id(sqlite, &rec), Some(42_000_000));
+        assert_eq!(log_row_id(sqlite, &part), Some(42_000_003));
+        assert_eq!(log_row_id(StorageKind::Classic, &rec), None);
+        assert_eq!(log_row_id(sqlite, &Key::Meta), None);
+        // Ids stay exact in a JavaScript number; past that, the record keeps its key.
+        assert_eq!(log_row_id(sqlite, &Key::Log(9_007_199_255)), None);
+        assert_eq!(
+            log_row_id(sqlite, &Key::LogPart(9_007_199_254, 999_999)),
+            None
+        );
+        assert_eq!(
+            log_row_id(sqlite, &Key::LogPart(9_007_199_254, 740_991)),
+            Some((1 << 53) - 1)
+        );
+        // Row ids sort as the keys do: a record, its parts, the next record.
+        let ids: Vec<u64> = [
+            Key::Log(7),
+            Key::LogPart(7, 1),
+            Key::LogPart(7, 999_999),
+            Key::Log(8),
+        ]
+        .iter()
+        .map(|k| log_row_id(sqlite, k).unwrap())
+        .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+
+        let req = read_request(sqlite, &[Read::Key(rec)]);
+        let mut want = vec![128, 0, 0, 8, 0x40, 0x84, 0x1e, 0, 1, 0, 0, 0, 2];
+        want.extend_from_slice(&(LOG_SELECT_SQL.len() as u16).to_le_bytes());
+        want.extend_from_slice(LOG_SELECT_SQL.as_bytes());
+        want.extend_from_slice(&42_000_000u64.to_le_bytes());
+        want.extend_from_slice(&[22, 0]);
+        want.extend_from_slice(b"l:00000000000000000042");
+        assert_eq!(req, want);
+        let p = WritePlan {
+            puts: vec![(part, Value::Bytes(vec![9]))],
+            deletes: vec![rec],
+            head_row: None,
+            notes: PlanNotes::default(),
+        };
+        let mut want = vec![
+            0, 0, 0, 0, 0, 128, 0, 0, 8, 0x40, 0x84, 0x1e, 0, 2, 0, 0, 0, 5,
+        ];
+        for sql in [LOG_CREATE_SQL, LOG_UPSERT_SQL] {
+            want.extend_from_slice(&(sql.len() as u16).to_le_bytes());
+            want.extend_from_slice(sql.as_bytes());
+        }
+        want.extend_from_slice(&42_000_003u64.to_le_bytes());
+        want.extend_from_slice(&[1, 0, 0, 0, 9, 6]);
+        want.extend_from_slice(&(LOG_DELETE_SQL.len() as u16).to_le_bytes());
+        want.extend_from_slice(LOG_DELETE_SQL.as_bytes());
+        want.extend_from_slice(&42_000_000u64.to_le_bytes());
+        want.extend_from_slice(&[22, 0]);
+        want.extend_from_slice(b"l:00000000000000000042");
+        assert_eq!(plan(sqlite, &p), want);
+        // Classic storage: keys as before.
+        assert_eq!(read_request(StorageKind::Classic, &[Read::Key(rec)])[12], 0);
     }
 
     #[test]
