@@ -37,6 +37,15 @@ const benchWorker :Workerd.Worker = (
     (name = "PROBE_SYNC_LOG_ROW", durableObjectNamespace = "ProbeSyncLogRow"),
     (name = "JSPI_4K_NO_HISTORY", durableObjectNamespace = "DosqlJspi4kNoHistory"),
     (name = "SYNC_4K_NO_HISTORY", durableObjectNamespace = "DosqlSync4kNoHistory"),
+    # Read replicas (bench/README.md, Replication): a dosql database reaches its replicas and
+    # its primary through DB_SQL (SQLite-backed classes) or DB (classic), as in production
+    # (worker/config.capnp). Here they are the 4K classes: only dosql sync 4K databases are
+    # given replicas, which are then objects of their own class.
+    (name = "DB_SQL", durableObjectNamespace = "DosqlSync4k"),
+    (name = "DB", durableObjectNamespace = "DosqlJspi4k"),
+    # Replicas catch up by the primary's pushes alone: a poll alarm (10 s by default) would
+    # wake them, and through them their primary, during W4's cold starts.
+    (name = "DOSQL_REPLICA_POLL_MS", text = "86400000"),
     # dosql's production settings (worker/config.capnp); PAGE_SIZE is set per class.
     (name = "CACHE_BYTES", text = "33554432"),
     (name = "READ_AHEAD", text = "0"),

@@ -62,12 +62,15 @@ export const w6Setup = () => [
   q("CREATE TABLE w6(id INTEGER PRIMARY KEY, k INTEGER NOT NULL, v TEXT NOT NULL)"),
   q(series(1, W6_ROWS, "INSERT INTO w6(id, k, v) SELECT i, 0, 'v-' || i FROM c")),
 ];
+const w6Select = (id) => q("SELECT id, k, v FROM w6 WHERE id = ?", [id]);
 export function w6Request(rand) {
   const id = 1 + Math.floor(rand() * W6_ROWS);
   return rand() < 0.75
-    ? { write: false, body: q("SELECT id, k, v FROM w6 WHERE id = ?", [id]) }
+    ? { write: false, body: w6Select(id) }
     : { write: true, body: q("UPDATE w6 SET k = k + 1, v = ? WHERE id = ?", [`u-${Math.floor(rand() * 1e9)}`, id]) };
 }
+/** W6's read alone (the replication rows: reads sent to a replica, its primary, native). */
+export const w6Read = (rand) => w6Select(1 + Math.floor(rand() * W6_ROWS));
 
 /** A small deterministic PRNG (mulberry32), so every contender gets the same request mix. */
 export function prng(seed) {

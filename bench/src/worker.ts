@@ -3,7 +3,8 @@
 //
 //   GET  /ping                          → "ok" (warms the isolate; no Durable Object)
 //   *    /c/<contender>/<db>/<route>    → Durable Object idFromName(<db>) of <contender>, as
-//                                         /db/<db>/<route>: query | batch | _storage_stats | ping
+//                                         /db/<db>/<route>: query | batch | _storage_stats | ping,
+//                                         and a dosql class's own routes (replicas, history, stats)
 //
 // Contenders:
 //   dosql-jspi[-16k|-64k]   dosql's own DosqlDatabase (worker/src/index.ts), JSPI, classic storage
@@ -16,6 +17,9 @@
 //                           probe-sync-log-*: with a history log record as a kv key or a row
 //   dosql-*-no-history      W1-W3 only: dosql 4K with HISTORY=off (every other dosql class
 //                           keeps history, the production default), the cost of the commit log
+//   dosql-sync-2-replicas   dosql-sync's class under another name, for the replication rows
+//                           (bench/run.mjs): its databases have two read replicas, objects of
+//                           the same class (config.capnp: DB_SQL)
 
 import { DosqlDatabase, DosqlSqlDatabase, type Env as DosqlEnv } from "../../worker/src/index";
 import { DEFAULT_CACHE_BYTES, OP_BATCH, OP_QUERY } from "../../worker/src/constants";
@@ -54,6 +58,7 @@ const BINDINGS: Record<string, string> = {
   "prior-art": "PRIOR_ART",
   "dosql-jspi-no-history": "JSPI_4K_NO_HISTORY",
   "dosql-sync-no-history": "SYNC_4K_NO_HISTORY",
+  "dosql-sync-2-replicas": "SYNC_4K",
 };
 
 export default {
