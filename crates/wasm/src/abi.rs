@@ -295,6 +295,8 @@ pub extern "C" fn dosql_open(
         // Until the host's settings arrive with the first limits (before any request).
         history: dosql_layout::HistoryConfig::DEFAULT,
     };
+    // Another database (or this one anew): nothing known of a primary yet.
+    replica::forget_seen();
     set_result(open(opened))
 }
 
