@@ -188,9 +188,13 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
       case "_replica":
       case "_replicate":
         return this.routed(OP_ROUTE, request, rest);
-      case "_sync":
-        // A primary's push: one catch-up at a time (another under way is waited for).
+      case "_sync": {
+        // A primary's push: with its newest commits, applied at once; without, one catch-up
+        // at a time (another under way is waited for).
+        const body = await this.body(request);
+        if (body instanceof Response || body.byteLength > 0) return body instanceof Response ? body : this.routed(OP_ROUTE, request, rest, body);
         return this.sync().then(() => new Response("{}", { headers: JSON_HEADERS }));
+      }
     }
     return jsonError(404, "NOT_FOUND", `no route for ${pathname}`);
   }
@@ -269,15 +273,31 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     return this.syncing;
   }
 
-  /** After a call: the position; a primary's replicas are told of new commits (one request
-   *  in flight per replica, one more queued; a replica not told catches up at its alarm). */
+  /** After a call: the position; a primary's replicas are told of new commits. */
   private note(db: DosqlInstance): string {
+    const from = Number(this.pushed.split(":")[1] ?? 0) + 1;
     this.pos = db.position();
     if (this.pos[2] !== "" && this.pos[0] !== this.pushed) {
+      const fresh = this.pushed === "" ? Number(this.pos[0].split(":")[1]) : Math.min(from, Number(this.pos[0].split(":")[1]));
       this.pushed = this.pos[0];
-      for (const r of this.pos[2].split(",")) this.poke(r);
+      void this.push(this.pos[2].split(","), fresh);
     }
     return this.pos[0];
+  }
+
+  /** Sends replicas the commits from txid `from` on (one `_replicate` answer, made once for
+   *  all of them), each replica one push in flight and one more queued (a queued one, or one
+   *  made in vain, just tells it to catch up; one never told catches up at its alarm). */
+  private async push(replicas: string[], from: number): Promise<void> {
+    const idle = replicas.filter((r) => {
+      if (this.poking.has(r)) this.poking.set(r, true);
+      return !this.poking.has(r);
+    });
+    if (idle.length === 0) return;
+    for (const r of idle) this.poking.set(r, false);
+    const res = await this.locked(() => this.framed(OP_ROUTE, { method: "GET", path: "_replicate", query: `from=${from}` }, new Uint8Array(0))).catch(() => null);
+    const batch = res?.ok ? new Uint8Array(await res.arrayBuffer()) : null;
+    for (const r of idle) this.poke(r, batch);
   }
 
   /** Tests: DOSQL_TEST_REPLICATION_FAULTS's delay_ms before each request between databases. */
@@ -286,16 +306,19 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     if (ms > 0) return new Promise((r) => setTimeout(r, ms));
   }
 
-  private poke(replica: string): void {
-    if (this.poking.has(replica)) return void this.poking.set(replica, true);
-    this.poking.set(replica, false);
+  private poke(replica: string, batch: Uint8Array | null): void {
+    this.poking.set(replica, this.poking.get(replica) ?? false);
     void Promise.resolve(this.testDelay())
-      .then(() => this.stub(replica).fetch(`https://dosql/db/${replica}/_sync`, { method: "POST" }))
-      .then((r) => r.arrayBuffer(), (err: unknown) => console.error(`dosql: telling ${replica}:`, err))
+      .then(() => this.stub(replica).fetch(`https://dosql/db/${replica}/_sync`, { method: "POST", body: batch }))
+      .then((r) => r.arrayBuffer())
+      .catch((err: unknown) => console.error(`dosql: telling ${replica}:`, err))
       .finally(() => {
         const again = this.poking.get(replica);
         this.poking.delete(replica);
-        if (again) this.poke(replica);
+        if (again) {
+          this.poking.set(replica, false);
+          this.poke(replica, null);
+        }
       });
   }
 

@@ -44,6 +44,10 @@ pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Round trips one `_sync` makes at most before answering (the next one goes on).
 pub const MAX_SYNC_STEPS: u32 = 32;
 
+/// Commits one `_replicate` answer carries at most: each is rebuilt from the newest state
+/// back, so a long run of them would cost the primary reads quadratic in their number.
+pub const MAX_BATCH_COMMITS: u64 = 16;
+
 /// Bytes of pages a replica takes in one snapshot at most: the snapshot is held in its
 /// memory whole while it is staged (the isolate's default budget is 64 MiB, shared).
 pub const MAX_SNAPSHOT_BYTES: usize = 16 * 1024 * 1024;
@@ -607,7 +611,7 @@ fn replicate<K: Kv>(store: &mut DoStore<K>, query: &str) -> Result<Answer, ApiEr
     }
     if !snapshot && from <= newest {
         let mut bytes = 0usize;
-        for t in from..=newest {
+        for t in from..=newest.min(from + MAX_BATCH_COMMITS - 1) {
             match store.ltx(t, t) {
                 Ok((b, _)) => {
                     bytes += b.len();
@@ -709,8 +713,20 @@ fn sync<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>, now_ms: i64) -> Result
         snapshot: false,
         asked_at: 0,
     };
-    let step = match req.step {
-        Some(s) if matches!(s.state()?, State::Sync { .. }) => s,
+    // A primary's push carries its newest commits as a `_replicate` answer: applied as if
+    // they had been asked for (a gap or a stale one is asked for again).
+    let pushed = req.step.is_none() && req.path == "_sync" && !req.body.is_empty();
+    let (status, state) = match req.step {
+        Some(s) if matches!(s.state()?, State::Sync { .. }) => (s.status, s.state()?),
+        _ if pushed => (
+            200,
+            State::Sync {
+                steps: 0,
+                applied: 0,
+                snapshot: false,
+                asked_at: store.record().txid,
+            },
+        ),
         // The first step (also after `POST _replica`'s checks).
         _ => return Ok(ask(&mut fresh, false, store.record().txid)),
     };
@@ -719,10 +735,11 @@ fn sync<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>, now_ms: i64) -> Result
         mut applied,
         mut snapshot,
         asked_at,
-    } = step.state()?
+    } = state
     else {
         return Err(ApiError::bad_request("not a sync step"));
     };
+    let lineage_before = store.record().lineage;
     steps += 1;
     // Another catch-up moved this replica while the answer travelled: it answers a question
     // no longer asked (judging it could call a healthy replica ahead); ask again.
@@ -739,8 +756,8 @@ fn sync<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>, now_ms: i64) -> Result
         SEEN.with(|s| s.borrow_mut().last_error = Some(e.message.clone()));
         e
     };
-    if step.status != 200 {
-        return Err(fail(relayed(&primary, step.status, req.body)));
+    if status != 200 {
+        return Err(fail(relayed(&primary, status, req.body)));
     }
     let (batch, mut files) = read_batch(req.body).map_err(|e| {
         fail(ApiError::new(
@@ -771,7 +788,9 @@ fn sync<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>, now_ms: i64) -> Result
     // (pages changed under SQLite).
     let partial = |e: ApiError, applied: u64| {
         let mut a = Answer::error(&e);
-        a.switched = applied > before;
+        if applied > before {
+            a.switched = true;
+        }
         Ok(a)
     };
     for f in files {
@@ -865,13 +884,22 @@ fn sync<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>, now_ms: i64) -> Result
             ),
         )));
     }
-    // Pages changed under SQLite: the session opens the database again (before requests
-    // between the steps read it, too).
+    // Pages changed under SQLite. Commits of SQL change page 1's change counter, by which
+    // SQLite drops its cache at the next read as it does for another process's writes (the
+    // VFS's cache is dropped with the store's work); a snapshot or another lineage (a restore,
+    // an import) may not, and the session opens the database again. The host opens it again
+    // too while Hrana streams are open, whose read transactions must not see pages change.
     let changed = applied > before;
+    let reopen = changed && (snapshot || store.record().lineage != lineage_before);
+    let mark = |mut a: Answer| {
+        a.switched = reopen;
+        if changed {
+            a.headers.push(("x-dosql-pages-changed", "1".into()));
+        }
+        a
+    };
     if (need_snapshot || txid < batch.txid) && steps < MAX_SYNC_STEPS {
-        let mut a = ask(&mut state, need_snapshot, txid);
-        a.switched = changed;
-        return Ok(a);
+        return Ok(mark(ask(&mut state, need_snapshot, txid)));
     }
     SEEN.with(|s| {
         let mut s = s.borrow_mut();
@@ -882,15 +910,14 @@ fn sync<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>, now_ms: i64) -> Result
         }
         s.last_error = None;
     });
-    let mut a = Answer::json(&json!({
+    let a = Answer::json(&json!({
         "txid": txid,
         "primary_txid": batch.txid,
         "applied": applied,
         "snapshot": snapshot,
         "bookmark": bookmark(store.record().lineage, txid),
     }));
-    a.switched = changed;
-    Ok(a)
+    Ok(mark(a))
 }
 
 #[cfg(test)]
