@@ -88,6 +88,13 @@ function answer(res: WasmResponse, bookmark: string): Response {
   return new Response(res.body, { status: res.status >= 200 && res.status <= 599 ? res.status : 500, headers: { ...JSON_HEADERS, "x-dosql-bookmark": bookmark } });
 }
 
+/** 400 for an x-dosql-bookmark that is not one (null: none, or a good one). */
+function badBookmark(request: Request): Response | null {
+  const want = request.headers.get("x-dosql-bookmark");
+  if (want === null || want === "first-primary" || /^[0-9a-f]{16}:[0-9]+$/.test(want)) return null;
+  return jsonError(400, "BAD_BOOKMARK", 'x-dosql-bookmark is "<lineage>:<txid>" as an answer gave it, or "first-primary"');
+}
+
 /** Whether bookmark `have` is at least as new as `want` (`<lineage>:<txid>`, same lineage). */
 function reached(have: string, want: string): boolean {
   const [hl, ht] = have.split(":");
@@ -150,6 +157,8 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
         const body = method("POST") ?? (await this.body(request));
         if (body instanceof Response) return body;
         const op = first === "query" ? OP_QUERY : OP_BATCH;
+        const bad = badBookmark(request);
+        if (bad !== null) return bad;
         if (this.pos[1] !== "") return this.onReplica(request, op, body);
         // The common case: an open synchronous instance and nothing queued for it. Its call
         // runs to completion without yielding, so nothing can interleave: skip the queue.
@@ -164,6 +173,8 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
       case "v3": {
         // Hrana on a replica with a bookmark: the primary answers unless the replica has it.
         if (this.pos[1] === "" || !request.headers.has("x-dosql-bookmark")) return this.routed(OP_HRANA, request, rest);
+        const bad = badBookmark(request);
+        if (bad !== null) return bad;
         const body = await this.body(request);
         return body instanceof Response ? body : this.onReplica(request, OP_HRANA, body);
       }
@@ -176,8 +187,14 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
       case "replicas":
       case "_replica":
       case "_replicate":
-      case "_sync":
         return this.routed(OP_ROUTE, request, rest);
+      case "_sync": {
+        // A primary's push: with its newest commits, applied at once; without, one catch-up
+        // at a time (another under way is waited for).
+        const body = await this.body(request);
+        if (body instanceof Response || body.byteLength > 0) return body instanceof Response ? body : this.routed(OP_ROUTE, request, rest, body);
+        return this.sync().then(() => new Response("{}", { headers: JSON_HEADERS }));
+      }
     }
     return jsonError(404, "NOT_FOUND", `no route for ${pathname}`);
   }
@@ -201,7 +218,10 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
       if (send === null) return res;
       const to = JSON.parse(send) as { to: string; method: string; path: string; location_hint?: string };
       await this.testDelay();
-      const out = await this.stub(to.to, to.location_hint).fetch(`https://dosql/db/${to.to}/${to.path}`, { method: to.method, body: to.method === "GET" ? null : await res.arrayBuffer() });
+      // Unreachable: the route hears of it as the other database's 502, and answers for it.
+      const out = await this.stub(to.to, to.location_hint)
+        .fetch(`https://dosql/db/${to.to}/${to.path}`, { method: to.method, body: to.method === "GET" ? null : await res.arrayBuffer() })
+        .catch((err: unknown) => jsonError(502, "UNREACHABLE", `${to.to}: ${err instanceof Error ? err.message : String(err)}`));
       step = { state: JSON.parse(res.headers.get("x-dosql-state")!) as unknown, status: out.status };
       input = new Uint8Array(await out.arrayBuffer());
     }
@@ -218,7 +238,6 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
    *  and for writes, by the primary. */
   private async onReplica(request: Request, op: number, body: Uint8Array): Promise<Response> {
     const want = request.headers.get("x-dosql-bookmark");
-    if (want !== null && want !== "first-primary" && !/^[0-9a-f]{16}:[0-9]+$/.test(want)) return jsonError(400, "BAD_BOOKMARK", 'x-dosql-bookmark is "<lineage>:<txid>" as an answer gave it, or "first-primary"');
     if (want !== null && want !== "first-primary" && !reached(this.pos[0], want)) await this.sync();
     if (want === "first-primary" || (want !== null && !reached(this.pos[0], want))) return this.forward(request, body);
     if (op === OP_HRANA) return this.routed(op, request, pathOf(request.url).replace(/^\/db\/[^/]+\/?/, ""), body);
@@ -226,14 +245,22 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     return res.status === 421 ? this.forward(request, body) : res;
   }
 
-  /** Sends a request to the primary; its answer says so. */
+  /** Sends a request to the primary; its answer says so. A request forwarded already (two
+   *  databases that follow each other) is refused rather than sent round again. */
   private async forward(request: Request, body: Uint8Array): Promise<Response> {
     const primary = this.pos[1];
+    if (request.headers.has("x-dosql-forwarded-to")) return jsonError(508, "FORWARDING_LOOP", `forwarded twice, now to ${primary}: detach one of the databases that follow each other`);
     const url = request.url.replace(/\/db\/[^/]+\//, `/db/${primary}/`);
-    const out = await this.stub(primary).fetch(url, { method: request.method, headers: request.headers, body });
-    const res = new Response(out.body, out);
-    res.headers.set("x-dosql-forwarded-to", primary);
-    return res;
+    const headers = new Headers(request.headers);
+    headers.set("x-dosql-forwarded-to", primary);
+    try {
+      const out = await this.stub(primary).fetch(url, { method: request.method, headers, body });
+      const res = new Response(out.body, out);
+      res.headers.set("x-dosql-forwarded-to", primary);
+      return res;
+    } catch (err) {
+      return jsonError(502, "PRIMARY_UNREACHABLE", `${primary}: ${err instanceof Error ? err.message : String(err)}`);
+    }
   }
 
   /** A replica's catch-up with its primary (the `_sync` route); failures are in /stats.
@@ -241,19 +268,36 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
   private sync(): Promise<void> {
     this.syncing ??= this.routed(OP_ROUTE, new Request("https://dosql/_sync", { method: "POST" }), "_sync")
       .then(async (res) => void (res.ok || console.error("dosql: replica catch-up:", await res.text())))
+      .catch((err: unknown) => console.error("dosql: replica catch-up:", err))
       .finally(() => (this.syncing = null));
     return this.syncing;
   }
 
-  /** After a call: the position; a primary's replicas are told of new commits (one request
-   *  in flight per replica, one more queued; a replica not told catches up at its alarm). */
+  /** After a call: the position; a primary's replicas are told of new commits. */
   private note(db: DosqlInstance): string {
+    const from = Number(this.pushed.split(":")[1] ?? 0) + 1;
     this.pos = db.position();
     if (this.pos[2] !== "" && this.pos[0] !== this.pushed) {
+      const fresh = this.pushed === "" ? Number(this.pos[0].split(":")[1]) : Math.min(from, Number(this.pos[0].split(":")[1]));
       this.pushed = this.pos[0];
-      for (const r of this.pos[2].split(",")) this.poke(r);
+      void this.push(this.pos[2].split(","), fresh);
     }
     return this.pos[0];
+  }
+
+  /** Sends replicas the commits from txid `from` on (one `_replicate` answer, made once for
+   *  all of them), each replica one push in flight and one more queued (a queued one, or one
+   *  made in vain, just tells it to catch up; one never told catches up at its alarm). */
+  private async push(replicas: string[], from: number): Promise<void> {
+    const idle = replicas.filter((r) => {
+      if (this.poking.has(r)) this.poking.set(r, true);
+      return !this.poking.has(r);
+    });
+    if (idle.length === 0) return;
+    for (const r of idle) this.poking.set(r, false);
+    const res = await this.locked(() => this.framed(OP_ROUTE, { method: "GET", path: "_replicate", query: `from=${from}` }, new Uint8Array(0))).catch(() => null);
+    const batch = res?.ok ? new Uint8Array(await res.arrayBuffer()) : null;
+    for (const r of idle) this.poke(r, batch);
   }
 
   /** Tests: DOSQL_TEST_REPLICATION_FAULTS's delay_ms before each request between databases. */
@@ -262,16 +306,19 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     if (ms > 0) return new Promise((r) => setTimeout(r, ms));
   }
 
-  private poke(replica: string): void {
-    if (this.poking.has(replica)) return void this.poking.set(replica, true);
-    this.poking.set(replica, false);
+  private poke(replica: string, batch: Uint8Array | null): void {
+    this.poking.set(replica, this.poking.get(replica) ?? false);
     void Promise.resolve(this.testDelay())
-      .then(() => this.stub(replica).fetch(`https://dosql/db/${replica}/_sync`, { method: "POST" }))
-      .then((r) => r.arrayBuffer(), (err: unknown) => console.error(`dosql: telling ${replica}:`, err))
+      .then(() => this.stub(replica).fetch(`https://dosql/db/${replica}/_sync`, { method: "POST", body: batch }))
+      .then((r) => r.arrayBuffer())
+      .catch((err: unknown) => console.error(`dosql: telling ${replica}:`, err))
       .finally(() => {
         const again = this.poking.get(replica);
         this.poking.delete(replica);
-        if (again) this.poke(replica);
+        if (again) {
+          this.poking.set(replica, false);
+          this.poke(replica, null);
+        }
       });
   }
 
@@ -295,7 +342,7 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
   async alarm(): Promise<void> {
     // A replica asks its primary for commits at least this often (its pushes may be lost).
     const poll = this.pos[1] === "" ? null : Date.now() + intVar(this.env.DOSQL_REPLICA_POLL_MS, 10_000);
-    if (poll !== null) await this.sync();
+    if (poll !== null) await this.sync(); // never throws: a failure is in /stats
     const res = await this.locked(() => this.framed(OP_ROUTE, { method: "POST", path: "_maintain", query: "" }, new TextEncoder().encode("{}")));
     const r = res.ok ? ((await res.json()) as { due_ms?: number | null }) : null;
     if (r === null) console.error("dosql: background work failed:", await res.text());
@@ -332,7 +379,7 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     if (!res.ok) return res;
     const b = this.budget;
     const memory = { instance_bytes: this.memoryBytes(), isolate_bytes: b.total(), budget_bytes: b.budgetBytes, instances: b.instances, dropped_instances: b.dropped, reused_instances: b.reused, share_bytes: this.limitsShare };
-    return new Response(JSON.stringify({ ...((await res.json()) as object), memory, warmup: WARMUP }), { headers: JSON_HEADERS });
+    return new Response(JSON.stringify({ ...((await res.json()) as object), memory, warmup: WARMUP }), { headers: { ...JSON_HEADERS, "x-dosql-bookmark": this.pos[0] } });
   }
 
   // ---- the isolate's memory budget (budget.ts) ----

@@ -451,11 +451,14 @@ test("a read replica gives @libsql/client read-your-writes through a fetch that 
   assert.equal(res.status, 201, await res.text());
   // The README's recipe: remember each answer's x-dosql-bookmark, send it with each request.
   let bookmark = null;
+  const newer = (a, b) => a.split(":")[0] !== b.split(":")[0] || Number(a.split(":")[1]) > Number(b.split(":")[1]);
   const carrying = async (input, init) => {
     const req = new Request(input, init);
     if (bookmark !== null) req.headers.set("x-dosql-bookmark", bookmark);
     const answer = await fetch(req);
-    bookmark = answer.headers.get("x-dosql-bookmark") ?? bookmark;
+    const b = answer.headers.get("x-dosql-bookmark");
+    // Keep the newest: an answer to a request sent earlier may come back later.
+    if (b !== null && (bookmark === null || newer(b, bookmark))) bookmark = b;
     return answer;
   };
   const writer = client("rw-primary", { fetch: carrying });

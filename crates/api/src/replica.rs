@@ -44,6 +44,14 @@ pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Round trips one `_sync` makes at most before answering (the next one goes on).
 pub const MAX_SYNC_STEPS: u32 = 32;
 
+/// Commits one `_replicate` answer carries at most: each is rebuilt from the newest state
+/// back, so a long run of them would cost the primary reads quadratic in their number.
+pub const MAX_BATCH_COMMITS: u64 = 16;
+
+/// Bytes of pages a replica takes in one snapshot at most: the snapshot is held in its
+/// memory whole while it is staged (the isolate's default budget is 64 MiB, shared).
+pub const MAX_SNAPSHOT_BYTES: usize = 16 * 1024 * 1024;
+
 /// The first line of a `_replicate` answer; LTX files follow it, each after its length (u32,
 /// little-endian).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -158,6 +166,11 @@ fn roll(p: impl Fn(&Faults) -> f64) -> bool {
     })
 }
 
+/// Forgets what this thread knew of a primary (another database opens in this instance).
+pub fn forget_seen() {
+    SEEN.with(|s| *s.borrow_mut() = Seen::default());
+}
+
 /// A replica's status: what `GET _replica` answers and `/stats` includes.
 pub fn status<K: Kv>(store: &mut DoStore<K>, now_ms: i64) -> Result<Json, ApiError> {
     let primary = store.primary().map_err(|e| failed(&e))?;
@@ -253,10 +266,19 @@ enum State {
     Detach {
         name: String,
     },
+    /// An attach undone: this database became a replica itself meanwhile.
+    Undo {
+        name: String,
+        primary: String,
+    },
     Sync {
         steps: u32,
         applied: u64,
         snapshot: bool,
+        /// The replica's txid when the commits were asked for: another catch-up that moved
+        /// it meanwhile makes the answer stale.
+        #[serde(default)]
+        asked_at: u64,
     },
 }
 
@@ -278,6 +300,23 @@ fn attach<K: Kv>(
     now_ms: i64,
 ) -> Result<Answer, ApiError> {
     let me = req.db.unwrap_or("");
+    if let Some(step) = req.step
+        && let State::Undo { name, primary } = step.state()?
+    {
+        return Err(ApiError::new(
+            409,
+            "IS_REPLICA",
+            format!(
+                "this database became a read replica of {primary} meanwhile; {name} was let go \
+                 again ({}): attach replicas to {primary}",
+                if step.status == 200 {
+                    "detached"
+                } else {
+                    "detaching it failed: detach it by hand"
+                }
+            ),
+        ));
+    }
     if let Some(step) = req.step {
         let State::Attach {
             name,
@@ -289,6 +328,23 @@ fn attach<K: Kv>(
         if step.status != 200 {
             return Err(relayed(&name, step.status, req.body));
         }
+        // This database became a replica while the request travelled (two databases
+        // attaching each other at once): the other one is let go again, so that no two
+        // databases follow each other.
+        if let Some(p) = store.primary().map_err(|e| failed(&e))? {
+            let state = State::Undo {
+                name: name.clone(),
+                primary: p,
+            };
+            return Ok(Answer::send(
+                &name,
+                location_hint.as_deref(),
+                "DELETE",
+                "_replica".into(),
+                json!({"primary": me}).to_string().into_bytes(),
+                &state,
+            ));
+        }
         let mut r = store.replication().map_err(|e| failed(&e))?.clone();
         r.replicas.retain(|e| e.name != name);
         r.replicas.push(ReplicaEntry {
@@ -298,7 +354,13 @@ fn attach<K: Kv>(
         });
         store.set_replication(r).map_err(|e| failed(&e))?;
         let answer: Json = serde_json::from_slice(req.body).unwrap_or(Json::Null);
-        let mut a = Answer::json(&json!({"name": name, "primary": me, "txid": answer["txid"]}));
+        let mut a = Answer::json(&json!({
+            "name": name,
+            "primary": me,
+            "txid": answer["txid"],
+            // Its first catch-up failed (it catches up at its next push or alarm): why.
+            "error": answer.get("error"),
+        }));
         a.status = 201;
         return Ok(a);
     }
@@ -352,6 +414,13 @@ fn attach<K: Kv>(
 
 fn list<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>, now_ms: i64) -> Result<Answer, ApiError> {
     let r = store.replication().map_err(|e| failed(&e))?.clone();
+    if let Some(p) = &r.primary {
+        return Err(ApiError::new(
+            409,
+            "IS_REPLICA",
+            format!("this database is a read replica of {p}: its primary lists the replicas"),
+        ));
+    }
     let (next, mut rows) = match req.step {
         None => (0, Vec::new()),
         Some(step) => {
@@ -405,8 +474,10 @@ fn detach<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>) -> Result<Answer, Ap
             return Err(ApiError::bad_request("not a detach step"));
         };
         // A replica that says it follows another primary (or none) is not this one's any
-        // more either way: it leaves the list.
-        if step.status != 200 && step.status != 409 {
+        // more either way: it leaves the list. Any other refusal (a transaction open there)
+        // leaves it attached.
+        let said: Json = serde_json::from_slice(req.body).unwrap_or(Json::Null);
+        if step.status != 200 && !(step.status == 409 && said["error"]["code"] == "NOT_A_REPLICA") {
             return Err(relayed(&name, step.status, req.body));
         }
         let mut r = store.replication().map_err(|e| failed(&e))?.clone();
@@ -520,9 +591,27 @@ fn replicate<K: Kv>(store: &mut DoStore<K>, query: &str) -> Result<Answer, ApiEr
     let mut files: Vec<Vec<u8>> = Vec::new();
     // A new replica (from 1) takes a snapshot rather than every commit since the first.
     let mut snapshot = param(query, "snapshot")? == Some(1) || from == 1 || from - 1 < oldest;
+    let too_large = || {
+        let bytes = u64::from(head.page_count) * u64::from(head.page_size.get());
+        (bytes > MAX_SNAPSHOT_BYTES as u64).then(|| {
+            ApiError::new(
+                413,
+                "SNAPSHOT_TOO_LARGE",
+                format!(
+                    "a replica needs a snapshot, and this database's {bytes} bytes of pages are \
+                     over the {} MiB a replica takes at once: keep history on (HISTORY) so that \
+                     replicas follow it commit by commit",
+                    MAX_SNAPSHOT_BYTES >> 20
+                ),
+            )
+        })
+    };
+    if snapshot && let Some(e) = too_large() {
+        return Err(e);
+    }
     if !snapshot && from <= newest {
         let mut bytes = 0usize;
-        for t in from..=newest {
+        for t in from..=newest.min(from + MAX_BATCH_COMMITS - 1) {
             match store.ltx(t, t) {
                 Ok((b, _)) => {
                     bytes += b.len();
@@ -542,6 +631,9 @@ fn replicate<K: Kv>(store: &mut DoStore<K>, query: &str) -> Result<Answer, ApiEr
         }
     }
     if snapshot && newest > 0 {
+        if let Some(e) = too_large() {
+            return Err(e);
+        }
         let (b, _) = store.ltx(1, newest).map_err(|e| match e.kind() {
             dosql_pagestore::ErrorKind::Invalid => ApiError::new(413, "LTX_TOO_LARGE", e.message()),
             _ => failed(&e),
@@ -597,7 +689,10 @@ fn sync<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>, now_ms: i64) -> Result
             "this database is not a read replica",
         ));
     };
-    let ask = |state: &State, snapshot: bool, txid: u64| {
+    let ask = |state: &mut State, snapshot: bool, txid: u64| {
+        if let State::Sync { asked_at, .. } = state {
+            *asked_at = txid;
+        }
         let query = if snapshot {
             "snapshot=1".to_owned()
         } else {
@@ -609,34 +704,60 @@ fn sync<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>, now_ms: i64) -> Result
             "GET",
             format!("_replicate?{query}"),
             Vec::new(),
-            state,
+            &*state,
         )
     };
-    let fresh = State::Sync {
+    let mut fresh = State::Sync {
         steps: 0,
         applied: 0,
         snapshot: false,
+        asked_at: 0,
     };
-    let step = match req.step {
-        Some(s) if matches!(s.state()?, State::Sync { .. }) => s,
+    // A primary's push carries its newest commits as a `_replicate` answer: applied as if
+    // they had been asked for (a gap or a stale one is asked for again).
+    let pushed = req.step.is_none() && req.path == "_sync" && !req.body.is_empty();
+    let (status, state) = match req.step {
+        Some(s) if matches!(s.state()?, State::Sync { .. }) => (s.status, s.state()?),
+        _ if pushed => (
+            200,
+            State::Sync {
+                steps: 0,
+                applied: 0,
+                snapshot: false,
+                asked_at: store.record().txid,
+            },
+        ),
         // The first step (also after `POST _replica`'s checks).
-        _ => return Ok(ask(&fresh, false, store.record().txid)),
+        _ => return Ok(ask(&mut fresh, false, store.record().txid)),
     };
     let State::Sync {
         mut steps,
         mut applied,
         mut snapshot,
-    } = step.state()?
+        asked_at,
+    } = state
     else {
         return Err(ApiError::bad_request("not a sync step"));
     };
+    let lineage_before = store.record().lineage;
     steps += 1;
+    // Another catch-up moved this replica while the answer travelled: it answers a question
+    // no longer asked (judging it could call a healthy replica ahead); ask again.
+    if store.record().txid != asked_at && steps < MAX_SYNC_STEPS {
+        let mut state = State::Sync {
+            steps,
+            applied,
+            snapshot,
+            asked_at,
+        };
+        return Ok(ask(&mut state, false, store.record().txid));
+    }
     let fail = |e: ApiError| {
         SEEN.with(|s| s.borrow_mut().last_error = Some(e.message.clone()));
         e
     };
-    if step.status != 200 {
-        return Err(fail(relayed(&primary, step.status, req.body)));
+    if status != 200 {
+        return Err(fail(relayed(&primary, status, req.body)));
     }
     let (batch, mut files) = read_batch(req.body).map_err(|e| {
         fail(ApiError::new(
@@ -663,14 +784,48 @@ fn sync<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>, now_ms: i64) -> Result
     let lineage = u64::from_str_radix(&batch.lineage, 16).unwrap_or(0);
     let mut need_snapshot = false;
     let before = applied;
+    // A failure after some commits of this step were applied still reopens the session
+    // (pages changed under SQLite).
+    let partial = |e: ApiError, applied: u64| {
+        let mut a = Answer::error(&e);
+        if applied > before {
+            a.switched = true;
+        }
+        Ok(a)
+    };
     for f in files {
-        let ltx = Ltx::decode(f).map_err(|e| {
-            fail(ApiError::new(
-                502,
-                "REPLICATION_FAILED",
-                format!("{primary}: {e}"),
-            ))
-        })?;
+        // A snapshot is decoded whole: bounded, so that it fits the instance's memory.
+        let header = match dosql_layout::ltx::LtxHeader::read(f) {
+            Ok(h) => h,
+            Err(e) => {
+                let e = ApiError::new(502, "REPLICATION_FAILED", format!("{primary}: {e}"));
+                return partial(fail(e), applied);
+            }
+        };
+        if header.is_snapshot()
+            && u64::from(header.commit) * u64::from(header.page_size) > MAX_SNAPSHOT_BYTES as u64
+        {
+            let e = ApiError::new(
+                413,
+                "SNAPSHOT_TOO_LARGE",
+                format!(
+                    "{primary}: a snapshot of {} pages of {} bytes is over the {} MiB a replica \
+                     takes at once; attach replicas while the database is small and keep its \
+                     history on, so that they follow it commit by commit",
+                    header.commit,
+                    header.page_size,
+                    MAX_SNAPSHOT_BYTES >> 20
+                ),
+            );
+            return partial(fail(e), applied);
+        }
+        let ltx = match Ltx::decode(f) {
+            Ok(l) => l,
+            Err(e) => {
+                let e = ApiError::new(502, "REPLICATION_FAILED", format!("{primary}: {e}"));
+                return partial(fail(e), applied);
+            }
+        };
         if batch.snapshot {
             if ltx.header.max_txid <= store.record().txid {
                 return Err(fail(ApiError::new(
@@ -684,18 +839,19 @@ fn sync<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>, now_ms: i64) -> Result
                     ),
                 )));
             }
-            store
-                .reset_to_snapshot(&ltx, lineage)
-                .map_err(|e| fail(failed(&e)))?;
+            if let Err(e) = store.reset_to_snapshot(&ltx, lineage) {
+                return partial(fail(failed(&e)), applied);
+            }
             applied += 1;
             snapshot = true;
             SEEN.with(|s| s.borrow_mut().snapshots += 1);
             continue;
         }
-        match store
-            .apply_ltx(&ltx, lineage)
-            .map_err(|e| fail(failed(&e)))?
-        {
+        let result = match store.apply_ltx(&ltx, lineage) {
+            Ok(r) => r,
+            Err(e) => return partial(fail(failed(&e)), applied),
+        };
+        match result {
             Ok(_) => {
                 applied += 1;
                 SEEN.with(|s| s.borrow_mut().applied += 1);
@@ -711,10 +867,11 @@ fn sync<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>, now_ms: i64) -> Result
         }
     }
     let txid = store.record().txid;
-    let state = State::Sync {
+    let mut state = State::Sync {
         steps,
         applied,
         snapshot,
+        asked_at,
     };
     if txid > batch.txid && !need_snapshot {
         return Err(fail(ApiError::new(
@@ -727,13 +884,22 @@ fn sync<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>, now_ms: i64) -> Result
             ),
         )));
     }
-    // Pages changed under SQLite: the session opens the database again (before requests
-    // between the steps read it, too).
+    // Pages changed under SQLite. Commits of SQL change page 1's change counter, by which
+    // SQLite drops its cache at the next read as it does for another process's writes (the
+    // VFS's cache is dropped with the store's work); a snapshot or another lineage (a restore,
+    // an import) may not, and the session opens the database again. The host opens it again
+    // too while Hrana streams are open, whose read transactions must not see pages change.
     let changed = applied > before;
+    let reopen = changed && (snapshot || store.record().lineage != lineage_before);
+    let mark = |mut a: Answer| {
+        a.switched = reopen;
+        if changed {
+            a.headers.push(("x-dosql-pages-changed", "1".into()));
+        }
+        a
+    };
     if (need_snapshot || txid < batch.txid) && steps < MAX_SYNC_STEPS {
-        let mut a = ask(&state, need_snapshot, txid);
-        a.switched = changed;
-        return Ok(a);
+        return Ok(mark(ask(&mut state, need_snapshot, txid)));
     }
     SEEN.with(|s| {
         let mut s = s.borrow_mut();
@@ -744,15 +910,14 @@ fn sync<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>, now_ms: i64) -> Result
         }
         s.last_error = None;
     });
-    let mut a = Answer::json(&json!({
+    let a = Answer::json(&json!({
         "txid": txid,
         "primary_txid": batch.txid,
         "applied": applied,
         "snapshot": snapshot,
         "bookmark": bookmark(store.record().lineage, txid),
     }));
-    a.switched = changed;
-    Ok(a)
+    Ok(mark(a))
 }
 
 #[cfg(test)]

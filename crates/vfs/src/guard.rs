@@ -274,7 +274,10 @@ pub fn decide(action: Action<'_>) -> Result<(), Refusal> {
         },
         Action::Pragma { name, arg } => {
             let lower = name.to_ascii_lowercase();
-            if arg.is_some() && read_only() && WRITING_PRAGMAS.contains(&lower.as_str()) {
+            // These two write with no argument too.
+            let writes =
+                arg.is_some() || matches!(lower.as_str(), "incremental_vacuum" | "optimize");
+            if writes && read_only() && WRITING_PRAGMAS.contains(&lower.as_str()) {
                 return Err(Refusal {
                     what: format!("PRAGMA {lower} = {}", arg.unwrap_or_default()),
                     why: REPLICA_WHY,
@@ -375,6 +378,8 @@ mod tests {
         assert!(pragma("user_version", Some("5")).is_err());
         assert!(pragma("user_version", None).is_ok());
         assert!(pragma("table_info", Some("t")).is_ok());
+        assert!(pragma("optimize", None).is_err());
+        assert!(pragma("incremental_vacuum", None).is_err());
         set_read_only(false);
         assert!(write(Some("main")).is_ok());
         assert!(pragma("user_version", Some("5")).is_ok());

@@ -295,6 +295,8 @@ pub extern "C" fn dosql_open(
         // Until the host's settings arrive with the first limits (before any request).
         history: dosql_layout::HistoryConfig::DEFAULT,
     };
+    // Another database (or this one anew): nothing known of a primary yet.
+    replica::forget_seen();
     set_result(open(opened))
 }
 
@@ -663,7 +665,14 @@ fn route_op(input: &[u8]) -> Response {
         Ok(a) => a,
         Err(e) => return framed(Err(e)),
     };
-    if answer.switched {
+    // A replica's catch-up that changed pages while Hrana streams are open: their read
+    // transactions must not see pages change under them (see dosql_api::replica).
+    let pages_changed = answer
+        .headers
+        .iter()
+        .any(|(k, _)| *k == "x-dosql-pages-changed");
+    let streams = HRANA.with(|h| h.borrow().as_ref().is_some_and(Hrana::has_streams));
+    if answer.switched || (pages_changed && streams) {
         let reopened = open(o);
         if reopened.status != 200 {
             return framed(Ok(reopened.into()));

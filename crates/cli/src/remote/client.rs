@@ -358,8 +358,12 @@ impl Client {
         let mut resp = result.map_err(|e| self.unreachable(&e))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        if let Some(b) = headers
-            .get("x-dosql-bookmark")
+        // From the answers a replica gives only at least as new as the bookmark sent (or
+        // the primary gives): other routes answer from where the replica is.
+        let gated = path == "/query" || path == "/batch";
+        if let Some(b) = gated
+            .then(|| headers.get("x-dosql-bookmark"))
+            .flatten()
             .and_then(|v| v.to_str().ok())
             .filter(|b| !b.is_empty())
         {
