@@ -264,10 +264,15 @@ fn replicas_converge_under_faults_and_a_kill_and_never_serve_older_than_a_bookma
     attach(&p, "load-r1");
     attach(&p, "load-r2");
     let mut acked: Vec<(i64, i64)> = Vec::new();
+    // Writes answered so far: the kill comes once the load is well under way.
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut failed_during_kill = 0u64;
     for round in 0..2 {
         let worker = |who: i64| {
             let server_url = server.url();
+            let answered = answered.clone();
             std::thread::spawn(move || {
+                let mut lost = 0u64;
                 let base = |n: &str| dosql_e2e::Server::db_at(&server_url, n);
                 let (p, rs) = (base("load"), [base("load-r1"), base("load-r2")]);
                 let mut mine = Vec::new();
@@ -298,9 +303,11 @@ fn replicas_converge_under_faults_and_a_kill_and_never_serve_older_than_a_bookma
                     // Not acknowledged while the server is being killed (it may have
                     // committed or not: such a row is not counted either way).
                     let Ok(w) = try_query_at(target, &sql, None) else {
+                        lost += 1;
                         std::thread::sleep(std::time::Duration::from_millis(100));
                         continue;
                     };
+                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if w.status != 200 {
                         continue;
                     }
@@ -333,22 +340,35 @@ fn replicas_converge_under_faults_and_a_kill_and_never_serve_older_than_a_bookma
                         assert!(txid_of(&got) >= txid_of(&bm), "{got} older than {bm}");
                     }
                 }
-                mine
+                (mine, lost)
             })
         };
         let workers: Vec<_> = (0..3).map(|w| worker(round * 10 + w)).collect();
         if round == 0 {
-            // Mid-stream: workerd killed, then started again; the workers carry on.
-            std::thread::sleep(std::time::Duration::from_millis(400));
+            // Mid-stream: once a third of the writes were answered, workerd is killed and
+            // started again; the workers carry on.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while answered.load(std::sync::atomic::Ordering::Relaxed) < 25
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
             server.crash_and_restart();
         }
         for w in workers {
             match w.join() {
-                Ok(mine) => acked.extend(mine),
+                Ok((mine, lost)) => {
+                    acked.extend(mine);
+                    failed_during_kill += lost;
+                }
                 Err(e) => std::panic::resume_unwind(e),
             }
         }
     }
+    assert!(
+        failed_during_kill > 0,
+        "the kill came after the load: no request failed"
+    );
     let (r1, r2) = (server.db("load-r1"), server.db("load-r2"));
     for r in [&r1, &r2] {
         converge(&p, r, "after the load");
