@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
 use crate::ApiError;
-use crate::http::{Answer, Request};
+use crate::http::{Answer, Request, relayed, valid_name};
 
 /// Pages per request to the target (what one import request takes, at most).
 const CHUNK_PAGES: u32 = 128;
@@ -39,13 +39,6 @@ struct State {
     chunk: u32,
     /// The next page to send (page_count + 1: the commit was sent).
     next: u32,
-}
-
-/// A valid database name (the Worker's rule).
-fn valid_name(n: &str) -> bool {
-    (1..=64).contains(&n.len())
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 fn send(state: &State, method: &str, path: String, body: Vec<u8>) -> Answer {
@@ -72,17 +65,8 @@ fn step<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>) -> Result<Answer, ApiE
     let answer: Json = serde_json::from_str(&text).unwrap_or(Json::Null);
     if step.status != 200 {
         // The target's own error, said about the target.
-        let code = answer["error"]["code"]
-            .as_str()
-            .unwrap_or("BRANCH_FAILED")
-            .to_owned();
-        let message = answer["error"]["message"].as_str().unwrap_or(&text);
-        let status = if step.status >= 500 { 502 } else { step.status };
-        return Err(ApiError::new(
-            status,
-            &code,
-            format!("branch into {}: {message}", state.to),
-        ));
+        let what = format!("branch into {}", state.to);
+        return Err(relayed(&what, step.status, req.body, "BRANCH_FAILED"));
     }
     if state.import.is_none() {
         let id = answer["import_id"].as_str().ok_or_else(|| {

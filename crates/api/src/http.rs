@@ -18,6 +18,24 @@ use serde_json::{Value as Json, json};
 
 use crate::{ApiError, Response};
 
+/// A valid database name (the Worker's rule): 1-64 of `A-Z a-z 0-9 _ . -`.
+pub fn valid_name(n: &str) -> bool {
+    (1..=64).contains(&n.len())
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Another database's error answer (`status`, `body`) to a carried request, said about it:
+/// its code (`fallback` when it gave none), `<what>: <its message>`, and 502 for its 5xx.
+pub fn relayed(what: &str, status: u16, body: &[u8], fallback: &str) -> ApiError {
+    let text = String::from_utf8_lossy(body);
+    let answer: Json = serde_json::from_str(&text).unwrap_or(Json::Null);
+    let code = answer["error"]["code"].as_str().unwrap_or(fallback);
+    let message = answer["error"]["message"].as_str().unwrap_or(&text);
+    let status = if status >= 500 { 502 } else { status };
+    ApiError::new(status, code, format!("{what}: {message}"))
+}
+
 /// A framed request.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {

@@ -36,7 +36,12 @@ use serde_json::{Value as Json, json};
 
 use crate::ApiError;
 use crate::history::param;
-use crate::http::{Answer, Request};
+use crate::http::{Answer, Request, valid_name};
+
+/// The other database's error, said about it.
+fn relayed(to: &str, status: u16, body: &[u8]) -> ApiError {
+    crate::http::relayed(to, status, body, "REPLICATION_FAILED")
+}
 
 /// Bytes of LTX files one `_replicate` answer carries at most (one file may be larger).
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
@@ -220,7 +225,7 @@ pub fn handle<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>, now_ms: i64) -> 
     }
     let answer = match (req.path, req.method) {
         ("replicas", "POST") => attach(store, req, now_ms),
-        ("replicas", "GET" | "HEAD") => list(store, req, now_ms),
+        ("replicas", "GET" | "HEAD") => list(store, req),
         ("replicas", _) => return Some(Answer::not_allowed("replicas", "GET or POST")),
         (p, "DELETE") if p.starts_with("replicas/") => detach(store, req),
         (p, _) if p.starts_with("replicas/") => {
@@ -243,12 +248,6 @@ fn failed(e: &StoreError) -> ApiError {
         }
         _ => ApiError::new(500, "REPLICATION_FAILED", e.to_string()),
     }
-}
-
-fn valid_name(n: &str) -> bool {
-    (1..=64).contains(&n.len())
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Where a multi-step route is (handed to the host and back).
@@ -280,18 +279,6 @@ enum State {
         #[serde(default)]
         asked_at: u64,
     },
-}
-
-/// The other database's error, said about it.
-fn relayed(to: &str, status: u16, body: &[u8]) -> ApiError {
-    let text = String::from_utf8_lossy(body);
-    let answer: Json = serde_json::from_str(&text).unwrap_or(Json::Null);
-    let code = answer["error"]["code"]
-        .as_str()
-        .unwrap_or("REPLICATION_FAILED");
-    let message = answer["error"]["message"].as_str().unwrap_or(&text);
-    let status = if status >= 500 { 502 } else { status };
-    ApiError::new(status, code, format!("{to}: {message}"))
 }
 
 fn attach<K: Kv>(
@@ -412,7 +399,7 @@ fn attach<K: Kv>(
     ))
 }
 
-fn list<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>, now_ms: i64) -> Result<Answer, ApiError> {
+fn list<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>) -> Result<Answer, ApiError> {
     let r = store.replication().map_err(|e| failed(&e))?.clone();
     if let Some(p) = &r.primary {
         return Err(ApiError::new(
@@ -459,7 +446,6 @@ fn list<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>, now_ms: i64) -> Result
         ));
     }
     rows.truncate(r.replicas.len());
-    let _ = now_ms;
     Ok(Answer::json(&json!({
         "primary": req.db,
         "txid": store.record().txid,

@@ -285,6 +285,12 @@ fn sql_error(path: &Path, e: &rusqlite::Error) -> Error {
     Error::msg(format!("{}: {e}", show(path)))
 }
 
+/// A write transaction on the file, its lock taken at once (readers may still read).
+fn immediate<'c>(conn: &'c mut Connection, path: &Path) -> Result<rusqlite::Transaction<'c>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| sql_error(path, &e))
+}
+
 impl<'a> Follower<'a> {
     fn open(
         db: &'a mut dyn Database,
@@ -467,10 +473,7 @@ impl<'a> Follower<'a> {
         }
         let path = self.path.clone();
         let err = |e: rusqlite::Error| sql_error(&path, &e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
+        let tx = immediate(&mut self.conn, &path)?;
         let mut w = PageWriter::new(&tx, &path, self.page_size, self.page_count, self.at)?;
         for (no, page) in &ltx.pages {
             w.put(*no, page)?;
@@ -518,10 +521,7 @@ impl<'a> Follower<'a> {
         let path = self.path.clone();
         let err = |e: rusqlite::Error| sql_error(&path, &e);
         for _ in 0..MAX_COUNTER_STEPS {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(err)?;
+            let tx = immediate(&mut self.conn, &path)?;
             let page1: Vec<u8> = tx
                 .query_row("SELECT data FROM sqlite_dbpage WHERE pgno = 1", [], |r| {
                     r.get(0)
@@ -564,10 +564,7 @@ impl<'a> Follower<'a> {
         }
         let path = self.path.clone();
         let err = |e: rusqlite::Error| sql_error(&path, &e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
+        let tx = immediate(&mut self.conn, &path)?;
         let old_count = self.page_count;
         let (snap, next) = {
             let mut sink = DbPageSink {

@@ -570,6 +570,23 @@ pub fn sha256_hex(path: &Path) -> String {
         .collect()
 }
 
+/// A temporary directory holding `crates/e2e/golden/<tarball>` unpacked under `data/`: a
+/// workerd data directory an earlier release wrote.
+pub fn unpack_golden(tarball: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let status = Command::new("tar")
+        .arg("xzf")
+        .arg(repo().join("crates/e2e/golden").join(tarball))
+        .arg("-C")
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(status.success(), "tar xzf {tarball}");
+    dir
+}
+
 /// Asserts two files are equal byte for byte; when they are not, the message names the
 /// sizes and the first differing byte ranges by page, so a failure explains itself.
 pub fn assert_same_file(a: &Path, b: &Path, what: &str) {

@@ -4,24 +4,11 @@
 //! their answers, their next commit (which writes format 5), a restart and a `kill -9`.
 //! The data directory is `crates/e2e/golden/release-12121ec-data.tar.gz`.
 
-use std::process::Command;
-
-use dosql_e2e::{Db, Server, repo};
+use dosql_e2e::{Db, Server};
 use serde_json::json;
 
 fn unpack() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let status = Command::new("tar")
-        .arg("xzf")
-        .arg(repo().join("crates/e2e/golden/release-12121ec-data.tar.gz"))
-        .arg("-C")
-        .arg(&data)
-        .status()
-        .unwrap();
-    assert!(status.success(), "tar xzf");
-    dir
+    dosql_e2e::unpack_golden("release-12121ec-data.tar.gz")
 }
 
 fn check(db_of: &dyn Fn(&str) -> Db, extra: i64) {

@@ -6,24 +6,11 @@
 //! old ones, a restore to a state only the old records rebuild, a restart. (Where the records
 //! go, and deleting both kinds when the history is pruned: worker/test/kv.test.mjs.)
 
-use std::process::Command;
-
 use dosql_e2e::{Db, Server, repo};
 use serde_json::{Value as Json, json};
 
 fn unpack() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let status = Command::new("tar")
-        .arg("xzf")
-        .arg(repo().join("crates/e2e/golden/release-0ce0a5a-history-data.tar.gz"))
-        .arg("-C")
-        .arg(&data)
-        .status()
-        .unwrap();
-    assert!(status.success(), "tar xzf");
-    dir
+    dosql_e2e::unpack_golden("release-0ce0a5a-history-data.tar.gz")
 }
 
 /// The commits as the history route lists them, as the golden file keeps them.

@@ -174,6 +174,20 @@ pub struct LogWindow {
 }
 
 impl LogWindow {
+    /// The window after the commit at `txid` on top of `prev` left no record: empty, starting
+    /// after it; the records `prev` kept (from its floor) are left to prune.
+    pub fn restarted(prev: &Head, txid: u64) -> LogWindow {
+        LogWindow {
+            oldest: txid + 1,
+            floor: if prev.log.floor > prev.txid {
+                txid + 1
+            } else {
+                prev.log.floor
+            },
+            bytes: 0,
+        }
+    }
+
     /// No records, at txid `txid`.
     pub fn empty(txid: u64) -> LogWindow {
         LogWindow {

@@ -426,17 +426,8 @@ impl<K: Kv> DoStore<K> {
         let now = self.now();
         let txid = at.map_or(prev.txid + 1, |(t, _)| t);
         let mut plan = WritePlan::default();
-        let (log, record_keys) = if let Some((t, _)) = at {
-            let log = LogWindow {
-                oldest: t + 1,
-                floor: if prev.log.floor > prev.txid {
-                    t + 1
-                } else {
-                    prev.log.floor
-                },
-                bytes: 0,
-            };
-            (log, Vec::new())
+        let (log, record_keys) = if at.is_some() {
+            (LogWindow::restarted(&prev, txid), Vec::new())
         } else if keep {
             let record = Record {
                 txid,
@@ -512,15 +503,7 @@ impl<K: Kv> DoStore<K> {
             },
             // No record (history off), or one bigger than the whole window: nothing before
             // this commit can be rebuilt any more. The records left are pruned later.
-            _ => LogWindow {
-                oldest: txid + 1,
-                floor: if prev.log.floor > prev.txid {
-                    txid + 1
-                } else {
-                    prev.log.floor
-                },
-                bytes: 0,
-            },
+            _ => LogWindow::restarted(prev, txid),
         }
     }
 
