@@ -18,7 +18,7 @@ import { createHash } from "node:crypto";
 import { OP_BATCH, OP_QUERY } from "../../worker/src/constants";
 import { DosqlInstance } from "../../worker/src/dosql";
 import { KvBridge } from "../../worker/src/kv";
-import { MemoryStorage } from "../../worker/test/memory-storage";
+import { MemoryStorage } from "../../worker/src/memory-storage";
 
 const args = process.argv.slice(2);
 const arg = (name: string, fb?: string): string => { const i = args.indexOf(name); if (i >= 0) return args[i + 1]; if (fb === undefined) throw new Error(name); return fb; };

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { OP_BATCH, OP_QUERY } from "../../worker/src/constants";
 import { DosqlInstance } from "../../worker/src/dosql";
 import { KvBridge } from "../../worker/src/kv";
-import { MemoryStorage } from "../../worker/test/memory-storage";
+import { MemoryStorage } from "../../worker/src/memory-storage";
 import { AsyncifyInstance } from "./asyncify";
 
 /** SQLite-backed storage in memory, as the wasm reaches it (reads answer at once). */

@@ -16,7 +16,7 @@ import { OP_LIMITS, OP_QUERY } from "../../worker/src/constants";
 import { DosqlInstance } from "../../worker/src/dosql";
 import { KvBridge } from "../../worker/src/kv";
 import { warmUp } from "../../worker/src/warmup";
-import { MemoryStorage } from "../../worker/test/memory-storage";
+import { MemoryStorage } from "../../worker/src/memory-storage";
 // @ts-expect-error plain JS module
 import * as W from "../workloads.mjs";
 

@@ -37,7 +37,8 @@ export type Sized = { memoryBytes(): number };
 export class MemoryBudget<I extends Sized = Sized> {
   /** Tenants with an instance, least recently used first (a Map keeps insertion order). */
   private readonly tenants = new Map<Tenant<I>, true>();
-  /** Instances no database holds, ready to be adopted (by kind): the one made at start-up. */
+  /** Instances no database holds, ready to be adopted (by kind): those made at start-up and
+   *  after one was taken (worker/src/index.ts: spareAhead). */
   private readonly spares: Array<{ kind: string; instance: I }> = [];
   /** Instances given up to keep the budget (their memory left for V8 to collect). */
   dropped = 0;
@@ -54,10 +55,21 @@ export class MemoryBudget<I extends Sized = Sized> {
     return n;
   }
 
-  /** Keeps an instance `make` makes, which serves no database, for the next database of its
-   *  `kind`, unless one is kept already or its `bytes` would take the total past half the budget. */
-  offer(kind: string, bytes: number, make: () => I): void {
-    if (!this.spares.some((s) => s.kind === kind) && this.total() + bytes <= this.budgetBytes / 2) this.spares.push({ kind, instance: make() });
+  /** Keeps instances `make` makes, which serve no database, for the next databases of their
+   *  `kind`, until `count` are kept or another's `bytes` would take the total past half the
+   *  budget. Returns how many it made. */
+  offer(kind: string, bytes: number, make: () => I, count = 1): number {
+    let made = 0;
+    while (this.spares.filter((s) => s.kind === kind).length < count && this.total() + bytes <= this.budgetBytes / 2) {
+      this.spares.push({ kind, instance: make() });
+      made++;
+    }
+    return made;
+  }
+
+  /** Spare instances of `kind` kept now. */
+  sparesOf(kind: string): number {
+    return this.spares.filter((s) => s.kind === kind).length;
   }
 
   /** Live instances. */

@@ -20,7 +20,7 @@ async function load(entry) {
 const { DosqlInstance } = await load("dosql.ts");
 const { OP_LIMITS, OP_QUERY } = await load("constants.ts");
 const { KvBridge, LimitError } = await load("kv.ts");
-const { MemoryStorage } = await load("../test/memory-storage.ts");
+const { MemoryStorage } = await load("memory-storage.ts");
 const old = await import("./fixtures/storage-12121ec.mjs");
 const module = new WebAssembly.Module(readFileSync(join(here, "..", "dist", "dosql.wasm")));
 

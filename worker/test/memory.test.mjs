@@ -22,7 +22,7 @@ const { OP_QUERY, OP_LIMITS } = await load("constants.ts");
 const { MemoryBudget } = await load("budget.ts");
 const module = new WebAssembly.Module(readFileSync(join(here, "..", "dist", "dosql.wasm")));
 
-const { MemoryStorage } = await load("../test/memory-storage.ts");
+const { MemoryStorage } = await load("memory-storage.ts");
 const { KvBridge } = await load("kv.ts");
 
 /** SQLite-backed Durable Object storage in memory, as the wasm reaches it. */
@@ -61,6 +61,26 @@ test("with its limits from a share, the heap limit answers before memory runs ou
   const r = run(db, OP_QUERY, { sql: "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<100000) SELECT count(*) FROM (SELECT randomblob(1000) b FROM c ORDER BY b LIMIT 99999)" });
   assert.equal(r.body.error?.code, "SQLITE_NOMEM", JSON.stringify(r.body));
   assert.ok(db.memoryBytes() < max * 0.6, `${db.memoryBytes()} bytes: the heap limit stopped it well before the maximum`);
+});
+
+test("spares: up to the count asked for, of their kind, within half the budget; adopted first", () => {
+  const mib = 1 << 20;
+  const budget = new MemoryBudget(64 * mib);
+  let made = 0;
+  const make = () => ({ id: ++made, memoryBytes: () => 2 * mib });
+  assert.equal(budget.offer("sync", 2 * mib, make, 2), 2);
+  assert.equal(budget.offer("sync", 2 * mib, make, 2), 0, "two kept already");
+  assert.equal(budget.sparesOf("sync"), 2);
+  assert.equal(budget.sparesOf("jspi"), 0);
+  assert.equal(budget.adopt(tenant("j", 0, "jspi"), 2 * mib), null, "no spare of another kind");
+  assert.equal(budget.adopt(tenant("t", 0), 2 * mib).id, 1);
+  assert.equal(budget.adopt(tenant("u", 0), 2 * mib).id, 2);
+  assert.equal(budget.sparesOf("sync"), 0);
+  // Never past half the budget: 14 spares of 2 MiB beside 4 MiB in use make 32 MiB.
+  const full = new MemoryBudget(64 * mib);
+  full.use(tenant("big", 4 * mib));
+  assert.equal(full.offer("sync", 2 * mib, make, 100), 14);
+  assert.equal(full.total(), 32 * mib);
 });
 
 /** A tenant for MemoryBudget: `bytes` of memory, `busy`, an instance id. */

@@ -25,7 +25,7 @@ const bundle2 = await build({ entryPoints: [join(here, "..", "src", "dosql.ts")]
 const { DosqlInstance } = await import(`data:text/javascript;base64,${Buffer.from(bundle2.outputFiles[0].text).toString("base64")}`);
 const bundle3 = await build({ entryPoints: [join(here, "..", "src", "kv.ts")], bundle: true, format: "esm", platform: "neutral", write: false });
 const { KvBridge } = await import(`data:text/javascript;base64,${Buffer.from(bundle3.outputFiles[0].text).toString("base64")}`);
-const bundle4 = await build({ entryPoints: [join(here, "memory-storage.ts")], bundle: true, format: "esm", platform: "neutral", write: false });
+const bundle4 = await build({ entryPoints: [join(here, "..", "src", "memory-storage.ts")], bundle: true, format: "esm", platform: "neutral", write: false });
 const { MemoryStorage } = await import(`data:text/javascript;base64,${Buffer.from(bundle4.outputFiles[0].text).toString("base64")}`);
 const module = new WebAssembly.Module(readFileSync(join(here, "..", "dist", "dosql.wasm")));
 
@@ -51,6 +51,9 @@ test("the warm-up runs every path on its own store without real randomness", () 
   assert.ok(result.requests >= 20, JSON.stringify(result));
   assert.ok(result.key_reads > 0, "pages read by key, as a real database reads them");
   assert.ok(result.reads > 0 && result.writes > 0, JSON.stringify(result));
+  // The host's side too: KvBridge over MemoryStorage, reads (a cold open's) and writes.
+  assert.ok(result.host.requests >= 5 && result.host.reads > 0 && result.host.writes > 0, JSON.stringify(result));
+  assert.ok(result.settled_bytes === undefined, "settleYoungGeneration is the module's, not warmUp's");
   assert.equal(calls, 0, "the warm-up asked for real randomness");
 });
 

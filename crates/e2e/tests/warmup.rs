@@ -62,6 +62,17 @@ fn the_warm_up_never_touches_durable_object_storage() {
         );
         let stats = db.send("GET", "/stats", None).unwrap().ok();
         assert_eq!(stats["warmup"]["ran"], json!(warm == "on"), "{stats}");
+        if warm == "on" {
+            // The host's side ran too, on MemoryStorage (worker/src/memory-storage.ts).
+            assert!(
+                stats["warmup"]["host"]["reads"].as_u64() > Some(0),
+                "{stats}"
+            );
+            assert!(
+                stats["warmup"]["settled_bytes"].as_u64() > Some(0),
+                "{stats}"
+            );
+        }
         let storage = db.send("GET", "/_storage_stats", None).unwrap().ok();
         let pick = |k: &str| storage[k].clone();
         calls.push(json!({

@@ -1,8 +1,8 @@
-// SQLite-backed Durable Object storage in memory, for tests and the benchmark's in-process
-// contenders: what KvBridge (worker/src/kv.ts) uses of it, the synchronous kv API, the head
-// row's three statements and the commit log rows' four.
+// SQLite-backed Durable Object storage in memory, for the warm-up (warmup.ts), tests and the
+// benchmark's in-process contenders: what KvBridge (kv.ts) uses of it, the synchronous kv API,
+// the head row's three statements and the commit log rows' four.
 
-import type { Storage } from "../src/kv";
+import type { Storage } from "./kv";
 
 export class MemoryStorage implements Storage {
   readonly data = new Map<string, unknown>();
