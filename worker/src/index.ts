@@ -129,6 +129,8 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
   private readonly lock = new Lock();
   /** Whether an alarm for the background work is known to be set. */
   private upkeepSet = false;
+  /** Whether a request looked at the alarm in this object's life (scheduleUpkeep). */
+  private upkeepLooked = false;
   /** The database's position after the last call (DosqlInstance.position): bookmark,
    *  primary ("" unless a replica), replicas. */
   private pos = ["", "", ""];
@@ -221,7 +223,7 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     const q = request.url.indexOf("?");
     const db = /^\/db\/([^/]+)/.exec(pathOf(request.url))?.[1];
     const line = { method: request.method, path: rest, query: q < 0 ? "" : request.url.slice(q + 1), db, hrana_stream_timeout_ms: (hrana && this.env.HRANA_STREAM_TIMEOUT_MS) || null };
-    this.scheduleUpkeep();
+    this.scheduleUpkeep(false);
     // A branch, a replica's catch-up (crates/api/src/http.rs): the wasm's requests to another
     // database, carried one at a time, this object's lock released while each travels.
     for (let input = body, step: object | undefined; ; ) {
@@ -288,7 +290,10 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
   /** After a call: the position; a primary's replicas are told of new commits. */
   private note(db: DosqlInstance): string {
     const from = Number(this.pushed.split(":")[1] ?? 0) + 1;
+    const before = this.pos[0];
     this.pos = db.position();
+    // A commit (or a new lineage) since the last call: background work to schedule.
+    if (before !== "" && this.pos[0] !== before) this.scheduleUpkeep(true);
     if (this.pos[2] !== "" && this.pos[0] !== this.pushed) {
       const fresh = this.pushed === "" ? Number(this.pos[0].split(":")[1]) : Math.min(from, Number(this.pos[0].split(":")[1]));
       this.pushed = this.pos[0];
@@ -363,15 +368,24 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     if (this.upkeepSet) await this.ctx.storage.setAlarm(Math.max(due, Date.now()));
   }
 
-  /** After writes: an alarm for the background work, once per object life (the alarm then
-   *  reschedules itself). Not awaited: the output gate holds the answer until it is stored. */
-  private scheduleUpkeep(): void {
-    if (this.upkeepSet) return;
-    this.upkeepSet = true;
+  /**
+   * The alarm for the background work (history pruning, checksums, garbage; a replica's polls),
+   * which then reschedules itself (alarm above): set after the first request that wrote (its
+   * bookmark moved, see note), never by a read, which so costs no storage write and whose
+   * answer waits for none (the output gate holds an answer until the writes before it are
+   * stored: a cold object's first read used to wait for its alarm's). Once per object life an
+   * alarm already past due is set again: local workerd does not fire one that came due while
+   * it was down.
+   */
+  private scheduleUpkeep(wrote: boolean): void {
+    if (this.upkeepSet || (this.upkeepLooked && !wrote)) return;
+    this.upkeepLooked = true;
+    if (wrote) this.upkeepSet = true;
     const delay = intVar(this.env.DOSQL_MAINTAIN_DELAY_MS, MAINTAIN_DELAY_MS);
-    // An alarm already past due is set again: local workerd does not fire one that came due
-    // while it was down.
-    void this.ctx.storage.getAlarm().then((at) => (at === null || at <= Date.now() ? this.ctx.storage.setAlarm(at ?? Date.now() + delay) : undefined));
+    void this.ctx.storage.getAlarm().then((at) => {
+      if (at !== null && at <= Date.now()) return this.ctx.storage.setAlarm(at);
+      if (at === null && wrote) return this.ctx.storage.setAlarm(Date.now() + delay);
+    });
   }
 
   /** /_storage_stats: the storage calls counted since the object started; the stored head. */
@@ -482,7 +496,7 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
       return res;
     };
     const refused = (r: WasmResponse) => (r.status === 200 ? null : ((this.limitsShare = 0), answer(r, this.pos[0])));
-    if (op === OP_QUERY || op === OP_BATCH || op === OP_HRANA) this.scheduleUpkeep();
+    if (op === OP_QUERY || op === OP_BATCH || op === OP_HRANA) this.scheduleUpkeep(false);
     try {
       const limits = this.share();
       if (db.sync) {

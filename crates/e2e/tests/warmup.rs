@@ -1,5 +1,6 @@
 //! The warm-up of the wasm when the isolate starts (worker/src/warmup.ts) never reads from or
-//! writes to Durable Object storage: it runs on an in-memory store of its own.
+//! writes to Durable Object storage: it runs on an in-memory store of its own. Nor does a
+//! read: a database never written gets no alarm (worker/src/index.ts: scheduleUpkeep).
 
 use std::path::Path;
 
@@ -43,6 +44,26 @@ fn the_warm_up_never_touches_durable_object_storage() {
         !server.log_text().contains("warm-up failed"),
         "{}",
         server.log_text()
+    );
+
+    // A read writes nothing either: no alarm for background work on a database never written
+    // (before, the first query set one, and its answer waited for that write).
+    let db = server.db("r");
+    assert_eq!(db.rows("SELECT 1"), vec![json!([1])]);
+    assert_eq!(db.rows("SELECT 2"), vec![json!([2])]);
+    // workerd opens the object's SQLite file (empty, 4096 bytes), and nothing goes in it.
+    let after = files(server.data_dir());
+    let written: Vec<_> = after
+        .iter()
+        .filter(|(f, n)| {
+            !f.contains("/metadata.sqlite")
+                && !f.ends_with("-shm")
+                && (f.ends_with("-wal") && *n > 0 || *n > 4096)
+        })
+        .collect();
+    assert!(
+        written.is_empty(),
+        "reads of a new database wrote {written:?} (all: {after:?})"
     );
 
     // A database's first requests cost the same storage calls with the warm-up as without.
