@@ -112,6 +112,12 @@ pub struct DoStore<K> {
     sums: HashMap<u32, u64>,
     /// The last state rebuilt from the log (see `history`), while the head has not moved.
     pub(crate) image: Option<ImageIndex>,
+    /// The first part of the log record the last commit wrote, by txid: replicas, followers
+    /// and backups ask for the newest commit's LTX file right after it, and reading the record
+    /// back from storage was most of that (a `_replicate` per commit in bench W3 with replicas).
+    /// Set only by [`apply_commit`](Self::apply_commit) after its write; every other write
+    /// forgets it.
+    pub(crate) newest_record: Option<(u64, Vec<u8>)>,
 }
 
 impl<K: Kv> DoStore<K> {
@@ -134,6 +140,7 @@ impl<K: Kv> DoStore<K> {
             clock: system_clock,
             sums: HashMap::new(),
             image: None,
+            newest_record: None,
         })
     }
 
@@ -218,6 +225,7 @@ impl<K: Kv> DoStore<K> {
 
     /// Applies `plan`; a failure leaves the store uncertain until it reads storage again.
     pub(crate) fn write(&mut self, plan: &WritePlan) -> Result<(), StoreError> {
+        self.newest_record = None;
         self.kv.apply(plan).inspect_err(|_| self.uncertain = true)
     }
 
@@ -704,6 +712,11 @@ impl<K: Kv> DoStore<K> {
     /// Writes a planned commit.
     pub(crate) fn apply_commit(&mut self, p: Planned) -> Result<PageHead, StoreError> {
         self.write(&p.plan)?;
+        let txid = p.head.txid;
+        self.newest_record = p.plan.puts.iter().find_map(|(k, v)| match (k, v) {
+            (Key::Log(t), Value::Bytes(b)) if *t == txid => Some((txid, b.clone())),
+            _ => None,
+        });
         let kind = self.kv.kind();
         self.stats.commits += 1;
         self.stats.inline_pages += p.head.inline.len() as u64;

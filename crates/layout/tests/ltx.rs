@@ -359,3 +359,51 @@ fn compaction_across_a_shrink_gives_what_applying_in_order_gives() {
         compacted
     );
 }
+
+#[test]
+fn the_newest_commits_file_is_built_without_reading_its_record_back_and_is_the_same() {
+    use dosql_pagestore::{Commit, Page, PageNo, PageStore};
+    for kind in [StorageKind::SqliteBacked, StorageKind::Classic] {
+        let size = PageSize::new(1024).unwrap();
+        let kv: Shared = Arc::new(Mutex::new(MemKv::new(kind)));
+        let mut store = open(&kv, size);
+        let page = |b: u8| Page::from(vec![b; 1024]);
+        let no = |n: u32| PageNo::new(n).unwrap();
+        for round in 1..=4u8 {
+            tick(1000);
+            // Every page of the file written or carried in the head: nothing but the record
+            // would be read for the file.
+            let mut pages = vec![(no(1), page(round))];
+            if round % 2 == 1 {
+                pages.push((no(2), page(round)));
+            }
+            store
+                .commit(Commit {
+                    page_count: 2,
+                    pages,
+                })
+                .unwrap();
+            let t = store.record().txid;
+            let gets = kv.lock().unwrap().counts().get_keys;
+            let (cached, _) = store.ltx(t, t).unwrap();
+            assert_eq!(
+                kv.lock().unwrap().counts().get_keys,
+                gets,
+                "{kind:?}: the newest record was read back from storage"
+            );
+            // A fresh store has no cache: the same file from storage.
+            let (stored, _) = open(&kv, size).ltx(t, t).unwrap();
+            assert_eq!(
+                decode(&cached).pages,
+                decode(&stored).pages,
+                "{kind:?} txid {t}"
+            );
+            assert_eq!(cached, stored, "{kind:?} txid {t}");
+            // An older commit's file still reads its record (and is right).
+            if t > 1 {
+                let (older, _) = store.ltx(t - 1, t - 1).unwrap();
+                assert_eq!(older, open(&kv, size).ltx(t - 1, t - 1).unwrap().0);
+            }
+        }
+    }
+}
