@@ -9,7 +9,8 @@
 // object's query (its CompileLazy and inline-cache misses: ~7% of it, perf on W4).
 // Workers forbid random values at module scope, so the instance's WASI random_get answers a
 // fixed stream; the instance is then dropped, and every real instance gets real randomness.
-// DOSQL_WARMUP=off turns it off, and the spare instance with it (workerd config, wrangler.toml).
+// DOSQL_WARMUP=off turns it off, and with it the spare instances and settleYoungGeneration
+// (worker/src/index.ts; workerd config, wrangler.toml).
 
 import { OP_LIMITS, OP_QUERY } from "./constants";
 import { DosqlInstance } from "./dosql";
