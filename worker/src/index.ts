@@ -47,9 +47,7 @@ const SPARES = 2;
 /** How long after a spare was taken another is made: instantiating costs ~0.4 ms, which made
  *  at once (setTimeout 0) landed inside the answer of the request that took it (perf, W4). */
 const SPARE_AGAIN_MS = 250;
-let spareTimer: ReturnType<typeof setTimeout> | null = null;
 function spareAhead(): void {
-  spareTimer = null;
   try {
     // A bad setting: the objects answer BAD_CONFIG for it, and no spare is made.
     const bytes = budgetSetting((moduleEnv as Partial<Env>).DOSQL_MEMORY_BUDGET);
@@ -459,7 +457,9 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
       const reused = this.budget.adopt(this, WASM_INITIAL_PAGES * 65536);
       if (reused !== null) await reused.reopen(this.storage, opts);
       this.db = reused ?? (await this.createInstance(opts));
-      if (WARMUP.ran && this.db.sync && spareTimer === null) spareTimer = setTimeout(spareAhead, SPARE_AGAIN_MS);
+      // A timer per instance taken, not one shared: a timer dies with the object that set it
+      // (evicted within the delay), and offer() makes none past SPARES.
+      if (WARMUP.ran && this.db.sync) setTimeout(spareAhead, SPARE_AGAIN_MS);
       // A replica that was down catches up by itself.
       if ((this.note(this.db), this.pos[1] !== "")) setTimeout(() => void this.sync(), 0);
       this.limitsShare = 0;
