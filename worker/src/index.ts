@@ -129,6 +129,8 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
   private upkeepSet = false;
   /** Whether a request looked at the alarm in this object's life (scheduleUpkeep). */
   private upkeepLooked = false;
+  /** The storage's put and delete calls when note() last looked. */
+  private writesSeen = 0;
   /** The database's position after the last call (DosqlInstance.position): bookmark,
    *  primary ("" unless a replica), replicas. */
   private pos = ["", "", ""];
@@ -288,10 +290,13 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
   /** After a call: the position; a primary's replicas are told of new commits. */
   private note(db: DosqlInstance): string {
     const from = Number(this.pushed.split(":")[1] ?? 0) + 1;
-    const before = this.pos[0];
     this.pos = db.position();
-    // A commit (or a new lineage) since the last call: background work to schedule.
-    if (before !== "" && this.pos[0] !== before) this.scheduleUpkeep(true);
+    // Storage written since the last call (a commit, an import staged or dropped, pruning), or
+    // a replica (whose polls the alarm makes, even before its first commit arrives): background
+    // work to schedule.
+    const writes = this.storage.stats.put_calls + this.storage.stats.delete_calls;
+    if (writes !== this.writesSeen || this.pos[1] !== "") this.scheduleUpkeep(true);
+    this.writesSeen = writes;
     if (this.pos[2] !== "" && this.pos[0] !== this.pushed) {
       const fresh = this.pushed === "" ? Number(this.pos[0].split(":")[1]) : Math.min(from, Number(this.pos[0].split(":")[1]));
       this.pushed = this.pos[0];
@@ -368,12 +373,12 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
 
   /**
    * The alarm for the background work (history pruning, checksums, garbage; a replica's polls),
-   * which then reschedules itself (alarm above): set after the first request that wrote (its
-   * bookmark moved, see note), never by a read, which so costs no storage write and whose
-   * answer waits for none (the output gate holds an answer until the writes before it are
-   * stored: a cold object's first read used to wait for its alarm's). Once per object life an
-   * alarm already past due is set again: local workerd does not fire one that came due while
-   * it was down.
+   * which then reschedules itself (alarm above): set after the first request that wrote to
+   * storage, or on a replica (see note), never by a read of a primary, which so costs no
+   * storage write and whose answer waits for none (the output gate holds an answer until the
+   * writes before it are stored: a cold object's first read used to wait for its alarm's).
+   * Once per object life an alarm already past due is set again: local workerd does not fire
+   * one that came due while it was down.
    */
   private scheduleUpkeep(wrote: boolean): void {
     if (this.upkeepSet || (this.upkeepLooked && !wrote)) return;

@@ -89,10 +89,6 @@ fn the_warm_up_never_touches_durable_object_storage() {
                 stats["warmup"]["host"]["reads"].as_u64() > Some(0),
                 "{stats}"
             );
-            assert!(
-                stats["warmup"]["settled_bytes"].as_u64() > Some(0),
-                "{stats}"
-            );
         }
         let storage = db.send("GET", "/_storage_stats", None).unwrap().ok();
         let pick = |k: &str| storage[k].clone();

@@ -122,11 +122,12 @@ impl<K: Kv> DoStore<K> {
 
     /// The header of log record `txid` (it must exist).
     pub(crate) fn log_header(&mut self, txid: u64) -> Result<Header, StoreError> {
-        let value = match &self.newest_record {
-            Some((t, b)) if *t == txid => Some(Value::Bytes(b.clone())),
-            _ => self.kv.get(&[Key::Log(txid)])?.pop().flatten(),
-        };
-        match value {
+        if let Some((t, b)) = &self.newest_record
+            && *t == txid
+        {
+            return Header::decode(b, self.max_value());
+        }
+        match self.kv.get(&[Key::Log(txid)])?.pop().flatten() {
             Some(Value::Bytes(b)) => {
                 let h = Header::decode(&b, self.max_value())?;
                 if h.record.txid != txid {

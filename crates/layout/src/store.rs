@@ -527,6 +527,9 @@ impl<K: Kv> DoStore<K> {
     }
 }
 
+/// The largest newest log record kept in memory ([`DoStore::newest_record`]).
+const NEWEST_RECORD_MAX_BYTES: usize = 256 * 1024;
+
 /// A commit worked out, ready to write.
 pub(crate) struct Planned {
     plan: WritePlan,
@@ -710,11 +713,15 @@ impl<K: Kv> DoStore<K> {
     }
 
     /// Writes a planned commit.
-    pub(crate) fn apply_commit(&mut self, p: Planned) -> Result<PageHead, StoreError> {
+    pub(crate) fn apply_commit(&mut self, mut p: Planned) -> Result<PageHead, StoreError> {
         self.write(&p.plan)?;
         let txid = p.head.txid;
-        self.newest_record = p.plan.puts.iter().find_map(|(k, v)| match (k, v) {
-            (Key::Log(t), Value::Bytes(b)) if *t == txid => Some((txid, b.clone())),
+        // Moved out of the written plan, not copied; a big record (a big commit's pre-images)
+        // is not kept: memory outside SQLite's heap limit, for a file few would ask for.
+        self.newest_record = p.plan.puts.iter_mut().find_map(|(k, v)| match (k, v) {
+            (Key::Log(t), Value::Bytes(b)) if *t == txid && b.len() <= NEWEST_RECORD_MAX_BYTES => {
+                Some((txid, std::mem::take(b)))
+            }
             _ => None,
         });
         let kind = self.kv.kind();
