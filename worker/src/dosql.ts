@@ -3,6 +3,7 @@
 // across the boundary (storage's side of it: kv.ts).
 
 import { WASM_INITIAL_PAGES } from "./constants";
+import { intVar } from "./http";
 import type { KvBridge } from "./kv";
 import { wasiImports } from "./wasi";
 
@@ -25,6 +26,25 @@ export type OpenOptions = { newPageSize: number; cachePages: number; readAhead: 
 
 /** What dosql_open answers: the head it read. */
 export type Opened = { page_size: number; page_count: number; txid: number; format: number };
+/** The settings of the environment that OP_LIMITS carries (worker/src/index.ts: Env). */
+export type LimitSettings = {
+  CACHE_PAGES?: string;
+  CACHE_BYTES?: string;
+  HISTORY?: string | null;
+  HISTORY_RETENTION_MS?: string | null;
+  HISTORY_MAX_BYTES?: string | null;
+  DOSQL_TEST_REPLICATION_FAULTS?: string | null;
+};
+
+/** OP_LIMITS's body (crates/wasm/src/lib.rs: Share, which refuses an unknown field): the
+ *  instance's share of the isolate's budget and the settings. */
+export function limitsRequest(shareBytes: number, e: LimitSettings): Uint8Array {
+  const setting = (v: string | undefined) => (v ? intVar(v, 0) : null);
+  const history = { enabled: e.HISTORY ?? null, retention_ms: e.HISTORY_RETENTION_MS ?? null, max_bytes: e.HISTORY_MAX_BYTES ?? null };
+  const faults = e.DOSQL_TEST_REPLICATION_FAULTS ?? null;
+  return new TextEncoder().encode(JSON.stringify({ share_bytes: shareBytes, cache_pages: setting(e.CACHE_PAGES), cache_bytes: setting(e.CACHE_BYTES), history, replication_faults: faults }));
+}
+
 /** An answer of the wasm: an HTTP status and the body, unparsed. */
 export type WasmResponse = { status: number; body: Uint8Array };
 

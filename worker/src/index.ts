@@ -10,7 +10,7 @@
 import { env as moduleEnv } from "cloudflare:workers";
 import wasmModule from "./dosql.wasm";
 import { MAINTAIN_DELAY_MS, MAX_BODY_BYTES, OP_BATCH, OP_HEAD, OP_HRANA, OP_LIMITS, OP_QUERY, OP_ROUTE, OP_STATS, WASM_INITIAL_PAGES } from "./constants";
-import { DosqlInstance, type OpenOptions, type WasmResponse } from "./dosql";
+import { DosqlInstance, limitsRequest, type OpenOptions, type WasmResponse } from "./dosql";
 import { budgetSetting, isolateBudget, type MemoryBudget, type Tenant } from "./budget";
 import { KvBridge } from "./kv";
 import { authorized, hranaError, intVar, JSON_HEADERS, jsonError, Lock, pathOf, readBody } from "./http";
@@ -435,11 +435,7 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     const share = this.budget.use(this);
     if (this.limitsShare !== 0 && Math.abs(share - this.limitsShare) * 8 < this.limitsShare) return null;
     this.limitsShare = share;
-    const setting = (v: string | undefined) => (v ? intVar(v, 0) : null);
-    const e = this.env;
-    const history = { enabled: e.HISTORY ?? null, retention_ms: e.HISTORY_RETENTION_MS ?? null, max_bytes: e.HISTORY_MAX_BYTES ?? null };
-    const faults = e.DOSQL_TEST_REPLICATION_FAULTS ?? null;
-    return new TextEncoder().encode(JSON.stringify({ share_bytes: share, cache_pages: setting(e.CACHE_PAGES), cache_bytes: setting(e.CACHE_BYTES), history, replication_faults: faults }));
+    return limitsRequest(share, this.env);
   }
 
   /** The request body, or the 413 answer when it is over the limit. */

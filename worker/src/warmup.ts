@@ -13,7 +13,7 @@
 // (worker/src/index.ts; workerd config, wrangler.toml).
 
 import { OP_LIMITS, OP_QUERY } from "./constants";
-import { DosqlInstance } from "./dosql";
+import { DosqlInstance, limitsRequest } from "./dosql";
 import { KvBridge } from "./kv";
 import { MemoryStorage } from "./memory-storage";
 
@@ -68,23 +68,24 @@ function warmHost(instance: DosqlInstance): NonNullable<WarmupReport["host"]> {
   const storage = new MemoryStorage();
   const bridge = new KvBridge(storage, true);
   const opts = { newPageSize: 0, cachePages: 16, readAhead: 0, maxMemoryBytes: 32 * 1024 * 1024 };
-  const encode = (body: object) => new TextEncoder().encode(JSON.stringify(body));
-  const limits = { share_bytes: 32 * 1024 * 1024, cache_pages: null, cache_bytes: null, history: { enabled: null, retention_ms: null, max_bytes: null }, replication_faults: null };
+  const limits = limitsRequest(32 * 1024 * 1024, {});
   let requests = 0;
-  const run = (op: number, body: object) => {
-    const r = instance.execSync(op, encode(body));
+  const run = (op: number, body: Uint8Array) => {
+    const r = instance.execSync(op, body);
     requests++;
     if (r.status !== 200) throw new Error(`host warm-up: ${r.status} ${new TextDecoder().decode(r.body)}`);
     instance.position();
   };
-  // A synchronous instance has opened when reopen returns (a failure throws here).
-  void instance.reopen(bridge, opts);
-  run(OP_LIMITS, limits);
+  // As a database's instance starts: opened (a synchronous instance has when reopen returns;
+  // a failure throws here), then its limits.
+  const open = () => {
+    void instance.reopen(bridge, opts);
+    run(OP_LIMITS, limits);
+  };
+  open();
   for (const step of HOST_STEPS) {
-    if (step === "reopen") {
-      void instance.reopen(bridge, opts);
-      run(OP_LIMITS, limits);
-    } else run(...step);
+    if (step === "reopen") open();
+    else run(step[0], new TextEncoder().encode(JSON.stringify(step[1])));
   }
   return { requests, reads: storage.reads, writes: storage.writes };
 }

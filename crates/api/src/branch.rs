@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
 use crate::ApiError;
-use crate::http::{Answer, Request, relayed, valid_name};
+use crate::http::{Answer, Request, name_field, relayed};
 
 /// Pages per request to the target (what one import request takes, at most).
 const CHUNK_PAGES: u32 = 128;
@@ -115,16 +115,7 @@ fn start<K: Kv>(
     req: &Request<'_>,
     body: &Json,
 ) -> Result<Answer, ApiError> {
-    let to = body["to"]
-        .as_str()
-        .filter(|n| valid_name(n))
-        .ok_or_else(|| {
-            ApiError::new(
-                400,
-                "BAD_DATABASE_NAME",
-                "to: a database name is 1-64 characters of A-Z a-z 0-9 _ . -",
-            )
-        })?;
+    let to = name_field(body, "to")?;
     if req.db == Some(to) {
         return Err(ApiError::bad_request(format!(
             "{to}: a database cannot be branched onto itself"

@@ -25,6 +25,20 @@ pub fn valid_name(n: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
+/// The database name in field `field` of a JSON body, or 400 BAD_DATABASE_NAME.
+pub fn name_field<'a>(body: &'a Json, field: &str) -> Result<&'a str, ApiError> {
+    body[field]
+        .as_str()
+        .filter(|n| valid_name(n))
+        .ok_or_else(|| {
+            ApiError::new(
+                400,
+                "BAD_DATABASE_NAME",
+                format!("{field}: a database name is 1-64 characters of A-Z a-z 0-9 _ . -"),
+            )
+        })
+}
+
 /// Another database's error answer (`status`, `body`) to a carried request, said about it:
 /// its code (`fallback` when it gave none), `<what>: <its message>`, and 502 for its 5xx.
 pub fn relayed(what: &str, status: u16, body: &[u8], fallback: &str) -> ApiError {

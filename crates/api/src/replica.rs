@@ -36,7 +36,7 @@ use serde_json::{Value as Json, json};
 
 use crate::ApiError;
 use crate::history::param;
-use crate::http::{Answer, Request, valid_name};
+use crate::http::{Answer, Request, name_field, valid_name};
 
 /// The other database's error, said about it.
 fn relayed(to: &str, status: u16, body: &[u8]) -> ApiError {
@@ -354,16 +354,7 @@ fn attach<K: Kv>(
     let body: Json = serde_json::from_slice(req.body).map_err(|_| {
         ApiError::bad_request("the body must be {\"name\": \"<replica>\", \"location_hint\"?}")
     })?;
-    let name = body["name"]
-        .as_str()
-        .filter(|n| valid_name(n))
-        .ok_or_else(|| {
-            ApiError::new(
-                400,
-                "BAD_DATABASE_NAME",
-                "name: a database name is 1-64 characters of A-Z a-z 0-9 _ . -",
-            )
-        })?;
+    let name = name_field(&body, "name")?;
     let location_hint = match &body["location_hint"] {
         Json::Null => None,
         Json::String(h) if valid_name(h) => Some(h.clone()),

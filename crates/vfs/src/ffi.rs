@@ -526,58 +526,45 @@ unsafe extern "C" fn x_authorize(
     // SAFETY: SQLite passes NUL-terminated strings or null, valid for the call.
     let (arg1, arg2, db) = unsafe { (name_of(arg1), name_of(arg2), name_of(db)) };
     guard(ffi::SQLITE_DENY, || {
-        let write = |verb: &str| format!("{verb} {}", arg1.unwrap_or(""));
-        let what;
-        let action = match action {
-            ffi::SQLITE_INSERT => {
-                what = write("INSERT INTO");
-                Action::Write { what: &what, db }
-            }
-            ffi::SQLITE_UPDATE => {
-                what = write("UPDATE");
-                Action::Write { what: &what, db }
-            }
-            ffi::SQLITE_DELETE => {
-                what = write("DELETE FROM");
-                Action::Write { what: &what, db }
-            }
+        // Statements that write `arg1` (a table or index) in database `db`, by their verb.
+        let verb = match action {
+            ffi::SQLITE_INSERT => Some("INSERT INTO"),
+            ffi::SQLITE_UPDATE => Some("UPDATE"),
+            ffi::SQLITE_DELETE => Some("DELETE FROM"),
             ffi::SQLITE_CREATE_TABLE
             | ffi::SQLITE_CREATE_INDEX
             | ffi::SQLITE_CREATE_TRIGGER
             | ffi::SQLITE_CREATE_VIEW
-            | ffi::SQLITE_CREATE_VTABLE => {
-                what = write("CREATE");
-                Action::Write { what: &what, db }
-            }
+            | ffi::SQLITE_CREATE_VTABLE => Some("CREATE"),
             ffi::SQLITE_DROP_TABLE
             | ffi::SQLITE_DROP_INDEX
             | ffi::SQLITE_DROP_TRIGGER
             | ffi::SQLITE_DROP_VIEW
-            | ffi::SQLITE_DROP_VTABLE => {
-                what = write("DROP");
+            | ffi::SQLITE_DROP_VTABLE => Some("DROP"),
+            ffi::SQLITE_REINDEX => Some("REINDEX"),
+            ffi::SQLITE_ANALYZE => Some("ANALYZE"),
+            _ => None,
+        };
+        let what;
+        let action = match (verb, action) {
+            (Some(verb), _) => {
+                what = format!("{verb} {}", arg1.unwrap_or(""));
                 Action::Write { what: &what, db }
             }
-            ffi::SQLITE_ALTER_TABLE => {
+            // ALTER TABLE names the database first, the table second.
+            (None, ffi::SQLITE_ALTER_TABLE) => {
                 what = format!("ALTER TABLE {}", arg2.unwrap_or(""));
                 Action::Write {
                     what: &what,
                     db: arg1,
                 }
             }
-            ffi::SQLITE_REINDEX | ffi::SQLITE_ANALYZE => {
-                what = write(if action == ffi::SQLITE_REINDEX {
-                    "REINDEX"
-                } else {
-                    "ANALYZE"
-                });
-                Action::Write { what: &what, db }
-            }
-            ffi::SQLITE_PRAGMA => Action::Pragma {
+            (None, ffi::SQLITE_PRAGMA) => Action::Pragma {
                 name: arg1.unwrap_or(""),
                 arg: arg2,
             },
-            ffi::SQLITE_ATTACH => Action::Attach { file: arg1 },
-            ffi::SQLITE_FUNCTION => Action::Function {
+            (None, ffi::SQLITE_ATTACH) => Action::Attach { file: arg1 },
+            (None, ffi::SQLITE_FUNCTION) => Action::Function {
                 name: arg2.unwrap_or(""),
             },
             _ => Action::Other,
