@@ -30,6 +30,11 @@ CATEGORIES = [
 ]
 
 
+# COMM=workerd keeps the samples of workerd's main thread (the one that serves requests) and
+# drops V8's background threads (compilers, GC helpers), which W4's restarts keep busy.
+COMM = os.environ.get("COMM")
+
+
 def load(script, segfile):
     segs = json.load(open(segfile))[int(os.environ.get("SKIP", 0)):]
     samples = collections.defaultdict(list)
@@ -37,7 +42,7 @@ def load(script, segfile):
     for block in open(script).read().split("\n\n"):
         lines = block.strip().split("\n")
         m = re.search(r"\s(\d+\.\d+):\s+(\d+) cpu-clock", lines[0]) if len(lines) > 1 else None
-        if not m:
+        if not m or (COMM and lines[0].split()[0] != COMM):
             continue
         t = float(m.group(1)) * 1e9
         period = int(m.group(2))

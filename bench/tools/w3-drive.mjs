@@ -3,6 +3,8 @@
 //
 //   node bench/tools/w3-drive.mjs <reps> <contender>...     e.g. 8 native-sql dosql-sync probe-sync
 //
+// The contender dosql-sync-2-replicas runs W3 on a database with two read replicas attached.
+//
 // Each contender gets a fresh database (DB, default w3-<time>), a table and 100 warm-up
 // inserts; then per rep, contenders in rotating order, N (1000) sequential one-row inserts.
 // Prints median req/s and the ratio to the first contender; writes SEGS (default
@@ -32,11 +34,20 @@ function post(path, body) {
     r.end(body);
   });
 }
-const insert = (n, i, v) => post(`/c/${n}/${db}/query`, JSON.stringify({ sql: "INSERT INTO w3(v, t) VALUES (?, ?)", params: [v, i] }));
+// dosql-sync-2-replicas is dosql-sync's class: a database name of its own.
+const dbOf = (n) => (n === "dosql-sync-2-replicas" ? `${db}-repl` : db);
+const insert = (n, i, v) => post(`/c/${n}/${dbOf(n)}/query`, JSON.stringify({ sql: "INSERT INTO w3(v, t) VALUES (?, ?)", params: [v, i] }));
 
 for (const n of names) {
-  const [status, text] = await post(`/c/${n}/${db}/batch`, JSON.stringify([{ sql: "CREATE TABLE IF NOT EXISTS w3(id INTEGER PRIMARY KEY, v TEXT NOT NULL, t INTEGER NOT NULL)" }]));
+  const [status, text] = await post(`/c/${n}/${dbOf(n)}/batch`, JSON.stringify([{ sql: "CREATE TABLE IF NOT EXISTS w3(id INTEGER PRIMARY KEY, v TEXT NOT NULL, t INTEGER NOT NULL)" }]));
   if (status !== 200 && !n.startsWith("probe")) throw new Error(`${n}: ${status} ${text}`);
+  // The replication contender (bench/run.mjs: REPL): its database gets two read replicas.
+  if (n === "dosql-sync-2-replicas") {
+    for (const r of [`${dbOf(n)}-r1`, `${dbOf(n)}-r2`]) {
+      const [st, tx] = await post(`/c/${n}/${dbOf(n)}/replicas`, JSON.stringify({ name: r }));
+      if (st !== 201) throw new Error(`${n}: attaching ${r}: ${st} ${tx}`);
+    }
+  }
   for (let i = 0; i < 100; i++) await insert(n, i, "warm");
 }
 const rates = Object.fromEntries(names.map((n) => [n, []]));
