@@ -54,6 +54,9 @@ const dosqlWorker :Workerd.Worker = (
     # How often a read replica asks its primary for commits besides being told of them, in
     # ms; unset = 10000.
     (name = "DOSQL_REPLICA_POLL_MS", fromEnvironment = "DOSQL_REPLICA_POLL_MS"),
+    # The least time between two pushes of commits to a primary's replicas, in ms (commits
+    # made meanwhile go together); unset = 25.
+    (name = "DOSQL_REPLICA_PUSH_MS", fromEnvironment = "DOSQL_REPLICA_PUSH_MS"),
     # Tests only: seeded faults between primaries and replicas ("seed=7,drop=0.1,dup=0.2,
     # reorder=0.2,delay_ms=5"; crates/api/src/replica.rs).
     (name = "DOSQL_TEST_REPLICATION_FAULTS", fromEnvironment = "DOSQL_TEST_REPLICATION_FAULTS"),
