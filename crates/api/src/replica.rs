@@ -84,6 +84,8 @@ struct Seen {
     /// Commits applied and snapshots taken since the instance started.
     applied: u64,
     snapshots: u64,
+    /// Pushes of commits received from the primary since the instance started.
+    pushes: u64,
     /// The last catch-up's failure.
     last_error: Option<String>,
 }
@@ -193,6 +195,7 @@ pub fn status<K: Kv>(store: &mut DoStore<K>, now_ms: i64) -> Result<Json, ApiErr
         "synced_ms": (seen.synced_ms > 0).then_some(seen.synced_ms),
         "applied": seen.applied,
         "snapshots": seen.snapshots,
+        "pushes": seen.pushes,
         "last_error": seen.last_error,
     }))
 }
@@ -693,6 +696,9 @@ fn sync<K: Kv>(store: &mut DoStore<K>, req: &Request<'_>, now_ms: i64) -> Result
     // A primary's push carries its newest commits as a `_replicate` answer: applied as if
     // they had been asked for (a gap or a stale one is asked for again).
     let pushed = req.step.is_none() && req.path == "_sync" && !req.body.is_empty();
+    if pushed {
+        SEEN.with(|s| s.borrow_mut().pushes += 1);
+    }
     let (status, state) = match req.step {
         Some(s) if matches!(s.state()?, State::Sync { .. }) => (s.status, s.state()?),
         _ if pushed => (

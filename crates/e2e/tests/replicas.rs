@@ -238,6 +238,50 @@ fn converge(p: &Db, r: &Db, what: &str) {
     }
 }
 
+/// Commits made within DOSQL_REPLICA_PUSH_MS of a push reach a replica together, in the next
+/// push: a burst of writes costs the replica a few pushes (each one request and one storage
+/// transaction), not one per commit, and the replica still reaches the primary's checksum.
+#[test]
+fn a_burst_of_commits_reaches_a_replica_in_a_few_pushes() {
+    // Polls a day apart: the pushes alone carry the commits.
+    let env = [
+        ("DOSQL_REPLICA_PUSH_MS", "400"),
+        ("DOSQL_REPLICA_POLL_MS", "86400000"),
+    ];
+    let server = Server::start_with_env(&env);
+    let p = server.db("burst");
+    p.query(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, n INTEGER)",
+        json!([]),
+    )
+    .ok();
+    attach(&p, "burst-r");
+    let r = server.db("burst-r");
+    converge(&p, &r, "after attaching");
+    let pushes = |r: &Db| {
+        let s = r.send("GET", "/stats", None).unwrap().ok();
+        s["replication"]["pushes"].as_u64().unwrap()
+    };
+    // Past the interval since any push before the burst: its first commit goes at once.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let before = pushes(&r);
+    let started = std::time::Instant::now();
+    for n in 0..20 {
+        p.query("INSERT INTO t(n) VALUES (?)", json!([n])).ok();
+    }
+    let took = started.elapsed();
+    converge(&p, &r, "after the burst");
+    assert_eq!(r.int("SELECT count(*) FROM t"), 20);
+    let got = pushes(&r) - before;
+    // One push per commit before DOSQL_REPLICA_PUSH_MS; now the first commit's, then one per
+    // 400 ms the burst lasted.
+    let most = 2 + took.as_millis() as u64 / 400;
+    assert!(
+        (1..=most).contains(&got),
+        "20 commits in {took:?} took {got} pushes (at most {most})"
+    );
+}
+
 /// A primary and two replicas under a mixed load, with seeded faults between them (answers
 /// lost, commits duplicated and swapped, every message delayed): every read with a bookmark
 /// sees at least that state (here: the reader's own last write); workerd killed with
