@@ -653,7 +653,7 @@ function report() {
   lines.push("");
 
   lines.push("## Replication: dosql sync 4K with two read replicas", "");
-  lines.push(`A primary and its two read replicas are objects of one class (dosql sync 4K) in the same workerd process, on this machine's ${os.cpus().length} cores: the replicas' catch-up (a \`_sync\` per commit, which asks the primary for the commits it lacks) competes with the primary and the clients for the same CPU, where on Cloudflare each object runs on its own. Replicas catch up by the primary's pushes alone (config.capnp: DOSQL_REPLICA_POLL_MS is a day). Medians of ${REPS} runs, interleaved with the other contenders; ratios to ${LABEL[BASE]} in the same run.`, "");
+  lines.push(`A primary and its two read replicas are objects of one class (dosql sync 4K) in the same workerd process, on this machine's ${os.cpus().length} cores: the replicas' catch-up (the primary's pushes, at most one per DOSQL_REPLICA_PUSH_MS, 25 ms by default, each carrying the commits made since the last, applied in one request) competes with the primary and the clients for the same CPU, where on Cloudflare each object runs on its own. Replicas catch up by the primary's pushes alone (config.capnp: DOSQL_REPLICA_POLL_MS is a day). Medians of ${REPS} runs, interleaved with the other contenders; ratios to ${LABEL[BASE]} in the same run.`, "");
   const reads = (id, k) => median(R.repl.reads[id]?.[k] ?? []);
   lines.push("| | req/s | vs native | p50 / p99 (ms) |", "|---|---:|---:|---:|");
   for (const c of ["dosql-sync", REPL, BASE]) lines.push(`| W3 1,000 sequential 1-row inserts, ${c === REPL ? REPL_LABEL : LABEL[c]} | ${f(med("W3", c), 0)} | ${fx(med("W3", c) / med("W3", BASE))} | |`);

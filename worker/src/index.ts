@@ -131,6 +131,9 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
   private db: DosqlInstance | null = null;
   /** The isolate's memory budget, shared by every database object in it. */
   private readonly budget: MemoryBudget<DosqlInstance>;
+  /** Timing settings (Env): the least time between two pushes to the replicas, a replica's
+   *  polls, a first write to the background work. */
+  private readonly timing = { pushEveryMs: PUSH_EVERY_MS, pollMs: 10_000, maintainDelayMs: MAINTAIN_DELAY_MS };
   /** A setting that cannot be used (every request answers 500 BAD_CONFIG with it). */
   private readonly configError: string | null = null;
   /** The share the instance's limits were last set from (0: never set). */
@@ -162,6 +165,15 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     let bytes = 0;
     try {
       bytes = budgetSetting(env.DOSQL_MEMORY_BUDGET);
+      // Read once, here: a bad value must answer BAD_CONFIG, not throw after a commit.
+      const ms = (name: "DOSQL_REPLICA_PUSH_MS" | "DOSQL_REPLICA_POLL_MS" | "DOSQL_MAINTAIN_DELAY_MS", fallback: number) => {
+        try {
+          return intVar(env[name], fallback);
+        } catch (err) {
+          throw new Error(`${name}: ${err instanceof Error ? err.message : String(err)}`);
+        }
+      };
+      this.timing = { pushEveryMs: ms("DOSQL_REPLICA_PUSH_MS", PUSH_EVERY_MS), pollMs: ms("DOSQL_REPLICA_POLL_MS", 10_000), maintainDelayMs: ms("DOSQL_MAINTAIN_DELAY_MS", MAINTAIN_DELAY_MS) };
     } catch (err) {
       this.configError = err instanceof Error ? err.message : String(err);
     }
@@ -319,7 +331,7 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
    *  of the last push, when that has passed: commits made meanwhile go together. */
   private schedulePush(): void {
     if (this.pushWaiting) return;
-    const wait = this.lastPushAt + intVar(this.env.DOSQL_REPLICA_PUSH_MS, PUSH_EVERY_MS) - Date.now();
+    const wait = this.lastPushAt + this.timing.pushEveryMs - Date.now();
     if (wait <= 0) return this.pushNow();
     this.pushWaiting = true;
     setTimeout(() => {
@@ -332,7 +344,8 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     if (this.pos[2] === "" || this.pos[0] === this.pushed) return;
     const from = Number(this.pushed.split(":")[1] ?? 0) + 1;
     const at = Number(this.pos[0].split(":")[1]);
-    // A new lineage (an import, a restore) starts again at its own txid.
+    // Nothing pushed yet in this object's life: the newest commit (a replica asks for any
+    // gap before it); else the commits after the last one pushed.
     const fresh = this.pushed === "" ? at : Math.min(from, at);
     this.pushed = this.pos[0];
     this.lastPushAt = Date.now();
@@ -395,7 +408,7 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
    *  finishing a checksum, deleting garbage), then the next alarm when the wasm says when. */
   async alarm(): Promise<void> {
     // A replica asks its primary for commits at least this often (its pushes may be lost).
-    const poll = this.pos[1] === "" ? null : Date.now() + intVar(this.env.DOSQL_REPLICA_POLL_MS, 10_000);
+    const poll = this.pos[1] === "" ? null : Date.now() + this.timing.pollMs;
     if (poll !== null) await this.sync(); // never throws: a failure is in /stats
     const res = await this.locked(() => this.framed(OP_ROUTE, { method: "POST", path: "_maintain", query: "" }, new TextEncoder().encode("{}")));
     const r = res.ok ? ((await res.json()) as { due_ms?: number | null }) : null;
@@ -418,7 +431,7 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     if (this.upkeepSet || (this.upkeepLooked && !wrote)) return;
     this.upkeepLooked = true;
     if (wrote) this.upkeepSet = true;
-    const delay = intVar(this.env.DOSQL_MAINTAIN_DELAY_MS, MAINTAIN_DELAY_MS);
+    const delay = this.timing.maintainDelayMs;
     const look = () =>
       void this.ctx.storage.getAlarm().then((at) => {
         if (at !== null && at <= Date.now()) return this.ctx.storage.setAlarm(at);

@@ -248,7 +248,7 @@ fn a_burst_of_commits_reaches_a_replica_in_a_few_pushes() {
         ("DOSQL_REPLICA_PUSH_MS", "400"),
         ("DOSQL_REPLICA_POLL_MS", "86400000"),
     ];
-    let server = Server::start_with_env(&env);
+    let mut server = Server::start_with_env(&env);
     let p = server.db("burst");
     p.query(
         "CREATE TABLE t(id INTEGER PRIMARY KEY, n INTEGER)",
@@ -272,7 +272,10 @@ fn a_burst_of_commits_reaches_a_replica_in_a_few_pushes() {
     let took = started.elapsed();
     converge(&p, &r, "after the burst");
     assert_eq!(r.int("SELECT count(*) FROM t"), 20);
-    let got = pushes(&r) - before;
+    // The counter is the replica instance's: a new instance (a trap, an eviction) restarts it.
+    let after = pushes(&r);
+    assert!(after >= before, "the replica's instance restarted mid-test");
+    let got = after - before;
     // One push per commit before DOSQL_REPLICA_PUSH_MS; now the first commit's, then one per
     // 400 ms the burst lasted.
     let most = 2 + took.as_millis() as u64 / 400;
@@ -280,6 +283,20 @@ fn a_burst_of_commits_reaches_a_replica_in_a_few_pushes() {
         (1..=most).contains(&got),
         "20 commits in {took:?} took {got} pushes (at most {most})"
     );
+    // A bad value is refused before any request runs (it used to throw after a commit, on a
+    // primary with replicas: a committed write answered 500 as if it had failed).
+    server.restart_with_env(&[("DOSQL_REPLICA_PUSH_MS", "soon")]);
+    let a = server
+        .db("burst")
+        .query("INSERT INTO t(n) VALUES (99)", json!([]));
+    assert_eq!(a.error(500), "BAD_CONFIG");
+    assert!(
+        a.body.to_string().contains("DOSQL_REPLICA_PUSH_MS"),
+        "{}",
+        a.body
+    );
+    server.restart_with_env(&env);
+    assert_eq!(server.db("burst").int("SELECT count(*) FROM t"), 20);
 }
 
 /// A primary and two replicas under a mixed load, with seeded faults between them (answers

@@ -91,7 +91,8 @@ fn host_error() -> String {
 /// Durable Object storage through the host imports: the host moves the bytes, the layout
 /// (`dosql_layout`) decides them. While the warm-up runs ([`WARM_KV`]), storage in memory
 /// answers instead of the host, through the same encoding and decoding.
-#[derive(Debug, Clone)]
+/// Not `Clone`: a copy's stash would outlive a write made through the other.
+#[derive(Debug)]
 struct HostKv {
     kind: StorageKind,
     /// The replication record, read in the same host call as the head row (SQLite-backed
