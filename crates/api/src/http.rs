@@ -27,16 +27,24 @@ pub fn valid_name(n: &str) -> bool {
 
 /// The database name in field `field` of a JSON body, or 400 BAD_DATABASE_NAME.
 pub fn name_field<'a>(body: &'a Json, field: &str) -> Result<&'a str, ApiError> {
-    body[field]
-        .as_str()
-        .filter(|n| valid_name(n))
-        .ok_or_else(|| {
-            ApiError::new(
-                400,
-                "BAD_DATABASE_NAME",
-                format!("{field}: a database name is 1-64 characters of A-Z a-z 0-9 _ . -"),
-            )
-        })
+    let Some(name) = body[field].as_str() else {
+        let got = if body[field].is_null() {
+            "missing".to_owned()
+        } else {
+            format!("not a string: {}", body[field])
+        };
+        return Err(ApiError::bad_request(format!(
+            "the body's \"{field}\" (a database name) is {got}"
+        )));
+    };
+    if !valid_name(name) {
+        return Err(ApiError::new(
+            400,
+            "BAD_DATABASE_NAME",
+            format!("{field}: a database name is 1-64 characters of A-Z a-z 0-9 _ . -"),
+        ));
+    }
+    Ok(name)
 }
 
 /// Another database's error answer (`status`, `body`) to a carried request, said about it:

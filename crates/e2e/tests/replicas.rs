@@ -155,6 +155,10 @@ fn replicas_serve_reads_forward_writes_and_honour_bookmarks() {
         "BAD_DATABASE_NAME"
     );
     assert_eq!(bad(&p, json!({"name": "prim"})).error(400), "BAD_REQUEST");
+    // A body without the field says so, not that a name is malformed.
+    let a = bad(&p, json!({"nam": "rep9"}));
+    assert_eq!(a.error(400), "BAD_REQUEST");
+    assert!(a.body.to_string().contains("missing"), "{}", a.body);
     assert_eq!(bad(&r1, json!({"name": "rep9"})).error(409), "IS_REPLICA");
     let full = server.db("full");
     full.query("CREATE TABLE x(y)", json!([])).ok();
