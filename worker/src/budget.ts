@@ -135,7 +135,8 @@ export class MemoryBudget<I extends Sized = Sized> {
     this.tenants.delete(t);
   }
 
-  private drop(t: Tenant<I>): void {
+  /** Gives up `t`'s instance for good (its memory left for V8 to collect). */
+  drop(t: Tenant<I>): void {
     this.tenants.delete(t);
     t.surrender();
     this.dropped++;
