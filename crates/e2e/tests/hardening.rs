@@ -127,11 +127,14 @@ fn a_200_mb_transaction_fails_clearly_and_commits_nothing() {
 
 /// 100 databases of about 8 MB, each written and then read in turn in one workerd: the
 /// instances' wasm memory stays within the isolate's budget, workerd's resident memory under
-/// 320 MB, and every database answers correctly afterwards.
+/// 352 MB, and every database answers correctly afterwards.
 #[test]
 fn a_hundred_databases_of_8_mb_stay_within_the_memory_budget() {
     const N: usize = 100;
-    const RSS_LIMIT: u64 = 320 << 20;
+    // Its peak is 290-310 MB, and reached 320 once in a full `make test` (V8 collects
+    // dropped instances when it likes, later on a loaded machine); without the budget it grew
+    // ~20 MB with each database (668 MB after 30), which this still catches long before 100.
+    const RSS_LIMIT: u64 = 352 << 20;
     let server = Server::start();
     let fill = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<10000) \
                 INSERT INTO t(k, v) SELECT ?1 * 100000 + i, printf('%.200c', 97 + i % 26) || hex(randomblob(10)) FROM n";
