@@ -476,20 +476,7 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     const db = this.db;
     this.db = null;
     this.limitsShare = 0;
-    // Not handed to another database when it grew near its ceiling (bloated()).
-    return db !== null && this.bloated(db) ? null : db;
-  }
-
-  /**
-   * Whether `db`'s memory grew past three quarters of its maximum (the budget). Wasm memory
-   * never shrinks: an instance a heavy request grew stays that size, mostly free, with little
-   * room left under its ceiling, where a later allocation the limits did not foresee fails
-   * and traps (the HTTP fuzzer found one: three databases handed in turn one 61 MB instance
-   * of 64, then an 8 KiB allocation failed). Such an instance is let go after its request
-   * and never reused; the database opens a fresh one from storage next time.
-   */
-  private bloated(db: DosqlInstance): boolean {
-    return db.memoryBytes() * 4 > this.budget.budgetBytes * 3;
+    return db;
   }
 
   /**
@@ -560,7 +547,7 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
   private respond(db: DosqlInstance, op: number, body: Uint8Array): Response | Promise<Response> {
     const settle = (res: Response) => {
       this.budget.settle(this);
-      if (this.db !== null && this.bloated(this.db)) this.budget.drop(this);
+      this.budget.shed(this);
       return res;
     };
     const refused = (r: WasmResponse) => (r.status === 200 ? null : ((this.limitsShare = 0), answer(r, this.pos[0])));

@@ -83,6 +83,26 @@ test("spares: up to the count asked for, of their kind, within half the budget; 
   assert.equal(full.total(), 32 * mib);
 });
 
+test("an instance grown past three quarters of the budget is given up after its request, and never handed on", () => {
+  const mib = 1 << 20;
+  const budget = new MemoryBudget(64 * mib);
+  const [a, b] = [tenant("a", 50 * mib), tenant("b", 40 * mib)];
+  budget.use(a);
+  budget.shed(a);
+  assert.equal(a.instance, null, "a grew to 50 MiB of 64: given up");
+  assert.equal(budget.dropped, 1);
+  budget.use(b);
+  budget.shed(b);
+  assert.notEqual(b.instance, null, "40 MiB is within three quarters");
+  // An idle bloated instance (its request did not shed it) is not adopted by another.
+  b.bytes = 49 * mib;
+  const c = tenant("c", 0);
+  c.instance = null;
+  assert.equal(budget.adopt(c, 2 * mib), null);
+  assert.notEqual(b.instance, null);
+  assert.equal(budget.reused, 0);
+});
+
 /** A tenant for MemoryBudget: `bytes` of memory, `busy`, an instance id. */
 function tenant(name, bytes, kind = "sync") {
   return {
