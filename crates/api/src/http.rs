@@ -25,7 +25,8 @@ pub fn valid_name(n: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-/// The database name in field `field` of a JSON body, or 400 BAD_DATABASE_NAME.
+/// The database name in field `field` of a JSON body: 400 BAD_REQUEST when it is missing or
+/// not a string, 400 BAD_DATABASE_NAME when it is not a valid name.
 pub fn name_field<'a>(body: &'a Json, field: &str) -> Result<&'a str, ApiError> {
     let Some(name) = body[field].as_str() else {
         let got = if body[field].is_null() {
