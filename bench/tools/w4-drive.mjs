@@ -119,3 +119,11 @@ for (const [k, byC] of Object.entries(T)) {
   const base = med(byC[names[0]]);
   console.log(k.padEnd(9), names.map((c) => `${c} ${med(byC[c]).toFixed(2)} (${(med(byC[c]) / base).toFixed(2)}x) [${byC[c].map((x) => x.toFixed(1)).join(" ")}]`).join("  |  "));
 }
+// Each rep's ratio to the first contender, restarted next to it: steadier than the ratio of
+// the medians when the machine's speed drifts between reps.
+for (const k of ["big", "cpu big"]) {
+  for (const c of names.slice(1)) {
+    const r = T[k][c].map((x, i) => x / T[k][names[0]][i]);
+    console.log(`${k} per rep: ${c}/${names[0]} median ${med(r).toFixed(2)}x [${r.map((x) => x.toFixed(2)).join(" ")}]`);
+  }
+}

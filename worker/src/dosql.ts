@@ -20,6 +20,11 @@ export interface Exports {
   _initialize?: () => void;
 }
 
+// One of each per isolate: each is a runtime object, and a cold object's first request made
+// three (bench W4, perf).
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
 /** How to open: a new database's page size (0: the default), the page cache's pages, pages
  *  read ahead, and the most bytes the instance's memory may grow to (the isolate's budget). */
 export type OpenOptions = { newPageSize: number; cachePages: number; readAhead: number; maxMemoryBytes: number };
@@ -42,7 +47,7 @@ export function limitsRequest(shareBytes: number, e: LimitSettings): Uint8Array 
   const setting = (v: string | undefined) => (v ? intVar(v, 0) : null);
   const history = { enabled: e.HISTORY ?? null, retention_ms: e.HISTORY_RETENTION_MS ?? null, max_bytes: e.HISTORY_MAX_BYTES ?? null };
   const faults = e.DOSQL_TEST_REPLICATION_FAULTS ?? null;
-  return new TextEncoder().encode(JSON.stringify({ share_bytes: shareBytes, cache_pages: setting(e.CACHE_PAGES), cache_bytes: setting(e.CACHE_BYTES), history, replication_faults: faults }));
+  return encoder.encode(JSON.stringify({ share_bytes: shareBytes, cache_pages: setting(e.CACHE_PAGES), cache_bytes: setting(e.CACHE_BYTES), history, replication_faults: faults }));
 }
 
 /** An answer of the wasm: an HTTP status and the body, unparsed. */
@@ -137,7 +142,7 @@ export class DosqlInstance {
    *  primary (empty: none) and its replicas (comma-separated), one per line. */
   position(): string[] {
     this.exports.dosql_position();
-    return new TextDecoder().decode(this.result()).split("\n");
+    return decoder.decode(this.result()).split("\n");
   }
 
   /** The warm-up (crates/wasm/src/warmup.rs) on an in-memory database of its own. */
@@ -162,7 +167,7 @@ export class DosqlInstance {
   }
 
   private checkOpen(status: number): void {
-    const body = new TextDecoder().decode(this.result());
+    const body = decoder.decode(this.result());
     if (status !== 200) throw new Error(`dosql_open returned ${status}: ${body}`);
     this.opened = JSON.parse(body) as Opened;
   }
@@ -253,7 +258,7 @@ export class DosqlInstance {
 
   /** error_message(buf_ptr, cap) -> full length of the last host error, UTF-8. */
   private errorMessage(bufPtr: number, cap: number): number {
-    const bytes = new TextEncoder().encode(this.lastError);
+    const bytes = encoder.encode(this.lastError);
     const n = Math.min(cap, bytes.byteLength);
     new Uint8Array(this.memory.buffer, bufPtr >>> 0, n).set(bytes.subarray(0, n));
     return bytes.byteLength;

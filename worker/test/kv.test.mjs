@@ -155,6 +155,33 @@ for (const sqlite of [false, true]) {
     });
   }
 
+  if (sqlite) {
+    test("SQLite-backed: a read of one key (its own short path) answers and counts as the general path does", () => {
+      const storage = new MemoryStorage();
+      storage.data.set("p:1", Uint8Array.of(7, 8, 9).buffer);
+      storage.data.set("p:2", { a: 1, b: Uint8Array.of(1, 2).buffer });
+      storage.data.set("p:3", new Uint8Array([5, 6, 7, 8]).subarray(1, 3));
+      storage.data.set("p:big", new Uint8Array(70_000).fill(3).buffer);
+      const te = new TextEncoder();
+      const u16 = (n) => [n & 0xff, n >> 8];
+      const request = (keys, keyBytes = 2048) => Uint8Array.from([...u16(128), ...u16(keyBytes), 0x40, 0x42, 0x0f, 0, ...new Uint8Array(Uint32Array.of(keys.length).buffer), ...keys.flatMap((k) => [0, ...u16(k.length), ...te.encode(k)])]);
+      for (const key of ["p:1", "p:2", "p:3", "p:big", "p:none"]) {
+        const one = new KvBridge(storage, true);
+        const two = new KvBridge(storage, true);
+        const a = one.readSync(request([key]));
+        // Two items take the general path: its answer is the one item's twice.
+        const b = two.readSync(request([key, key]));
+        assert.equal(b.byteLength, 2 * a.byteLength, key);
+        assert.deepEqual([...b.subarray(0, a.byteLength)], [...a], key);
+        for (const [name, n] of Object.entries(one.stats)) assert.equal(two.stats[name], /_max$/.test(name) ? n : 2 * n, `${key}: ${name}`);
+        assert.ok(one.stats.get_calls === 1 && one.stats.key_bytes_max === key.length, key);
+      }
+      assert.deepEqual([...new KvBridge(storage, true).readSync(request(["p:1"]))], [1, 3, 0, 0, 0, 7, 8, 9]);
+      // A key past the stated limit is refused, as by the general path.
+      assert.throws(() => new KvBridge(storage, true).readSync(request(["p:1"], 2)), LimitError);
+    });
+  }
+
   test(`${kind}: what this code writes, the release of 12121ec refuses instead of misreading`, async () => {
     const storage = new LoggedStorage();
     const { db } = open(storage, sqlite);
