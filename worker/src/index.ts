@@ -182,9 +182,21 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     }
     this.budget = isolateBudget(bytes || budgetSetting(undefined));
     this.storage = new KvBridge(ctx.storage, this.sqliteBacked());
-    // Open before the first request is delivered. A failure is kept out of
-    // blockConcurrencyWhile (which would reset the object) and retried by the next request.
-    void ctx.blockConcurrencyWhile(() => this.locked(() => this.instance().then(() => undefined, () => undefined)));
+    // Open before the first request is delivered; a failure is retried by the next request,
+    // which answers for it. SQLite-backed storage reads synchronously, so the open runs here
+    // to its end and nothing can interleave: no blockConcurrencyWhile, whose input gate and
+    // promises were ~2% of a cold object's first query (bench W4, perf). Classic storage's
+    // reads are awaited: blockConcurrencyWhile holds requests back meanwhile, with a failure
+    // kept out of it (it would reset the object).
+    if (this.sqliteBacked() && this.configError === null) {
+      try {
+        this.instanceSync();
+      } catch {
+        // this.db stays null: the first request opens again.
+      }
+    } else {
+      void ctx.blockConcurrencyWhile(() => this.locked(() => this.instance().then(() => undefined, () => undefined)));
+    }
   }
 
   async fetch(request: Request): Promise<Response> {
@@ -510,21 +522,40 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
   /** The open instance, created from storage's committed head if there is none. */
   private async instance(): Promise<DosqlInstance> {
     if (this.db === null) {
-      const opts: OpenOptions = { newPageSize: intVar(this.env.PAGE_SIZE, 0), cachePages: 16, readAhead: intVar(this.env.READ_AHEAD, 0), maxMemoryBytes: this.budget.budgetBytes };
+      const opts = this.openOptions();
       // An idle database's instance when the isolate has no room for another; its limits
       // (the cache's size among them) are set from this database's share before its request.
       const reused = this.budget.adopt(this, WASM_INITIAL_PAGES * 65536);
       if (reused !== null) await reused.reopen(this.storage, opts);
-      this.db = reused ?? (await this.createInstance(opts));
-      // A timer per instance taken, not one shared: a timer dies with the object that set it
-      // (evicted within the delay), and offer() makes none past SPARES.
-      if (WARMUP.ran && this.db.sync) setTimeout(spareAhead, SPARE_AGAIN_MS);
-      // A replica that was down catches up by itself.
-      if ((this.note(this.db), this.pos[1] !== "")) setTimeout(() => void this.sync(), 0);
-      this.limitsShare = 0;
-      this.budget.use(this);
+      this.opened(reused ?? (await this.createInstance(opts)));
     }
-    return this.db;
+    return this.db!;
+  }
+
+  /** instance() for SQLite-backed storage, without a promise (its reads are synchronous);
+   *  a failure throws. */
+  private instanceSync(): void {
+    const opts = this.openOptions();
+    const reused = this.budget.adopt(this, WASM_INITIAL_PAGES * 65536);
+    // A synchronous instance has opened when reopen returns (a failure throws).
+    if (reused !== null) void reused.reopen(this.storage, opts);
+    this.opened(reused ?? DosqlInstance.createSync(wasmModule, this.storage, opts));
+  }
+
+  private openOptions(): OpenOptions {
+    return { newPageSize: intVar(this.env.PAGE_SIZE, 0), cachePages: 16, readAhead: intVar(this.env.READ_AHEAD, 0), maxMemoryBytes: this.budget.budgetBytes };
+  }
+
+  /** Takes `db`, open on this database, as its instance. */
+  private opened(db: DosqlInstance): void {
+    this.db = db;
+    // A timer per instance taken, not one shared: a timer dies with the object that set it
+    // (evicted within the delay), and offer() makes none past SPARES.
+    if (WARMUP.ran && db.sync) setTimeout(spareAhead, SPARE_AGAIN_MS);
+    // A replica that was down catches up by itself.
+    if ((this.note(db), this.pos[1] !== "")) setTimeout(() => void this.sync(), 0);
+    this.limitsShare = 0;
+    this.budget.use(this);
   }
 
   /** Whether the class is SQLite-backed (its storage has the synchronous `kv` API). */
