@@ -149,6 +149,36 @@ fn caller_mistakes_are_4xx_and_change_nothing() {
         "BAD_REQUEST",
     );
     err(q(&mut s, json!({"sql": "  ;  "})), 400, "BAD_REQUEST");
+    // One statement after stray `;`s runs outside a transaction: parameters it does not take
+    // are refused before it runs (the HTTP fuzzer found it committed, then refused).
+    for sql in [
+        ";;;; CREATE TABLE IF NOT EXISTS u(a)",
+        "; PRAGMA user_version = 7",
+        "CREATE TABLE u(a); INSERT INTO u VALUES (1)",
+    ] {
+        err(
+            q(&mut s, json!({"sql": sql, "params": {"nested": [1]}})),
+            400,
+            "SQLITE_RANGE",
+        );
+    }
+    // A statement that needs an earlier one's table compiles only after it ran: checked
+    // after, inside the request's transaction, which is rolled back.
+    err(
+        q(
+            &mut s,
+            json!({"sql": "CREATE TABLE v(a); INSERT INTO v VALUES (1)", "params": [1]}),
+        ),
+        400,
+        "SQLITE_RANGE",
+    );
+    let r = ok(q(
+        &mut s,
+        json!({"sql": "SELECT count(*) FROM sqlite_schema WHERE name IN ('u', 'v')"}),
+    ));
+    assert_eq!(r["rows"], json!([[0]]), "no table was created");
+    let r = ok(q(&mut s, json!({"sql": "PRAGMA user_version"})));
+    assert_eq!(r["rows"], json!([[0]]), "the pragma did not run");
     let r = ok(q(&mut s, json!({"sql": "SELECT x FROM t"})));
     assert_eq!(
         r["rows"],

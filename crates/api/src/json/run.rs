@@ -65,6 +65,16 @@ impl Session {
                 self.step(prepared, params, &mut bound, &mut last, budget, window)?;
             }
         } else {
+            // Parameters no statement takes are refused before anything runs when every
+            // statement compiles up front: a text that is one statement with stray `;`s
+            // (";; CREATE ...") runs outside a transaction, and used to commit, then be
+            // refused (the HTTP fuzzer). When one does not compile yet (it needs what an
+            // earlier one creates), they are checked after, inside the request's transaction.
+            if stmt.params.as_ref().is_some_and(|p| !p.is_empty())
+                && self.compiles_without_parameters(&stmt.sql)
+            {
+                return Err(no_parameters());
+            }
             let mut batch = rusqlite::Batch::new(&self.conn, &stmt.sql);
             while let Some(mut prepared) = batch.next().map_err(|e| self.sql_error(&e))? {
                 any = true;
@@ -171,6 +181,20 @@ impl Session {
 }
 
 impl Session {
+    /// Whether `sql` holds at least one statement, and every one of them compiles now and
+    /// takes no parameters. Compiling runs nothing.
+    fn compiles_without_parameters(&self, sql: &str) -> bool {
+        let mut batch = rusqlite::Batch::new(&self.conn, sql);
+        let mut any = false;
+        loop {
+            match batch.next() {
+                Ok(Some(prepared)) if prepared.parameter_count() == 0 => any = true,
+                Ok(None) => return any,
+                Ok(Some(_)) | Err(_) => return false,
+            }
+        }
+    }
+
     /// Writes one row (after a comma unless it is the first) as a JSON array, counting its
     /// bytes against `budget` value by value, so that no answer grows past the limit.
     fn write_row(
