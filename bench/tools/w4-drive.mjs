@@ -121,7 +121,7 @@ for (const [k, byC] of Object.entries(T)) {
 }
 // Each rep's ratio to the first contender, restarted next to it: steadier than the ratio of
 // the medians when the machine's speed drifts between reps.
-for (const k of ["big", "cpu big"]) {
+for (const k of ["big", "cpu big"].filter((k) => T[k] !== undefined)) {
   for (const c of names.slice(1)) {
     const r = T[k][c].map((x, i) => x / T[k][names[0]][i]);
     console.log(`${k} per rep: ${c}/${names[0]} median ${med(r).toFixed(2)}x [${r.map((x) => x.toFixed(2)).join(" ")}]`);

@@ -188,11 +188,14 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
     // promises were ~2% of a cold object's first query (bench W4, perf). Classic storage's
     // reads are awaited: blockConcurrencyWhile holds requests back meanwhile, with a failure
     // kept out of it (it would reset the object).
+    // (In the base class's constructor: a subclass's own fields are not set yet while the
+    // database opens, so nothing the open runs may use them.)
     if (this.sqliteBacked() && this.configError === null) {
       try {
         this.instanceSync();
-      } catch {
-        // this.db stays null: the first request opens again.
+      } catch (err) {
+        // this.db stays null: the first request opens again and answers for it.
+        console.error("dosql: opening the database failed (the next request tries again):", err);
       }
     } else {
       void ctx.blockConcurrencyWhile(() => this.locked(() => this.instance().then(() => undefined, () => undefined)));
@@ -452,11 +455,12 @@ export class DosqlDatabase implements DurableObject, Tenant<DosqlInstance> {
         if (at !== null && at <= Date.now()) return this.ctx.storage.setAlarm(at);
         if (at === null && wrote) return this.ctx.storage.setAlarm(Date.now() + delay);
       });
-    // A read only looks for a past-due alarm, a while after its answer: getAlarm makes a Date
-    // (V8 loads ICU's time zone data for it) and crosses into storage, about 5% of a cold
-    // object's first query (perf on bench W4), and a look right after the answer (setTimeout
-    // 0) still ran before the client had it, on the thread that answers. An object evicted
-    // before then looks in its next life.
+    // A read only looks for a past-due alarm a second after it started, off its answer's
+    // path: getAlarm makes a Date (V8 loads ICU's time zone data for it) and crosses into
+    // storage, about 5% of a cold object's first query (perf on bench W4), and a look right
+    // after the read (setTimeout 0) still ran before the client had the answer, on the
+    // thread that answers. The cost moves, once per object life; it does not go away. An
+    // object evicted within the second looks in its next life.
     if (wrote) look();
     else setTimeout(look, UPKEEP_LOOK_MS);
   }

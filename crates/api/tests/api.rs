@@ -149,12 +149,18 @@ fn caller_mistakes_are_4xx_and_change_nothing() {
         "BAD_REQUEST",
     );
     err(q(&mut s, json!({"sql": "  ;  "})), 400, "BAD_REQUEST");
-    // One statement after stray `;`s runs outside a transaction: parameters it does not take
-    // are refused before it runs (the HTTP fuzzer found it committed, then refused).
+    // Parameters no statement takes are refused before anything runs, also where statements
+    // run outside a transaction: one after stray `;`s (the HTTP fuzzer found it committed,
+    // then refused), requests that manage their transactions or hold a PRAGMA, and a
+    // statement that needs an earlier one's table. Nor does a PRAGMA get compiled (SQLite
+    // applies `query_only` while compiling it).
     for sql in [
         ";;;; CREATE TABLE IF NOT EXISTS u(a)",
         "; PRAGMA user_version = 7",
-        "CREATE TABLE u(a); INSERT INTO u VALUES (1)",
+        "CREATE TABLE v(a); INSERT INTO v VALUES (1); PRAGMA user_version = 3",
+        "BEGIN; CREATE TABLE w(a); INSERT INTO w VALUES (1); COMMIT",
+        "INSERT INTO t VALUES (9); PRAGMA query_only = 1",
+        "CREATE TABLE x(a); INSERT INTO x VALUES ('?')",
     ] {
         err(
             q(&mut s, json!({"sql": sql, "params": {"nested": [1]}})),
@@ -162,23 +168,25 @@ fn caller_mistakes_are_4xx_and_change_nothing() {
             "SQLITE_RANGE",
         );
     }
-    // A statement that needs an earlier one's table compiles only after it ran: checked
-    // after, inside the request's transaction, which is rolled back.
+    // A mark the text cannot rule out (`$` inside a name): checked after the statements ran,
+    // inside the request's transaction, which is rolled back.
     err(
         q(
             &mut s,
-            json!({"sql": "CREATE TABLE v(a); INSERT INTO v VALUES (1)", "params": [1]}),
+            json!({"sql": "CREATE TABLE y$(a); INSERT INTO t VALUES (8)", "params": [1]}),
         ),
         400,
         "SQLITE_RANGE",
     );
     let r = ok(q(
         &mut s,
-        json!({"sql": "SELECT count(*) FROM sqlite_schema WHERE name IN ('u', 'v')"}),
+        json!({"sql": "SELECT count(*) FROM sqlite_schema WHERE name IN ('u', 'v', 'w', 'x', 'y$')"}),
     ));
     assert_eq!(r["rows"], json!([[0]]), "no table was created");
     let r = ok(q(&mut s, json!({"sql": "PRAGMA user_version"})));
     assert_eq!(r["rows"], json!([[0]]), "the pragma did not run");
+    ok(q(&mut s, json!({"sql": "CREATE TABLE q(a)"})));
+    ok(q(&mut s, json!({"sql": "DROP TABLE q"})));
     let r = ok(q(&mut s, json!({"sql": "SELECT x FROM t"})));
     assert_eq!(
         r["rows"],

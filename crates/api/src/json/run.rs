@@ -9,6 +9,7 @@ use serde_json::Map;
 use super::Session;
 use super::outcome::{AnswerBudget, Outcome, RowWindow};
 use super::request::{Params, Statement};
+use super::transaction::{may_take_parameters, statement_heads};
 use crate::bind::{self, Arg, BindError, Count, Rules};
 use crate::response::too_large;
 use crate::{ApiError, value};
@@ -30,6 +31,17 @@ impl Session {
             offset: stmt.row_offset.unwrap_or(0),
             max: stmt.max_rows,
         });
+        // Parameters that no statement can take are refused before anything compiles or runs:
+        // a statement run outside a transaction (one after stray `;`s, or any of a request
+        // that manages its transactions itself) used to commit and then be refused (the HTTP
+        // fuzzer), and compiling alone can apply a PRAGMA. The text decides (see
+        // `may_take_parameters`); what it cannot is checked below, after the statements ran.
+        if stmt.params.as_ref().is_some_and(|p| !p.is_empty())
+            && !may_take_parameters(&stmt.sql)
+            && !statement_heads(&stmt.sql).is_empty()
+        {
+            return Err(no_parameters());
+        }
         let mut last = Outcome::default();
         let mut bound = false;
         let mut any = false;
@@ -58,23 +70,13 @@ impl Session {
                 any = true;
                 let params = stmt.params.as_ref();
                 // Refused before it runs: a rejected request changes nothing. (Several
-                // statements are checked after they ran, inside the request's transaction.)
+                // statements whose text has a parameter's mark are checked after they ran.)
                 if prepared.parameter_count() == 0 && params.is_some_and(|p| !p.is_empty()) {
                     return Err(no_parameters());
                 }
                 self.step(prepared, params, &mut bound, &mut last, budget, window)?;
             }
         } else {
-            // Parameters no statement takes are refused before anything runs when every
-            // statement compiles up front: a text that is one statement with stray `;`s
-            // (";; CREATE ...") runs outside a transaction, and used to commit, then be
-            // refused (the HTTP fuzzer). When one does not compile yet (it needs what an
-            // earlier one creates), they are checked after, inside the request's transaction.
-            if stmt.params.as_ref().is_some_and(|p| !p.is_empty())
-                && self.compiles_without_parameters(&stmt.sql)
-            {
-                return Err(no_parameters());
-            }
             let mut batch = rusqlite::Batch::new(&self.conn, &stmt.sql);
             while let Some(mut prepared) = batch.next().map_err(|e| self.sql_error(&e))? {
                 any = true;
@@ -181,20 +183,6 @@ impl Session {
 }
 
 impl Session {
-    /// Whether `sql` holds at least one statement, and every one of them compiles now and
-    /// takes no parameters. Compiling runs nothing.
-    fn compiles_without_parameters(&self, sql: &str) -> bool {
-        let mut batch = rusqlite::Batch::new(&self.conn, sql);
-        let mut any = false;
-        loop {
-            match batch.next() {
-                Ok(Some(prepared)) if prepared.parameter_count() == 0 => any = true,
-                Ok(None) => return any,
-                Ok(Some(_)) | Err(_) => return false,
-            }
-        }
-    }
-
     /// Writes one row (after a comma unless it is the first) as a JSON array, counting its
     /// bytes against `budget` value by value, so that no answer grows past the limit.
     fn write_row(

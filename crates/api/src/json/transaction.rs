@@ -65,6 +65,43 @@ pub(super) fn statement_heads(sql: &str) -> Vec<Vec<String>> {
     heads
 }
 
+/// Whether `sql` may take parameters: whether a parameter's mark (`?`, `:`, `@`, `$`, `#`)
+/// appears outside string literals, quoted names and comments. `false` is certain: then no
+/// statement of it takes any (a mark in a place the scan does not know, such as `$` inside a
+/// name, only makes it answer `true`). Decided from the text, because compiling a statement
+/// can change the connection (SQLite applies flag PRAGMAs while it compiles them).
+pub(super) fn may_take_parameters(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            c @ (b'\'' | b'"' | b'`' | b'[') => {
+                let close = if c == b'[' { b']' } else { c };
+                i += 1;
+                while i < b.len() && b[i] != close {
+                    i += 1;
+                }
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'?' | b':' | b'@' | b'$' | b'#' => return true,
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
 /// Whether a statement with these first words ends the transaction it runs in: `COMMIT`,
 /// `END`, and `ROLLBACK` without `TO` (which only rolls back to a savepoint).
 pub(super) fn ends_transaction(head: &[String]) -> bool {
@@ -103,6 +140,32 @@ pub(super) fn one_transaction(sql: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameter_marks_count_outside_literals_and_comments_only() {
+        for sql in [
+            "SELECT ?",
+            "SELECT ?1",
+            "SELECT :a",
+            "SELECT @a",
+            "SELECT $a",
+            "INSERT INTO t VALUES ('x', ?)",
+            "SELECT 1; -- ?\n SELECT :b",
+            // A `$` inside a name: a mark where the scan cannot tell, so it says maybe.
+            "SELECT a$b FROM t",
+        ] {
+            assert!(may_take_parameters(sql), "{sql}");
+        }
+        for sql in [
+            "SELECT 1",
+            ";;;; CREATE TABLE IF NOT EXISTS t(a)",
+            "SELECT '?', \"a:b\", `@c`, [$d] /* :e */ -- ?f",
+            "SELECT 'it''s ?'",
+            "CREATE TABLE w(a); INSERT INTO w VALUES (1); PRAGMA user_version = 3",
+        ] {
+            assert!(!may_take_parameters(sql), "{sql}");
+        }
+    }
 
     #[test]
     fn statements_split_outside_literals_and_comments() {
