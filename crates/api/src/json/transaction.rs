@@ -2,6 +2,39 @@
 //! statement, read without a parser, decide whether a /query runs as one transaction and
 //! whether a /batch's statement would end the batch's.
 
+/// What [`skipped`] passed over.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Skipped {
+    /// A string literal or a quoted name ('…', "…", `…`, […]).
+    Quoted,
+    /// A comment (-- to the line's end, /* … */).
+    Comment,
+}
+
+/// When a string literal, a quoted name or a comment starts at `b[i]`: what it is and the
+/// index of its last byte (past the end when it is not closed). A doubled quote inside a
+/// literal reads as two literals back to back, which skips the same bytes.
+fn skipped(b: &[u8], i: usize) -> Option<(Skipped, usize)> {
+    // The index of the first byte from `from` on that `at` accepts, else the end.
+    let first = |from: usize, at: &dyn Fn(&[u8]) -> bool| {
+        (from..b.len()).find(|&j| at(&b[j..])).unwrap_or(b.len())
+    };
+    match b[i] {
+        c @ (b'\'' | b'"' | b'`' | b'[') => {
+            let close = if c == b'[' { b']' } else { c };
+            Some((Skipped::Quoted, first(i + 1, &|r| r[0] == close)))
+        }
+        b'-' if b.get(i + 1) == Some(&b'-') => {
+            Some((Skipped::Comment, first(i + 2, &|r| r[0] == b'\n')))
+        }
+        b'/' if b.get(i + 1) == Some(&b'*') => {
+            let star = first(i + 2, &|r| r.starts_with(b"*/"));
+            Some((Skipped::Comment, (star + 1).min(b.len())))
+        }
+        _ => None,
+    }
+}
+
 /// The first words (up to four, upper-cased) of each statement of `sql`: `sql` split at the
 /// semicolons outside string literals, quoted names and comments. (A trigger's body splits
 /// too: its inner statements show as statements, and its `END` makes the callers say no,
@@ -16,28 +49,12 @@ pub(super) fn statement_heads(sql: &str) -> Vec<Vec<String>> {
     let mut past_head = false;
     let mut i = 0;
     while i < b.len() {
-        let c = b[i];
-        match c {
-            b'\'' | b'"' | b'`' | b'[' => {
-                let close = if c == b'[' { b']' } else { c };
-                i += 1;
-                while i < b.len() && b[i] != close {
-                    i += 1;
-                }
-                past_head = true;
-            }
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
-                    i += 1;
-                }
-                i += 1;
-            }
+        if let Some((what, end)) = skipped(b, i) {
+            past_head |= what == Skipped::Quoted;
+            i = end + 1;
+            continue;
+        }
+        match b[i] {
             b';' => {
                 if !words.is_empty() || past_head {
                     heads.push(std::mem::take(&mut words));
@@ -74,28 +91,12 @@ pub(super) fn may_take_parameters(sql: &str) -> bool {
     let b = sql.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        match b[i] {
-            c @ (b'\'' | b'"' | b'`' | b'[') => {
-                let close = if c == b'[' { b']' } else { c };
-                i += 1;
-                while i < b.len() && b[i] != close {
-                    i += 1;
-                }
-            }
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
-                    i += 1;
-                }
-                i += 1;
-            }
-            b'?' | b':' | b'@' | b'$' | b'#' => return true,
-            _ => {}
+        if let Some((_, end)) = skipped(b, i) {
+            i = end + 1;
+            continue;
+        }
+        if matches!(b[i], b'?' | b':' | b'@' | b'$' | b'#') {
+            return true;
         }
         i += 1;
     }
