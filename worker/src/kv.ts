@@ -52,6 +52,8 @@ export class KvBridge {
   readSync(request: Uint8Array): Uint8Array {
     const one = oneKey(request);
     if (one !== null) return this.readOne(one);
+    const row = oneRow(request);
+    if (row !== null) return this.readOneRow(row[0], row[1]);
     const { limits, items } = parseRead(request);
     return this.answer(items, (key) => {
       this.checkKeys([key], limits);
@@ -72,7 +74,19 @@ export class KvBridge {
     s.get_keys++;
     s.get_keys_max = Math.max(s.get_keys_max, 1);
     s.key_bytes_max = Math.max(s.key_bytes_max, key.length);
-    const v = this.storage.kv!.get(key);
+    return this.one(this.storage.kv!.get(key));
+  }
+
+  /** readSync of one row with no key to fall back to (oneRow): a page's read, when its
+   *  generation's pages are rows. */
+  private readOneRow(select: string, id: number): Uint8Array {
+    return this.one(this.row(select, id));
+  }
+
+  /** The response to a request of one item whose value is `v`: a bytes value in one
+   *  allocation, anything else through the general path's encoding. */
+  private one(v: unknown): Uint8Array {
+    const s = this.stats;
     if (!(v instanceof ArrayBuffer)) {
       const out = new Writer();
       this.value(out, v);
@@ -93,7 +107,7 @@ export class KvBridge {
   /** Classic storage: one get() per `keysPerCall` keys, awaited together. */
   async read(request: Uint8Array): Promise<Uint8Array> {
     const { limits, items } = parseRead(request);
-    const keys = items.filter(([what]) => what !== 1).map(([, , key]) => key);
+    const keys = items.filter(([what, , key]) => what !== 1 && key !== "").map(([, , key]) => key);
     const calls = chunks(keys, limits.keysPerCall).map((chunk) => {
       this.checkKeys(chunk, limits);
       this.count("get", 1, chunk.length, chunk.length);
@@ -109,17 +123,19 @@ export class KvBridge {
     const out = new Writer();
     for (const [what, select, key, id] of items) {
       if (what === 1) this.headRow(out, select);
-      else if (what === 2) this.value(out, this.logRow(select, id) ?? get(key));
+      // A row, else the key earlier releases kept it under (none for a page).
+      else if (what === 2) this.value(out, this.row(select, id) ?? (key === "" ? undefined : get(key)));
       else this.value(out, get(key));
     }
     return out.bytes();
   }
 
-  /** A commit log row's record as `select` reads it (undefined: no row, or no table yet). */
-  private logRow(select: string, id: number): ArrayBuffer | undefined {
+  /** A row's column `record` (a commit log record or a page) as `select` reads it
+   *  (undefined: no row, or no table yet). */
+  private row(select: string, id: number): ArrayBuffer | undefined {
     let rows: { record: ArrayBuffer }[];
     try {
-      rows = this.storage.sql!.exec(select, ...([id] as never[])).toArray() as typeof rows;
+      rows = this.storage.sql!.exec(select, id as never).toArray() as typeof rows;
     } catch (err) {
       if (err instanceof Error && /no such table/.test(err.message)) return undefined;
       throw err;
@@ -178,9 +194,10 @@ export class KvBridge {
     const deletes: string[] = [];
     const sizes: number[] = [];
     let row: { create: string; upsert: string; text: string; blob: ArrayBuffer | null } | null = null;
-    // Commit log rows: [create, statement, id, record] to write, [statement, id] to delete.
-    const logRows: [string, string, number, ArrayBuffer][] = [];
-    const logDeletes: [string, number][] = [];
+    // Rows (commit log records, pages): [create, statement, id, value] to write, [statement,
+    // id] to delete.
+    const rows: [string, string, number, ArrayBuffer][] = [];
+    const rowDeletes: [string, number][] = [];
     for (let n = r.u32(); n > 0; n--) {
       const op = r.u8();
       if (op === 4) {
@@ -189,12 +206,14 @@ export class KvBridge {
         continue;
       }
       if (op === 5) {
-        logRows.push([r.str(), r.str(), r.id(), r.copy()]);
-        sizes.push(logRows[logRows.length - 1][3].byteLength);
+        rows.push([r.str(), r.str(), r.id(), r.copy()]);
+        sizes.push(rows[rows.length - 1][3].byteLength);
         continue;
       }
-      if (op === 6) logDeletes.push([r.str(), r.id()]);
+      if (op === 6) rowDeletes.push([r.str(), r.id()]);
       const key = r.str();
+      // A row delete's key: where an earlier release kept it; none for a page.
+      if (op === 6 && key === "") continue;
       this.checkKeys([key], limits);
       if (op === 3 || op === 6) {
         deletes.push(key);
@@ -206,7 +225,7 @@ export class KvBridge {
     }
     const largest = sizes.reduce((a, b) => Math.max(a, b), 0);
     if (largest > limits.valueBytes) this.refuse(`a value of ${largest} bytes (limit ${limits.valueBytes})`);
-    if ((row !== null || logRows.length + logDeletes.length > 0) && this.storage.sql === undefined) this.refuse("rows on storage without SQL");
+    if ((row !== null || rows.length + rowDeletes.length > 0) && this.storage.sql === undefined) this.refuse("rows on storage without SQL");
     // From here on: no await, no throw expected.
     if (this.sqlite) {
       const kv = this.storage.kv!;
@@ -230,11 +249,11 @@ export class KvBridge {
       sql.exec(statement);
       this.created.add(statement);
     };
-    for (const [make, upsert, id, record] of logRows) {
+    for (const [make, upsert, id, value] of rows) {
       create(make);
-      sql.exec(upsert, ...([id, record] as never[]));
+      sql.exec(upsert, ...([id, value] as never[]));
     }
-    for (const [del, id] of logDeletes) {
+    for (const [del, id] of rowDeletes) {
       try {
         sql.exec(del, ...([id] as never[]));
       } catch (err) {
@@ -242,8 +261,8 @@ export class KvBridge {
         if (!(err instanceof Error && /no such table/.test(err.message))) throw err;
       }
     }
-    this.count("put", logRows.length, logRows.length);
-    this.count("delete", logDeletes.length, logDeletes.length);
+    this.count("put", rows.length, rows.length);
+    this.count("delete", rowDeletes.length, rowDeletes.length);
     if (row !== null) {
       create(row.create);
       sql.exec(row.upsert, ...([row.text, row.blob] as never[]));
@@ -289,8 +308,8 @@ function chunks<T>(list: T[], n: number): T[][] {
   return Array.from({ length: Math.ceil(list.length / n) }, (_, i) => list.slice(i * n, (i + 1) * n));
 }
 
-/** A read item (wire.rs): [0 a key | 1 the head row | 2 a log row, its SELECT, the key (the
- *  log row's key in earlier releases), the log row's id]. */
+/** A read item (wire.rs): [0 a key | 1 the head row | 2 a row (a log record, a page), its
+ *  SELECT, the key (a log record's key in earlier releases; "" for a page), the row's id]. */
 type ReadItem = [number, string, string, number];
 
 /** A read request: its limits and items. */
@@ -324,6 +343,21 @@ function oneKey(r: Uint8Array): string | null {
   // dosql's keys are ASCII: a key's length is its size in bytes.
   if (r.byteLength !== 15 + n || keysPerCall < 1 || n > keyBytes) return null;
   return decoder.decode(r.subarray(15));
+}
+
+/**
+ * The SELECT and id of a read request (wire.rs) of exactly one row item with no key to fall
+ * back to (a page's row), else null. Bytes: limits (8), u32 items = 1, u8 item kind 2,
+ * u16-sized SELECT, u64 id, u16 key length = 0. No key: no limit to check.
+ */
+function oneRow(r: Uint8Array): [string, number] | null {
+  if (r.byteLength < 15 || r[8] !== 1 || r[9] !== 0 || r[10] !== 0 || r[11] !== 0 || r[12] !== 2) return null;
+  const n = r[13] | (r[14] << 8);
+  if (r.byteLength !== 15 + n + 10 || r[15 + n + 8] !== 0 || r[15 + n + 9] !== 0) return null;
+  const dv = new DataView(r.buffer, r.byteOffset + 15 + n, 8);
+  // wire.rs keeps ids below 2^53: exact as a number.
+  const id = dv.getUint32(0, true) + dv.getUint32(4, true) * 2 ** 32;
+  return [decoder.decode(r.subarray(15, 15 + n)), id];
 }
 
 /** A structured value as the wasm writes it: JSON, binary parts as {"$bytes": base64}. */

@@ -1,13 +1,13 @@
 // SQLite-backed Durable Object storage in memory, for the warm-up (warmup.ts), tests and the
 // benchmark's in-process contenders: what KvBridge (kv.ts) uses of it, the synchronous kv API,
-// the head row's three statements and the commit log rows' four.
+// the head row's three statements and the four of each rows table (the commit log's, the
+// pages').
 
 import type { Storage } from "./kv";
 
 export class MemoryStorage implements Storage {
   readonly data = new Map<string, unknown>();
   row: { head: string; inline: ArrayBuffer | null } | null = null;
-  private table = false;
   /** Reads and writes it served (the warm-up must exercise both). */
   reads = 0;
   writes = 0;
@@ -24,38 +24,39 @@ export class MemoryStorage implements Storage {
     delete: (k: string): boolean => this.data.delete(k),
   };
 
-  /** The commit log's rows (table dosql_log), by id. */
+  /** The commit log's rows (table dosql_log) and the pages' (dosql_pages), by id. */
   readonly logRows = new Map<number, ArrayBuffer>();
-  private logTable = false;
+  readonly pageRows = new Map<number, ArrayBuffer>();
+  private readonly tables = new Set<string>();
 
   readonly sql = {
     exec: (query: string, ...params: unknown[]) => {
       const cursor = (rows: unknown[]) => ({ toArray: () => rows });
-      const log = /dosql_log/.test(query);
+      const table = /dosql_(head|log|pages)/.exec(query)?.[0] ?? "";
       if (query.startsWith("CREATE TABLE IF NOT EXISTS")) {
-        if (log) this.logTable = true;
-        else this.table = true;
+        this.tables.add(table);
         return cursor([]);
       }
-      if (!(log ? this.logTable : this.table)) throw new Error("no such table");
-      if (log) {
-        const id = params[0] as number;
+      if (!this.tables.has(table)) throw new Error(`no such table: ${table}`);
+      if (table === "dosql_head") {
         if (query.startsWith("SELECT")) {
           this.reads++;
-          const record = this.logRows.get(id);
-          return cursor(record === undefined ? [] : [{ record }]);
+          return cursor(this.row === null ? [] : [this.row]);
         }
         this.writes++;
-        if (query.startsWith("DELETE")) this.logRows.delete(id);
-        else this.logRows.set(id, params[1] as ArrayBuffer);
+        this.row = { head: params[0] as string, inline: params[1] as ArrayBuffer | null };
         return cursor([]);
       }
+      const rows = table === "dosql_log" ? this.logRows : this.pageRows;
+      const id = params[0] as number;
       if (query.startsWith("SELECT")) {
         this.reads++;
-        return cursor(this.row === null ? [] : [this.row]);
+        const record = rows.get(id);
+        return cursor(record === undefined ? [] : [{ record }]);
       }
       this.writes++;
-      this.row = { head: params[0] as string, inline: params[1] as ArrayBuffer | null };
+      if (query.startsWith("DELETE")) rows.delete(id);
+      else rows.set(id, params[1] as ArrayBuffer);
       return cursor([]);
     },
   } as unknown as NonNullable<Storage["sql"]>;

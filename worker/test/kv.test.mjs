@@ -39,7 +39,9 @@ class LoggedStorage extends MemoryStorage {
     this.sql = {
       exec: (query, ...params) => {
         if (/FROM sqlite_master/.test(query)) return { toArray: () => (this.row === null ? [] : [{ 1: 1 }]) };
-        if (query.startsWith("INSERT")) this.log.push([/dosql_log/.test(query) ? "sql.log" : "sql.head", ...(/dosql_log/.test(query) ? [params[0]] : [])]);
+        const table = /dosql_(head|log|pages)/.exec(query)?.[1];
+        if (query.startsWith("INSERT")) this.log.push(table === "head" ? ["sql.head"] : [`sql.${table}`, params[0]]);
+        if (query.startsWith("DELETE")) this.log.push([`sql.${table}.delete`, params[0]]);
         return sql.exec(query, ...params);
       },
     };
@@ -85,8 +87,11 @@ for (const sqlite of [false, true]) {
     const big = run(db, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<3000) INSERT INTO t(v) SELECT hex(randomblob(400)) FROM n");
     assert.equal(big.status, 200, JSON.stringify(big.body));
     if (sqlite) {
-      assert.ok(storage.log.every(([op]) => op === "kv.put" || op === "sql.head" || op === "sql.log"));
-      assert.ok(storage.log.length > 300);
+      // A new database's pages are rows (generation 2^20: ids 1 .. 2^32), never kv keys.
+      assert.ok(storage.log.every(([op]) => op === "sql.pages" || op === "sql.head" || op === "sql.log"), JSON.stringify(storage.log.slice(0, 5)));
+      assert.ok(storage.log.filter(([op]) => op === "sql.pages").length > 300);
+      assert.ok(storage.log.every(([op, id]) => op !== "sql.pages" || (id >= 1 && id < 2 ** 32)));
+      assert.equal(storage.data.size, 1, "kv holds the pointer alone");
     } else {
       assert.ok(storage.log.every(([op, n]) => op === "put" && n <= 128));
       assert.ok(storage.log.length >= 3, JSON.stringify(storage.log));
@@ -152,6 +157,47 @@ for (const sqlite of [false, true]) {
       assert.equal(storage.logRows.size, 0);
       assert.equal(storage.data.has(key), false, "the earlier release's key is deleted too");
       assert.deepEqual([...read()], [0]);
+    });
+  }
+
+  if (sqlite) {
+    test("SQLite-backed: pages of a row generation are rows, read by their own short path as the general path reads them, with no kv key read or deleted", () => {
+      const storage = new LoggedStorage();
+      storage.data.set("p:0000000003", Uint8Array.of(6).buffer); // a kv page: never consulted
+      const te = new TextEncoder();
+      const u16 = (n) => [n & 0xff, n >> 8];
+      const u64 = (n) => [...new Uint8Array(BigUint64Array.of(BigInt(n)).buffer)];
+      const str = (v) => [...u16(te.encode(v).length), ...te.encode(v)];
+      const limits = [...u16(128), ...u16(2048), 0x40, 0x42, 0x0f, 0];
+      const SELECT = "SELECT value AS record FROM dosql_pages WHERE id = ?";
+      const CREATE = "CREATE TABLE IF NOT EXISTS dosql_pages(id INTEGER PRIMARY KEY, value BLOB NOT NULL)";
+      const UPSERT = "INSERT OR REPLACE INTO dosql_pages(id, value) VALUES (?, ?)";
+      const item = (id) => [2, ...str(SELECT), ...u64(id), 0, 0];
+      const request = (ids) => Uint8Array.from([...limits, ...new Uint8Array(Uint32Array.of(ids.length).buffer), ...ids.flatMap(item)]);
+      const plan = (ops) => Uint8Array.from([0, 0, 0, 0, 0, ...limits, ...new Uint8Array(Uint32Array.of(ops.length).buffer), ...ops.flat()]);
+      // No table yet: absent, not an error.
+      assert.deepEqual([...new KvBridge(storage, true).readSync(request([3]))], [0]);
+      const big = 2 ** 40 + 3; // generation 2^20 + 256, page 3: beyond 32 bits
+      new KvBridge(storage, true).apply(plan([
+        [5, ...str(CREATE), ...str(UPSERT), ...u64(3), 1, 0, 0, 0, 9],
+        [5, ...str(CREATE), ...str(UPSERT), ...u64(big), 3, 0, 0, 0, 7, 8, 9],
+      ]));
+      assert.deepEqual(storage.log, [["sql.pages", 3], ["sql.pages", big]]);
+      for (const [id, want] of [[3, [1, 1, 0, 0, 0, 9]], [big, [1, 3, 0, 0, 0, 7, 8, 9]], [4, [0]]]) {
+        const one = new KvBridge(storage, true);
+        const two = new KvBridge(storage, true);
+        const a = one.readSync(request([id]));
+        assert.deepEqual([...a], want, `row ${id}`);
+        // Two items take the general path: its answer is the one item's twice.
+        const b = two.readSync(request([id, id]));
+        assert.deepEqual([...b], [...a, ...a], `row ${id}`);
+        for (const [name, n] of Object.entries(one.stats)) assert.equal(two.stats[name], /_max$/.test(name) ? n : 2 * n, `${id}: ${name}`);
+      }
+      storage.log.length = 0;
+      new KvBridge(storage, true).apply(plan([[6, ...str("DELETE FROM dosql_pages WHERE id = ?"), ...u64(3), 0, 0]]));
+      assert.deepEqual(storage.log, [["sql.pages.delete", 3]], "the row alone: no key");
+      assert.equal(storage.pageRows.has(3), false);
+      assert.equal(storage.data.has("p:0000000003"), true);
     });
   }
 

@@ -510,22 +510,24 @@ mod tests {
         );
         assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
         let j: Json = serde_json::from_slice(&a.body).unwrap();
+        // SQLite-backed storage: the import's generation is a row generation, above 2^20.
         assert_eq!(
             (j["import_id"].as_str(), j["max_chunk_pages"].as_u64()),
-            (Some("1"), Some(128))
+            (Some("1048577"), Some(128))
         );
-        let bad_page1 = send(&mut s, "PUT", "import/1", "from=1", &[0u8; 4096]);
+        let at = "import/1048577";
+        let bad_page1 = send(&mut s, "PUT", at, "from=1", &[0u8; 4096]);
         assert_eq!(bad_page1.status, 400);
-        let gap = send(&mut s, "PUT", "import/1", "from=2", &[0u8; 4096]);
+        let gap = send(&mut s, "PUT", at, "from=2", &[0u8; 4096]);
         assert_eq!(gap.status, 409);
-        let early = send(&mut s, "POST", "import/1/commit", "", b"{}");
+        let early = send(&mut s, "POST", &format!("{at}/commit"), "", b"{}");
         assert_eq!(early.status, 409);
         let mut body = page1();
         body.extend_from_slice(&[0u8; 4096]);
-        assert_eq!(send(&mut s, "PUT", "import/1", "from=1", &body).status, 200);
+        assert_eq!(send(&mut s, "PUT", at, "from=1", &body).status, 200);
         let other = send(&mut s, "PUT", "import/9", "from=1", &body);
         assert_eq!(other.status, 409);
-        let done = send(&mut s, "POST", "import/1/commit", "", b"{}");
+        let done = send(&mut s, "POST", &format!("{at}/commit"), "", b"{}");
         assert_eq!(done.status, 200);
         assert!(done.switched);
         assert_eq!(s.record().txid, 1);

@@ -135,14 +135,14 @@ fn import_refuses_a_non_empty_database_without_force() {
         db.query("SELECT * FROM mine", json!([])).error(400),
         "SQLITE_ERROR"
     );
-    // The old generation ("p:" keys) was deleted.
+    // The old generation (a new database's: rows of dosql_pages) was deleted.
     let status = db.send("GET", "/import", None).unwrap().ok();
     assert_eq!(status["garbage_pages"], 0, "{status}");
-    assert_eq!(status["prefix"], "g1:p:", "{status}");
+    assert_eq!(status["prefix"], "g1048577:p:", "{status}");
     // An import over an imported database replaces it again, under a new generation.
     ok(run(&["import", "--force", "-q", s(&chinook()), &url]));
     let status = db.send("GET", "/import", None).unwrap().ok();
-    assert_eq!(status["prefix"], "g2:p:", "{status}");
+    assert_eq!(status["prefix"], "g1048578:p:", "{status}");
     assert_eq!(status["garbage_pages"], 0, "{status}");
     assert_eq!(db.rows("PRAGMA integrity_check"), vec![json!(["ok"])]);
 }
@@ -207,7 +207,7 @@ fn a_killed_import_leaves_the_old_database_intact() {
     let status = db.send("GET", "/import", None).unwrap().ok();
     assert_eq!(status["staging"], Json::Null, "{status}");
     assert_eq!(status["garbage_pages"], 0, "{status}");
-    assert_eq!(status["prefix"], "g2:p:", "{status}");
+    assert_eq!(status["prefix"], "g1048578:p:", "{status}");
     let stats = db.send("GET", "/_storage_stats", None).unwrap().ok();
     assert_within_storage_limits(&stats);
 }

@@ -11,7 +11,10 @@
 //!  4      2   format: 5
 //!  6      2   flags: bit 0 = the checksum is complete; bit 1 = the commit log's records
 //!             are rows of table `dosql_log` (SQLite-backed storage, see `wire`), set on
-//!             every head such storage holds (a reader refuses a flag it does not know)
+//!             every head such storage holds; bit 2 = the generation is a row generation
+//!             (its pages are rows of table `dosql_pages` on SQLite-backed storage, see
+//!             `keys` and `wire`), set exactly when it is (a reader refuses a flag it does
+//!             not know)
 //!  8      4   page size in bytes (a power of two, 512..=65536)
 //! 12      4   page count
 //! 16      8   txid: commits so far (0: never committed to)
@@ -83,6 +86,9 @@ const FIXED: usize = 84;
 const FLAG_CHECKSUM_COMPLETE: u16 = 1;
 /// The commit log is in rows (see `wire`): releases that read it from kv keys must refuse.
 const FLAG_LOG_ROWS: u16 = 2;
+/// The generation's pages are rows (see `keys::Generation::page_rows`): releases that read
+/// every page from a kv key must refuse, not read the database as zeros.
+const FLAG_PAGE_ROWS: u16 = 4;
 /// The largest txid the earlier formats could hold (a JavaScript number, exactly).
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
@@ -237,6 +243,11 @@ impl Head {
     fn encode_with(&self, extra: u16) -> Vec<u8> {
         let n: usize = self.inline.iter().map(|(_, v)| 8 + v.len()).sum();
         let mut out = Vec::with_capacity(FIXED + n);
+        let extra = if self.generation.page_rows() {
+            extra | FLAG_PAGE_ROWS
+        } else {
+            extra
+        };
         let (flags, cursor) = match self.checksum {
             DbChecksum::Known(_) => (FLAG_CHECKSUM_COMPLETE | extra, 0),
             DbChecksum::Partial { cursor, .. } => (extra, cursor),
@@ -276,9 +287,9 @@ impl Head {
             return Err(newer(format));
         }
         let flags = r.u16()?;
-        if flags & !(FLAG_CHECKSUM_COMPLETE | FLAG_LOG_ROWS) != 0 {
+        if flags & !(FLAG_CHECKSUM_COMPLETE | FLAG_LOG_ROWS | FLAG_PAGE_ROWS) != 0 {
             return Err(corrupt(format!(
-                "flags {flags:#x}: written by a newer dosql; this release knows bits 0 and 1 only"
+                "flags {flags:#x}: written by a newer dosql; this release knows bits 0 to 2 only"
             )));
         }
         let size = r.u32()?;
@@ -286,6 +297,12 @@ impl Head {
         let page_count = r.u32()?;
         let txid = r.u64()?;
         let generation = Generation(r.u32()?);
+        if generation.page_rows() != (flags & FLAG_PAGE_ROWS != 0) {
+            return Err(corrupt(format!(
+                "generation {} with flags {flags:#x}: the page rows flag says otherwise",
+                generation.0
+            )));
+        }
         let cursor = r.u32()?;
         let value = r.u64()?;
         let checksum = match (flags & FLAG_CHECKSUM_COMPLETE != 0, cursor) {
@@ -507,6 +524,14 @@ pub fn load(
         });
     }
     let (head, format) = match meta {
+        // Nothing stored yet: on SQLite-backed storage the first commit's pages are rows.
+        None if kind == StorageKind::SqliteBacked => (
+            Head {
+                generation: Generation::FIRST_ROWS,
+                ..Head::empty(new_page_size)
+            },
+            0,
+        ),
         None => (Head::empty(new_page_size), 0),
         Some(Value::Structured(m)) => Head::from_meta(m)?,
         Some(Value::Bytes(b)) if kind == StorageKind::Classic => (Head::decode(b)?, HEAD_FORMAT),
@@ -685,12 +710,35 @@ mod tests {
     }
 
     #[test]
+    fn a_row_generation_sets_the_page_rows_flag_on_both_kinds() {
+        let h = Head {
+            generation: Generation::FIRST_ROWS,
+            ..sample()
+        };
+        let record = h.encode();
+        assert_eq!(record[6] & 4, 4);
+        assert_eq!(Head::decode(&record).unwrap(), h);
+        let row = h.to_head_row();
+        assert_eq!(row.blob.as_ref().unwrap()[6] & 6, 6);
+        assert_eq!(Head::from_head_row(&row).unwrap(), (h, 5));
+        assert_eq!(sample().encode()[6] & 4, 0);
+    }
+
+    #[test]
     fn records_this_code_does_not_know_are_refused() {
         let good = sample().encode();
         let mut newer_format = good.clone();
         newer_format[4] = 6;
         let mut flagged = good.clone();
-        flagged[6] = 4; // bit 2: unknown
+        flagged[6] = 8; // bit 3: unknown
+        let mut rows_flag = good.clone();
+        rows_flag[6] |= 4; // page rows, on generation 3
+        let mut rows_unflagged = Head {
+            generation: Generation::FIRST_ROWS,
+            ..sample()
+        }
+        .encode();
+        rows_unflagged[6] &= !4;
         let mut cut = good.clone();
         cut.pop();
         let mut long = good.clone();
@@ -710,6 +758,8 @@ mod tests {
         for (bad, what) in [
             (newer_format, "newer"),
             (flagged, "flags"),
+            (rows_flag, "page rows flag"),
+            (rows_unflagged, "page rows flag"),
             (cut, "cut short"),
             (long, "after the last"),
             (bad_page, "inline page 10"),
@@ -812,6 +862,10 @@ mod tests {
             (fresh.format, fresh.head.txid, fresh.pointer_stored),
             (0, 0, false)
         );
+        // A new database's pages are rows on SQLite-backed storage, keys on classic.
+        assert_eq!(fresh.head.generation, Generation::FIRST_ROWS);
+        let classic = load(StorageKind::Classic, None, None, size).unwrap();
+        assert_eq!(classic.head.generation, Generation(0));
         let row = sample().to_head_row();
         let l = load(
             StorageKind::SqliteBacked,

@@ -10,6 +10,12 @@
 //! | `l:00000000000000000042` | the commit log's record of commit 42 ([`crate::log`]) |
 //! | `l:00000000000000000042:000001` … | its pre-images when they do not fit in the record |
 //!
+//! On SQLite-backed storage the pages of a *row generation* ([`Generation::page_rows`]:
+//! `FIRST_ROW_GENERATION` onwards, which databases created, imported into or restored by
+//! this code get) are not kv keys but rows of table `dosql_pages`, row id
+//! [`Generation::row_id`] (see `wire`); their key's spelling (`g1048576:p:…`) is what the
+//! local store file and the in-memory store keep them under.
+//!
 //! Page numbers are written in decimal, zero-padded to 10 digits (u32's width), so that the
 //! keys of one generation sort in page order: a range of pages is a range of keys. Txids are
 //! written in 20 digits (u64's width) and parts in 6, so the log sorts in commit order, each
@@ -27,7 +33,35 @@ use dosql_pagestore::{PageNo, StoreError};
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
 pub struct Generation(pub u32);
 
+/// The first row generation: the generation of a database first committed to on SQLite-backed
+/// storage by this code. Earlier releases numbered generations from 0 up by one per import;
+/// none came near 2^20 imports, so the ranges never meet.
+pub const FIRST_ROW_GENERATION: u32 = 1 << 20;
+/// Row generations: `FIRST_ROW_GENERATION..FIRST_ROW_GENERATION + ROW_GENERATIONS`, so that
+/// a page's row id (generation offset × 2^32 + page number) stays below 2^53, a number the
+/// host's JavaScript holds exactly.
+pub const ROW_GENERATIONS: u32 = 1 << 21;
+
 impl Generation {
+    /// The generation of a database first committed to on SQLite-backed storage.
+    pub const FIRST_ROWS: Generation = Generation(FIRST_ROW_GENERATION);
+
+    /// Whether this generation's pages are rows of `dosql_pages` on SQLite-backed storage
+    /// (kv keys on classic storage, which never allocates it).
+    pub fn page_rows(self) -> bool {
+        self.0
+            .checked_sub(FIRST_ROW_GENERATION)
+            .is_some_and(|d| d < ROW_GENERATIONS)
+    }
+
+    /// The row id of page `no` of this row generation: (generation - first) × 2^32 + page
+    /// number, so that one generation's rows are one range in page order. `None`: not a row
+    /// generation.
+    pub fn row_id(self, no: PageNo) -> Option<u64> {
+        self.page_rows()
+            .then(|| (u64::from(self.0 - FIRST_ROW_GENERATION) << 32) | u64::from(no.get()))
+    }
+
     /// The prefix of this generation's page keys.
     pub fn prefix(self) -> String {
         match self.0 {
@@ -271,6 +305,36 @@ mod tests {
                 .iter()
                 .all(|k| k.as_str() > "g" && k.as_str() < "meta" && k.as_str() < "p:")
         );
+    }
+
+    #[test]
+    fn row_generations_have_row_ids_in_page_order_below_2_pow_53() {
+        let no = |n| PageNo::new(n).unwrap();
+        for g in [
+            0,
+            1,
+            FIRST_ROW_GENERATION - 1,
+            FIRST_ROW_GENERATION + ROW_GENERATIONS,
+        ] {
+            assert!(!Generation(g).page_rows(), "{g}");
+            assert_eq!(Generation(g).row_id(no(1)), None);
+        }
+        assert!(!Generation(u32::MAX).page_rows());
+        let first = Generation::FIRST_ROWS;
+        assert_eq!(first.row_id(no(1)), Some(1));
+        assert_eq!(first.row_id(no(u32::MAX)), Some(u64::from(u32::MAX)));
+        assert_eq!(
+            Generation(FIRST_ROW_GENERATION + 1).row_id(no(1)),
+            Some((1 << 32) + 1)
+        );
+        let last = Generation(FIRST_ROW_GENERATION + ROW_GENERATIONS - 1);
+        assert_eq!(last.row_id(no(u32::MAX)), Some((1 << 53) - 1));
+        // One generation's rows are one range, below the next generation's.
+        let ids: Vec<u64> = [first, Generation(FIRST_ROW_GENERATION + 1)]
+            .iter()
+            .flat_map(|g| [1, 2, 1000, u32::MAX].map(|n| g.row_id(no(n)).unwrap()))
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     }
 
     #[test]

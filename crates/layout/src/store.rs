@@ -310,7 +310,8 @@ impl<K: Kv> DoStore<K> {
         if page_count == 0 && !allow_empty {
             return Err(StoreError::invalid("an import has at least one page"));
         }
-        let (next, plan) = self.transfer()?.begin(page_size, page_count)?;
+        let kind = self.kv.kind();
+        let (next, plan) = self.transfer()?.begin(page_size, page_count, kind)?;
         self.set_transfer(next, &plan)?;
         Ok(self.staging().expect("begun"))
     }

@@ -23,6 +23,11 @@
 //! releases) was a structured value `{format: 1, next_gen, staging: null | {id, prefix,
 //! page_size, page_count, next}, garbage: [{prefix, from, to}]}`; it is read, and the next
 //! change writes format 2 (an `ArrayBuffer`, which a format 1 reader refuses).
+//!
+//! Format 3 is format 2 with a row generation in it (`next_gen` above
+//! `keys::FIRST_ROW_GENERATION`): on SQLite-backed storage imports stage rows, so releases
+//! that would stage them under kv keys must refuse the record. A record without one is still
+//! written as format 2.
 
 use dosql_pagestore::{PageNo, PageSize, StoreError, codec};
 use serde::{Deserialize, Serialize};
@@ -33,8 +38,8 @@ use crate::keys::{Generation, Key};
 use crate::plan::WritePlan;
 use crate::value::{StorageKind, Value, count_field};
 
-/// The transfer record format this code writes.
-pub const TRANSFER_FORMAT: u64 = 2;
+/// The transfer record format this code writes (with a row generation in it; else 2).
+pub const TRANSFER_FORMAT: u64 = 3;
 
 /// An import in progress: pages `1..next` of generation `generation` are stored.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -111,10 +116,10 @@ impl Transfer {
             Some(Value::Bytes(b)) => {
                 let record: Record = serde_json::from_slice(b)
                     .map_err(|e| StoreError::corrupt(format!("transfer record: {e}")))?;
-                if record.format != TRANSFER_FORMAT {
+                if !(2..=TRANSFER_FORMAT).contains(&record.format) {
                     return Err(StoreError::corrupt(format!(
                         "transfer record format {}: written by a newer dosql (this release \
-                         reads 1 and {TRANSFER_FORMAT})",
+                         reads 1 to {TRANSFER_FORMAT})",
                         record.format
                     )));
                 }
@@ -126,8 +131,9 @@ impl Transfer {
 
     /// The record as stored (format 2).
     pub fn encode(&self) -> Value {
+        let rows = self.next_gen > crate::keys::FIRST_ROW_GENERATION;
         let record = Record {
-            format: TRANSFER_FORMAT,
+            format: if rows { TRANSFER_FORMAT } else { 2 },
             transfer: self.clone(),
         };
         Value::Bytes(serde_json::to_vec(&record).unwrap_or_default())
@@ -161,20 +167,34 @@ impl Transfer {
 
     /// Starts an import of `page_count` pages of `page_size` under a new generation (an
     /// import already staged is abandoned: its pages become garbage).
+    /// On SQLite-backed storage the generation is a row generation (the first import of a
+    /// database whose pages are kv keys moves them to rows); classic storage never reaches
+    /// one.
     pub fn begin(
         &self,
         page_size: PageSize,
         page_count: u32,
+        kind: StorageKind,
     ) -> Result<(Transfer, WritePlan), StoreError> {
         let mut next = self.clone();
         if let Some(s) = next.staging.take() {
             next.garbage.extend(staged_garbage(&s));
         }
-        let generation = Generation(next.next_gen);
-        next.next_gen = next
-            .next_gen
-            .checked_add(1)
-            .ok_or_else(|| StoreError::invalid("no generation left"))?;
+        let generation = match kind {
+            // Above the first row generation: a new database's own.
+            StorageKind::SqliteBacked => {
+                Generation(next.next_gen.max(Generation::FIRST_ROWS.0 + 1))
+            }
+            StorageKind::Classic => Generation(next.next_gen),
+        };
+        let usable = match kind {
+            StorageKind::SqliteBacked => generation.page_rows(),
+            StorageKind::Classic => generation.0 < Generation::FIRST_ROWS.0,
+        };
+        if !usable {
+            return Err(StoreError::invalid("no generation left"));
+        }
+        next.next_gen = generation.0 + 1;
         next.staging = Some(Staging {
             generation,
             page_size: page_size.get(),
@@ -408,7 +428,7 @@ mod tests {
         assert!(String::from_utf8(b).unwrap().starts_with(r#"{"format":2,"#));
         assert!(
             Transfer::load(Some(&Value::Bytes(
-                br#"{"format":3,"next_gen":1,"staging":null,"garbage":[]}"#.to_vec()
+                br#"{"format":4,"next_gen":1,"staging":null,"garbage":[]}"#.to_vec()
             )))
             .is_err()
         );
@@ -416,11 +436,63 @@ mod tests {
     }
 
     #[test]
+    fn imports_on_sqlite_backed_storage_stage_row_generations_in_format_3() {
+        let sqlite = StorageKind::SqliteBacked;
+        let first = Generation::FIRST_ROWS.0;
+        // A database whose pages are kv keys (generations 0, 1, 2 so far) moves to rows.
+        let old = Transfer {
+            next_gen: 3,
+            ..Transfer::new()
+        };
+        let (t, plan) = old.begin(PageSize::DEFAULT, 2, sqlite).unwrap();
+        let g = t.staging.unwrap().generation;
+        assert_eq!((g.0, t.next_gen), (first + 1, first + 2));
+        assert!(g.page_rows());
+        let Value::Bytes(b) = &plan.puts[0].1 else {
+            panic!()
+        };
+        assert!(String::from_utf8_lossy(b).starts_with(r#"{"format":3,"#));
+        assert_eq!(Transfer::load(Some(&plan.puts[0].1)).unwrap(), t);
+        let (t2, _) = t.begin(PageSize::DEFAULT, 2, sqlite).unwrap();
+        assert_eq!(t2.staging.unwrap().generation.0, first + 2);
+        // Classic storage never reaches a row generation; the row range has an end.
+        let (c, plan) = old
+            .begin(PageSize::DEFAULT, 2, StorageKind::Classic)
+            .unwrap();
+        assert_eq!(c.staging.unwrap().generation, Generation(3));
+        let Value::Bytes(b) = &plan.puts[0].1 else {
+            panic!()
+        };
+        assert!(String::from_utf8_lossy(b).starts_with(r#"{"format":2,"#));
+        let full = Transfer {
+            next_gen: first - 1,
+            ..Transfer::new()
+        };
+        assert!(
+            full.begin(PageSize::DEFAULT, 1, StorageKind::Classic)
+                .is_ok()
+        );
+        let full = Transfer {
+            next_gen: first,
+            ..Transfer::new()
+        };
+        assert!(
+            full.begin(PageSize::DEFAULT, 1, StorageKind::Classic)
+                .is_err()
+        );
+        let full = Transfer {
+            next_gen: first + crate::keys::ROW_GENERATIONS,
+            ..Transfer::new()
+        };
+        assert!(full.begin(PageSize::DEFAULT, 1, sqlite).is_err());
+    }
+
+    #[test]
     fn an_import_moves_through_its_states() {
-        let kind = StorageKind::SqliteBacked;
+        let kind = StorageKind::Classic;
         let page = |b: u8| vec![b; 4096];
         let t = Transfer::new();
-        let (t, _) = t.begin(PageSize::DEFAULT, 3).unwrap();
+        let (t, _) = t.begin(PageSize::DEFAULT, 3, kind).unwrap();
         let s = t.staging.unwrap();
         assert_eq!((s.generation, s.next), (Generation(1), 1));
         assert!(t.stage(2, vec![page(1)], kind).is_err(), "out of order");
@@ -452,7 +524,7 @@ mod tests {
             }]
         );
         // A second import abandons nothing (none staged), then is aborted: its pages are garbage.
-        let (t, _) = t.begin(PageSize::DEFAULT, 2).unwrap();
+        let (t, _) = t.begin(PageSize::DEFAULT, 2, kind).unwrap();
         let (t, _) = t.stage(1, vec![page(1)], kind).unwrap();
         let (t, _) = t.abort().unwrap();
         assert_eq!(t.garbage_pages(), 6);

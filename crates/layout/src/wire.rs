@@ -9,9 +9,10 @@
 //!                 framing already subtracted)
 //! read request:   limits, u32 n, then n × [u8 what, u16 length, string, …]
 //!                   what 0: a key; 1: the head row, the string being the SELECT that reads it;
-//!                   2: a commit log row (SQLite-backed storage): the SELECT that reads it
-//!                      (one parameter), then u64 its id, then u16 length, the key the record
-//!                      was stored under before log rows (read when there is no row)
+//!                   2: a row (SQLite-backed storage: a commit log record or a page): the
+//!                      SELECT that reads it (one parameter, one column named `record`), then
+//!                      u64 its id, then u16 length, the key a log record was stored under
+//!                      before log rows (read when there is no row; empty for a page: none)
 //! read response:  n × [u8 tag, payload]
 //!                   tag 0 absent; 1 bytes: u32 length, bytes;
 //!                   2 structured: u32 length, JSON (an ArrayBuffer inside as {"$bytes": base64});
@@ -25,11 +26,12 @@
 //!                   op 4 head row: u16 length, CREATE TABLE statement, u16 length, the
 //!                        statement writing the row (parameters: text, blob), u32 text length,
 //!                        text, u8 has blob, [u32 length, blob]
-//!                   op 5 log row: u16 length, CREATE TABLE statement, u16 length, the
-//!                        statement writing the row (parameters: id, blob), u64 id, u32
-//!                        length, blob
-//!                   op 6 log row delete: u16 length, the statement (parameter: id), u64 id,
-//!                        u16 key length, key (deleted too: where earlier releases kept it)
+//!                   op 5 row (a log record or a page): u16 length, CREATE TABLE statement,
+//!                        u16 length, the statement writing the row (parameters: id, blob),
+//!                        u64 id, u32 length, blob
+//!                   op 6 row delete: u16 length, the statement (parameter: id), u64 id, u16
+//!                        key length, key (deleted too: where earlier releases kept a log
+//!                        record; empty for a page: none)
 //! ```
 //!
 //! The host issues puts and deletes in calls of at most "keys per call" keys, in the order
@@ -44,6 +46,16 @@
 //! releases that read the log from kv keys refuse such a database. Records earlier releases
 //! stored under their keys are read from there while no row has their id, and deleted from
 //! both.
+//!
+//! Pages of a row generation (`keys::Generation::page_rows`) are rows of [`PAGE_TABLE`] on
+//! SQLite-backed storage, for reads more than writes: a cold object's first query reads the
+//! head row and a few pages, and workerd's kv table keeps a value over ~1 KB as a 489-byte
+//! cell plus an overflow page (two reads from disk), where a rowid table's leaf holds a 4 KB
+//! page's compressed value whole; a kv value is also a V8-serialized copy, a row's blob is
+//! not. Measured: 4 cold reads of 2 KiB values from 25,000, 1.42 ms of workerd's CPU as kv
+//! keys against 1.20 ms as rows (bench/README.md). The head's flag bit 2 says a generation is
+//! one, so releases that read pages from kv keys refuse such a database. A generation's pages
+//! are all rows or all keys, so a read has no fallback.
 
 use crate::bytes::Reader;
 use dosql_pagestore::StoreError;
@@ -79,8 +91,8 @@ const OP_PUT: u8 = 1;
 const OP_PUT_STRUCTURED: u8 = 2;
 const OP_DELETE: u8 = 3;
 const OP_HEAD_ROW: u8 = 4;
-const OP_LOG_ROW: u8 = 5;
-const OP_LOG_ROW_DELETE: u8 = 6;
+const OP_ROW: u8 = 5;
+const OP_ROW_DELETE: u8 = 6;
 
 /// The commit log's table on SQLite-backed storage (see the module docs).
 pub const LOG_TABLE: &str = "dosql_log";
@@ -93,6 +105,18 @@ pub const LOG_UPSERT_SQL: &str = "INSERT OR REPLACE INTO dosql_log(id, record) V
 pub const LOG_SELECT_SQL: &str = "SELECT record FROM dosql_log WHERE id = ?";
 /// Deletes a row (parameter: id).
 pub const LOG_DELETE_SQL: &str = "DELETE FROM dosql_log WHERE id = ?";
+
+/// The pages of row generations on SQLite-backed storage (see the module docs).
+pub const PAGE_TABLE: &str = "dosql_pages";
+/// Creates [`PAGE_TABLE`].
+pub const PAGE_CREATE_SQL: &str =
+    "CREATE TABLE IF NOT EXISTS dosql_pages(id INTEGER PRIMARY KEY, value BLOB NOT NULL)";
+/// Writes a page's row (parameters: id, stored value).
+pub const PAGE_UPSERT_SQL: &str = "INSERT OR REPLACE INTO dosql_pages(id, value) VALUES (?, ?)";
+/// Reads a page's row (parameter: id) as the host reads rows: one column named `record`.
+pub const PAGE_SELECT_SQL: &str = "SELECT value AS record FROM dosql_pages WHERE id = ?";
+/// Deletes a page's row (parameter: id).
+pub const PAGE_DELETE_SQL: &str = "DELETE FROM dosql_pages WHERE id = ?";
 
 /// Ids a JavaScript number holds exactly (2^53 - 1): the host reads them as numbers.
 const MAX_ROW_ID: u64 = (1 << 53) - 1;
@@ -115,6 +139,49 @@ pub fn log_row_id(kind: StorageKind, k: &Key) -> Option<u64> {
         .filter(|&id| id <= MAX_ROW_ID)
 }
 
+/// Where a key lives when it is a row of a table of SQLite-backed storage.
+struct RowHome {
+    create: &'static str,
+    upsert: &'static str,
+    select: &'static str,
+    delete: &'static str,
+    id: u64,
+    /// The key earlier releases kept it under, read when there is no row and deleted with
+    /// it (log records); none for a page.
+    fallback: Option<Key>,
+}
+
+fn row_of(kind: StorageKind, k: &Key) -> Option<RowHome> {
+    if let Key::Page(g, no) = *k {
+        return (kind == StorageKind::SqliteBacked)
+            .then(|| g.row_id(no))
+            .flatten()
+            .map(|id| RowHome {
+                create: PAGE_CREATE_SQL,
+                upsert: PAGE_UPSERT_SQL,
+                select: PAGE_SELECT_SQL,
+                delete: PAGE_DELETE_SQL,
+                id,
+                fallback: None,
+            });
+    }
+    log_row_id(kind, k).map(|id| RowHome {
+        create: LOG_CREATE_SQL,
+        upsert: LOG_UPSERT_SQL,
+        select: LOG_SELECT_SQL,
+        delete: LOG_DELETE_SQL,
+        id,
+        fallback: Some(*k),
+    })
+}
+
+fn fallback_key(out: &mut Vec<u8>, row: &RowHome) {
+    match &row.fallback {
+        Some(k) => key(out, k),
+        None => short(out, ""),
+    }
+}
+
 /// Encodes a read request to storage of `kind`.
 pub fn read_request(kind: StorageKind, items: &[Read]) -> Vec<u8> {
     let mut out = Vec::with_capacity(12 + items.len() * 16);
@@ -122,12 +189,12 @@ pub fn read_request(kind: StorageKind, items: &[Read]) -> Vec<u8> {
     out.extend_from_slice(&(items.len() as u32).to_le_bytes());
     for item in items {
         match item {
-            Read::Key(k) => match log_row_id(kind, k) {
-                Some(id) => {
+            Read::Key(k) => match row_of(kind, k) {
+                Some(row) => {
                     out.push(2);
-                    short(&mut out, LOG_SELECT_SQL);
-                    out.extend_from_slice(&id.to_le_bytes());
-                    key(&mut out, k);
+                    short(&mut out, row.select);
+                    out.extend_from_slice(&row.id.to_le_bytes());
+                    fallback_key(&mut out, &row);
                 }
                 None => {
                     out.push(0);
@@ -217,33 +284,27 @@ pub fn response(answers: &[Answer]) -> Vec<u8> {
 pub fn plan(kind: StorageKind, plan: &WritePlan) -> Vec<u8> {
     let notes = plan.notes;
     let n = plan.puts.len() + plan.deletes.len() + usize::from(plan.head_row.is_some());
-    let bytes: usize = plan.puts.iter().map(|(_, v)| v.stored_len() + 24).sum();
-    let mut out = Vec::with_capacity(
-        9 + bytes
-            + plan.deletes.len() * 20
-            + plan.head_row.as_ref().map_or(0, HeadRow::stored_len)
-            + 256,
-    );
+    let mut out = Vec::with_capacity(plan_capacity(kind, plan));
     out.push(u8::from(notes.commit));
     out.extend_from_slice(&notes.inline_pages.to_le_bytes());
     out.extend_from_slice(&notes.evicted_pages.to_le_bytes());
     limits(&mut out, kind.limits());
     out.extend_from_slice(&(n as u32).to_le_bytes());
     for (k, v) in &plan.puts {
-        match v {
-            Value::Bytes(b) if log_row_id(kind, k).is_some() => {
-                out.push(OP_LOG_ROW);
-                short(&mut out, LOG_CREATE_SQL);
-                short(&mut out, LOG_UPSERT_SQL);
-                out.extend_from_slice(&log_row_id(kind, k).unwrap_or(0).to_le_bytes());
+        match (v, row_of(kind, k)) {
+            (Value::Bytes(b), Some(row)) => {
+                out.push(OP_ROW);
+                short(&mut out, row.create);
+                short(&mut out, row.upsert);
+                out.extend_from_slice(&row.id.to_le_bytes());
                 sized(&mut out, b);
             }
-            Value::Bytes(b) => {
+            (Value::Bytes(b), None) => {
                 out.push(OP_PUT);
                 key(&mut out, k);
                 sized(&mut out, b);
             }
-            Value::Structured(j) => {
+            (Value::Structured(j), _) => {
                 out.push(OP_PUT_STRUCTURED);
                 key(&mut out, k);
                 sized(&mut out, j.to_string().as_bytes());
@@ -251,15 +312,18 @@ pub fn plan(kind: StorageKind, plan: &WritePlan) -> Vec<u8> {
         }
     }
     for k in &plan.deletes {
-        match log_row_id(kind, k) {
-            Some(id) => {
-                out.push(OP_LOG_ROW_DELETE);
-                short(&mut out, LOG_DELETE_SQL);
-                out.extend_from_slice(&id.to_le_bytes());
+        match row_of(kind, k) {
+            Some(row) => {
+                out.push(OP_ROW_DELETE);
+                short(&mut out, row.delete);
+                out.extend_from_slice(&row.id.to_le_bytes());
+                fallback_key(&mut out, &row);
             }
-            None => out.push(OP_DELETE),
+            None => {
+                out.push(OP_DELETE);
+                key(&mut out, k);
+            }
         }
-        key(&mut out, k);
     }
     if let Some(r) = &plan.head_row {
         out.push(OP_HEAD_ROW);
@@ -275,6 +339,29 @@ pub fn plan(kind: StorageKind, plan: &WritePlan) -> Vec<u8> {
         }
     }
     out
+}
+
+/// At least the bytes [`plan`] encodes: a plan can be most of the memory budget, and growing
+/// its buffer would double it.
+fn plan_capacity(kind: StorageKind, plan: &WritePlan) -> usize {
+    // Keys are at most 24 bytes ("g4294967295:p:" and 10 digits; a log part's is 29).
+    const KEY: usize = 32;
+    let puts: usize = plan
+        .puts
+        .iter()
+        .map(|(k, v)| {
+            v.stored_len()
+                + match row_of(kind, k) {
+                    Some(row) => 17 + row.create.len() + row.upsert.len(),
+                    None => 7 + KEY,
+                }
+        })
+        .sum();
+    let delete = 13 + PAGE_DELETE_SQL.len().max(LOG_DELETE_SQL.len()) + KEY;
+    let head = plan.head_row.as_ref().map_or(0, |r| {
+        14 + HEAD_CREATE_SQL.len() + HEAD_UPSERT_SQL.len() + r.stored_len()
+    });
+    17 + puts + plan.deletes.len() * delete + head
 }
 
 fn key(out: &mut Vec<u8>, k: &Key) {
@@ -416,6 +503,110 @@ mod tests {
         assert_eq!(plan(sqlite, &p), want);
         // Classic storage: keys as before.
         assert_eq!(read_request(StorageKind::Classic, &[Read::Key(rec)])[12], 0);
+    }
+
+    #[test]
+    fn pages_of_row_generations_are_rows_on_sqlite_backed_storage_only() {
+        let sqlite = StorageKind::SqliteBacked;
+        let no = PageNo::new(3).unwrap();
+        let rows = Key::Page(Generation::FIRST_ROWS, no);
+        let keys = Key::Page(Generation(0), no);
+        for sql in [
+            PAGE_CREATE_SQL,
+            PAGE_UPSERT_SQL,
+            PAGE_SELECT_SQL,
+            PAGE_DELETE_SQL,
+        ] {
+            assert!(sql.contains(&format!(" {PAGE_TABLE}")), "{sql}");
+        }
+        // The host reads a row's column `record`.
+        assert!(PAGE_SELECT_SQL.starts_with("SELECT value AS record "));
+        let req = read_request(sqlite, &[Read::Key(rows)]);
+        let mut want = vec![128, 0, 0, 8, 0x40, 0x84, 0x1e, 0, 1, 0, 0, 0, 2];
+        want.extend_from_slice(&(PAGE_SELECT_SQL.len() as u16).to_le_bytes());
+        want.extend_from_slice(PAGE_SELECT_SQL.as_bytes());
+        want.extend_from_slice(&3u64.to_le_bytes());
+        want.extend_from_slice(&[0, 0]); // no key to fall back to
+        assert_eq!(req, want);
+        let p = WritePlan {
+            puts: vec![(rows, Value::Bytes(vec![9]))],
+            deletes: vec![Key::Page(Generation(Generation::FIRST_ROWS.0 + 1), no)],
+            head_row: None,
+            notes: PlanNotes::default(),
+        };
+        let mut want = vec![
+            0, 0, 0, 0, 0, 128, 0, 0, 8, 0x40, 0x84, 0x1e, 0, 2, 0, 0, 0, 5,
+        ];
+        for sql in [PAGE_CREATE_SQL, PAGE_UPSERT_SQL] {
+            want.extend_from_slice(&(sql.len() as u16).to_le_bytes());
+            want.extend_from_slice(sql.as_bytes());
+        }
+        want.extend_from_slice(&3u64.to_le_bytes());
+        want.extend_from_slice(&[1, 0, 0, 0, 9, 6]);
+        want.extend_from_slice(&(PAGE_DELETE_SQL.len() as u16).to_le_bytes());
+        want.extend_from_slice(PAGE_DELETE_SQL.as_bytes());
+        want.extend_from_slice(&((1u64 << 32) + 3).to_le_bytes());
+        want.extend_from_slice(&[0, 0]);
+        assert_eq!(plan(sqlite, &p), want);
+        // Generations of kv keys, and classic storage: keys as before.
+        assert_eq!(read_request(sqlite, &[Read::Key(keys)])[12], 0);
+        assert_eq!(
+            read_request(StorageKind::Classic, &[Read::Key(rows)])[12],
+            0
+        );
+        let classic = plan(
+            StorageKind::Classic,
+            &WritePlan {
+                puts: vec![(rows, Value::Bytes(vec![9]))],
+                ..WritePlan::default()
+            },
+        );
+        assert_eq!(classic[17], OP_PUT);
+    }
+
+    #[test]
+    fn a_plan_fits_the_buffer_sized_for_it() {
+        let no = |n| PageNo::new(n).unwrap();
+        let big = Generation(u32::MAX);
+        let p = WritePlan {
+            puts: vec![
+                (
+                    Key::Page(Generation::FIRST_ROWS, no(1)),
+                    Value::Bytes(vec![1; 100]),
+                ),
+                (Key::Page(big, no(u32::MAX)), Value::Bytes(vec![2; 3])),
+                (Key::LogPart(u64::MAX, 999_999), Value::Bytes(vec![3])),
+                (Key::Log(7), Value::Bytes(vec![])),
+                (Key::Transfer, Value::Structured(json!({"format": 1}))),
+            ],
+            deletes: vec![
+                Key::Page(Generation::FIRST_ROWS, no(2)),
+                Key::Page(big, no(u32::MAX)),
+                Key::LogPart(u64::MAX, 999_999),
+                Key::Log(8),
+            ],
+            head_row: Some(HeadRow {
+                text: "{}".into(),
+                blob: Some(vec![0; 50]),
+            }),
+            notes: PlanNotes::default(),
+        };
+        // Many small values: the per-op framing dominates.
+        let mut many = p.clone();
+        for n in 1..=200 {
+            many.puts.push((
+                Key::Page(Generation::FIRST_ROWS, no(n)),
+                Value::Bytes(vec![4]),
+            ));
+            many.deletes.push(Key::Page(Generation(3), no(n)));
+        }
+        for (kind, p) in [StorageKind::Classic, StorageKind::SqliteBacked]
+            .into_iter()
+            .flat_map(|k| [(k, &p), (k, &many)])
+        {
+            let bytes = plan(kind, p);
+            assert!(bytes.len() <= plan_capacity(kind, p), "{kind:?}");
+        }
     }
 
     #[test]
