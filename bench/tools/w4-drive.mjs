@@ -10,7 +10,7 @@
 //
 //   node bench/tools/w4-drive.mjs <reps> <contender>...    e.g. 7 native-sql dosql-sync
 //
-// Env: BENCH_PORT (8790 here), BENCH_W4_MB (50), DOSQL_WARMUP (on), CONFIG (config.capnp:
+// Env: BENCH_PORT (8790 here), BENCH_W4_MB (50), DOSQL_WARMUP (on), BENCH_DATA (bench/dist/data), CONFIG (config.capnp:
 // another config in bench/, e.g. with v8Flags). Needs `node bench/build.mjs` first.
 import { spawn } from "node:child_process";
 import http from "node:http";
@@ -23,7 +23,8 @@ const here = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const [reps, ...names] = process.argv.slice(2);
 const PORT = Number(process.env.BENCH_PORT ?? 8790);
 const MB = Number(process.env.BENCH_W4_MB ?? 50);
-const DATA = join(here, "dist", "data");
+// BENCH_DATA: another data directory (an A/B of builds whose storage layouts differ).
+const DATA = resolve(process.env.BENCH_DATA ?? join(here, "dist", "data"));
 const WORKERD = join(here, "..", "worker", "node_modules", ".bin", "workerd");
 let agent = new http.Agent({ keepAlive: true });
 

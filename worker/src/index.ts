@@ -52,7 +52,11 @@ function spareAhead(): void {
   try {
     // A bad setting: the objects answer BAD_CONFIG for it, and no spare is made.
     const bytes = budgetSetting((moduleEnv as Partial<Env>).DOSQL_MEMORY_BUDGET);
-    isolateBudget<DosqlInstance>(bytes).offer("sync", WASM_INITIAL_PAGES * 65536, () => DosqlInstance.instantiateSync(wasmModule, { maxMemoryBytes: bytes }), SPARES);
+    isolateBudget<DosqlInstance>(bytes).offer("sync", WASM_INITIAL_PAGES * 65536, () => {
+      const spare = DosqlInstance.instantiateSync(wasmModule, { maxMemoryBytes: bytes });
+      spare.prefault();
+      return spare;
+    }, SPARES);
   } catch (err) {
     console.error("dosql: no spare instance:", err);
   }
