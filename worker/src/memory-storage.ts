@@ -8,13 +8,17 @@ import type { Storage } from "./kv";
 export class MemoryStorage implements Storage {
   readonly data = new Map<string, unknown>();
   row: { head: string; inline: ArrayBuffer | null } | null = null;
-  /** Reads and writes it served (the warm-up must exercise both). */
+  /** Reads and writes it served (the warm-up must exercise both), and of the reads those of
+   *  kv keys and of page rows (a database's pages are one or the other). */
   reads = 0;
   writes = 0;
+  keyReads = 0;
+  pageRowReads = 0;
 
   readonly kv = {
     get: (k: string): unknown => {
       this.reads++;
+      this.keyReads++;
       return this.data.get(k);
     },
     put: (k: string, v: unknown): void => {
@@ -51,6 +55,7 @@ export class MemoryStorage implements Storage {
       const id = params[0] as number;
       if (query.startsWith("SELECT")) {
         this.reads++;
+        if (rows === this.pageRows) this.pageRowReads++;
         const record = rows.get(id);
         return cursor(record === undefined ? [] : [{ record }]);
       }

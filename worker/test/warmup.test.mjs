@@ -53,6 +53,8 @@ test("the warm-up runs every path on its own store without real randomness", () 
   assert.ok(result.reads > 0 && result.writes > 0, JSON.stringify(result));
   // The host's side too: KvBridge over MemoryStorage, reads (a cold open's) and writes.
   assert.ok(result.host.requests >= 5 && result.host.reads > 0 && result.host.writes > 0, JSON.stringify(result));
+  // Pages read both ways a database keeps them: rows (a new one's) and kv keys (an older one's).
+  assert.ok(result.host.page_row_reads > 0 && result.host.key_reads >= 10, JSON.stringify(result.host));
   assert.equal(calls, 0, "the warm-up asked for real randomness");
 });
 

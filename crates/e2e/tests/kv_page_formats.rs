@@ -30,12 +30,15 @@ fn restore(db: &Db, txid: u64) -> Json {
         .ok()
 }
 
+/// The head's generation as its key prefix, and where its pages are: `p: keys`,
+/// `g1048577:p: rows`.
 fn prefix(db: &Db) -> String {
     let stats = db.send("GET", "/_storage_stats", None).unwrap().ok();
-    stats["meta"]["prefix"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no prefix in {stats}"))
-        .to_owned()
+    let meta = &stats["meta"];
+    match (meta["prefix"].as_str(), meta["pages"].as_str()) {
+        (Some(p), Some(where_)) => format!("{p} {where_}"),
+        _ => panic!("no prefix or pages in {stats}"),
+    }
 }
 
 /// Every answer the golden file holds for `name`, asked again.
@@ -66,7 +69,8 @@ fn kv_pages_of_release_0ef273c_are_read_and_new_generations_are_rows() {
         let recorded = &dbs[name];
         answers_as_recorded(&db, name, recorded);
         assert_eq!(history(&db), recorded["history"], "{name}: the history");
-        assert_eq!(prefix(&db), recorded["prefix"].as_str().unwrap(), "{name}");
+        let keys = format!("{} keys", recorded["prefix"].as_str().unwrap());
+        assert_eq!(prefix(&db), keys, "{name}");
         assert_eq!(db.rows("PRAGMA integrity_check"), vec![json!(["ok"])]);
     }
 
@@ -75,7 +79,7 @@ fn kv_pages_of_release_0ef273c_are_read_and_new_generations_are_rows() {
     grown
         .query("INSERT INTO t(v) VALUES ('new')", json!([]))
         .ok();
-    assert_eq!(prefix(&grown), "p:");
+    assert_eq!(prefix(&grown), "p: keys");
     assert_eq!(grown.int("SELECT count(*) FROM t"), 2002);
     let before_import = grown.send("GET", "/history?limit=1", None).unwrap().ok();
     // An import is a new generation: rows. Then a restore across it (a copy into another
@@ -84,12 +88,13 @@ fn kv_pages_of_release_0ef273c_are_read_and_new_generations_are_rows() {
     let album = repo().join("crates/e2e/golden/album.sqlite");
     let out = dosql_e2e::dosql(&["import", "--force", "-q", album.to_str().unwrap(), &url]);
     assert!(out.status.success(), "{out:?}");
-    assert!(prefix(&grown).starts_with("g1048"), "{}", prefix(&grown));
+    assert_eq!(prefix(&grown), "g1048577:p: rows");
     assert_eq!(grown.int("SELECT count(*) FROM album"), 2000);
     let t = before_import["txid"].as_u64().unwrap();
     let r = restore(&grown, t);
     assert_eq!(r["checksum"], before_import["checksum"]);
-    assert!(prefix(&grown).starts_with("g1048"), "{}", prefix(&grown));
+    // A copy: into the next row generation, from the kv pages the history keeps.
+    assert_eq!(prefix(&grown), "g1048578:p: rows");
     assert_eq!(grown.int("SELECT count(*) FROM t WHERE v = 'new'"), 1);
     answers_as_recorded(
         &grown,
@@ -117,6 +122,11 @@ fn kv_pages_of_release_0ef273c_are_read_and_new_generations_are_rows() {
         );
     }
     answers_as_recorded(&hist, "hist", &dbs["hist"]);
+    assert_eq!(
+        prefix(&hist),
+        "p: keys",
+        "restores in place keep the generation"
+    );
     hist.query("INSERT INTO t(v) VALUES ('later')", json!([]))
         .ok();
 
@@ -142,7 +152,7 @@ fn kv_pages_of_release_0ef273c_are_read_and_new_generations_are_rows() {
     server.restart_with_env(&env);
     let grown = server.db("grown");
     assert_eq!(grown.int("SELECT count(*) FROM t WHERE v = 'new'"), 1);
-    assert!(prefix(&grown).starts_with("g1048"));
+    assert_eq!(prefix(&grown), "g1048578:p: rows");
     let hist = server.db("hist");
     assert_eq!(hist.int("SELECT count(*) FROM t WHERE v = 'later'"), 1);
     assert_eq!(hist.int("SELECT count(*) FROM t"), 20);

@@ -347,6 +347,7 @@ impl<K: Kv> DoStore<K> {
         values: Vec<Vec<u8>>,
     ) -> Result<Staging, StoreError> {
         let kind = self.kv.kind();
+        self.refuse_keys_over_rows(generation)?;
         let t = self.transfer()?;
         if t.staging.map(|s| s.generation) != Some(generation) {
             return Err(StoreError::invalid(format!(
@@ -357,6 +358,22 @@ impl<K: Kv> DoStore<K> {
         let (next, plan) = t.stage(from, values, kind)?;
         self.set_transfer(next, &plan)?;
         Ok(self.staging().expect("staged"))
+    }
+
+    /// Refuses to go on with an import an earlier release staged under kv keys once this
+    /// database's pages are rows (it was first committed to by this code meanwhile): the
+    /// switch would put a row generation in the history of a head those releases read, which
+    /// they would read as zeros. Beginning the import again stages rows.
+    fn refuse_keys_over_rows(&self, generation: Generation) -> Result<(), StoreError> {
+        // txid 0: nothing committed, whatever generation a first commit would take.
+        if self.head.txid > 0 && self.head.generation.page_rows() && !generation.page_rows() {
+            return Err(StoreError::invalid(format!(
+                "import {} was staged under kv keys by an earlier release, and this \
+                 database's pages are rows now: begin the import again",
+                generation.0
+            )));
+        }
+        Ok(())
     }
 
     /// Drops the staged import (its pages become garbage); false when none was staged.
@@ -406,6 +423,7 @@ impl<K: Kv> DoStore<K> {
             )));
         }
         let keep = self.history.enabled && at.is_none();
+        self.refuse_keys_over_rows(generation)?;
         let t = self.transfer()?;
         if t.staging.map(|s| s.generation) != Some(generation) {
             return Err(StoreError::invalid(format!(

@@ -17,17 +17,17 @@
 //!
 //! # The record
 //!
-//! Format 2 (written by this code): the value of key `transfer` is an `ArrayBuffer` holding
-//! UTF-8 JSON: `{"format": 2, "next_gen": n, "staging": null | {"generation", "page_size",
+//! Format 2 (written by this code, or 3: see below): the value of key `transfer` is an
+//! `ArrayBuffer` holding UTF-8 JSON: `{"format": 2, "next_gen": n, "staging": null | {"generation", "page_size",
 //! "page_count", "next"}, "garbage": [{"generation", "from", "to"}]}`. Format 1 (earlier
 //! releases) was a structured value `{format: 1, next_gen, staging: null | {id, prefix,
 //! page_size, page_count, next}, garbage: [{prefix, from, to}]}`; it is read, and the next
 //! change writes format 2 (an `ArrayBuffer`, which a format 1 reader refuses).
 //!
-//! Format 3 is format 2 with a row generation in it (`next_gen` above
-//! `keys::FIRST_ROW_GENERATION`): on SQLite-backed storage imports stage rows, so releases
-//! that would stage them under kv keys must refuse the record. A record without one is still
-//! written as format 2.
+//! Format 3 (written by this code when the record names a row generation: `next_gen` above
+//! `keys::FIRST_ROW_GENERATION`, or one staged or garbage) is format 2 in all else: on
+//! SQLite-backed storage imports stage rows, so releases that would stage or collect them as
+//! kv keys must refuse the record. A record without one is still written as format 2.
 
 use dosql_pagestore::{PageNo, PageSize, StoreError, codec};
 use serde::{Deserialize, Serialize};
@@ -109,7 +109,7 @@ impl Transfer {
         }
     }
 
-    /// Reads the record (format 1 or 2); none stored means [`Transfer::new`].
+    /// Reads the record (format 1, 2 or 3); none stored means [`Transfer::new`].
     pub fn load(value: Option<&Value>) -> Result<Transfer, StoreError> {
         match value {
             None => Ok(Transfer::new()),
@@ -129,9 +129,13 @@ impl Transfer {
         }
     }
 
-    /// The record as stored (format 2).
+    /// The record as stored (format 2, or 3 when it names a row generation).
     pub fn encode(&self) -> Value {
-        let rows = self.next_gen > crate::keys::FIRST_ROW_GENERATION;
+        // Any row generation in it, wherever it came from (a staging an earlier release began
+        // lives on beside rows; a row generation can be garbage).
+        let rows = self.next_gen > crate::keys::FIRST_ROW_GENERATION
+            || self.staging.is_some_and(|s| s.generation.page_rows())
+            || self.garbage.iter().any(|g| g.generation.page_rows());
         let record = Record {
             format: if rows { TRANSFER_FORMAT } else { 2 },
             transfer: self.clone(),
@@ -485,6 +489,21 @@ mod tests {
             ..Transfer::new()
         };
         assert!(full.begin(PageSize::DEFAULT, 1, sqlite).is_err());
+        // A row generation as garbage alone (an earlier release's staging switched in over a
+        // new database's rows) makes the record format 3 too.
+        let rows_garbage = Transfer {
+            next_gen: 4,
+            staging: None,
+            garbage: vec![Garbage {
+                generation: Generation::FIRST_ROWS,
+                from: 1,
+                to: 2,
+            }],
+        };
+        let Value::Bytes(b) = rows_garbage.encode() else {
+            panic!()
+        };
+        assert!(String::from_utf8_lossy(&b).starts_with(r#"{"format":3,"#));
     }
 
     #[test]

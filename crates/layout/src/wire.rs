@@ -184,7 +184,8 @@ fn fallback_key(out: &mut Vec<u8>, row: &RowHome) {
 
 /// Encodes a read request to storage of `kind`.
 pub fn read_request(kind: StorageKind, items: &[Read]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(12 + items.len() * 16);
+    // A key item is about 25 bytes, a row item (its SELECT) about 65.
+    let mut out = Vec::with_capacity(12 + items.len() * 72);
     limits(&mut out, kind.limits());
     out.extend_from_slice(&(items.len() as u32).to_le_bytes());
     for item in items {

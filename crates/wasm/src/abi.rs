@@ -589,6 +589,13 @@ fn head_op() -> Response {
                     "page_count": h.page_count,
                     "txid": h.txid,
                     "prefix": h.generation.prefix(),
+                    // Where the pages are: rows of `dosql_pages` (a row generation on
+                    // SQLite-backed storage; its prefix names no keys then) or kv keys.
+                    "pages": if o.kind == StorageKind::SqliteBacked && h.generation.page_rows() {
+                        "rows"
+                    } else {
+                        "keys"
+                    },
                     "inline_nos": h.inline.iter().map(|(n, _)| n.get()).collect::<Vec<_>>(),
                     "inline_bytes": h.inline.iter().map(|(_, v)| v.len()).sum::<usize>(),
                     "checksum": h.checksum.known().map(|c| format!("{c:016x}")),

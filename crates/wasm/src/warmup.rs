@@ -84,14 +84,14 @@ pub fn run(target: &mut dyn FnMut(Step<'_>) -> Response) -> Result<u32, ApiError
         op::QUERY,
         br#"{"sql": "SELECT name, count(*), sum(score) FROM warm GROUP BY name ORDER BY 2 DESC LIMIT 3"}"#,
     ))?;
-    // A commit that rewrites none of the table's pages: they leave the head for keys of their
-    // own, as most pages of a real database are.
+    // A commit that rewrites none of the table's pages: they leave the head for rows (keys,
+    // in an earlier release's database) of their own, as most pages of a real database are.
     step(Step::Exec(
         op::QUERY,
         br#"{"sql": "CREATE TABLE other(x INTEGER NOT NULL)"}"#,
     ))?;
     // Opened again: the session's cache is cold, so its reads go through the store's reads of
-    // keys, the wire's decoding and the page decoder, as a cold object's first query does.
+    // pages, the wire's decoding and the page decoder, as a cold object's first query does.
     step(Step::Open)?;
     step(Step::Exec(op::LIMITS, limits.as_bytes()))?;
     for sql in READS.iter().chain(WRITES) {
