@@ -14,6 +14,7 @@ export interface Exports {
   dosql_open(kind: number, newPageSize: number, cachePages: number, readAhead: number): number;
   dosql_exec(op: number, bodyPtr: number, bodyLen: number): number;
   dosql_warm_up(): number;
+  dosql_prime(): number;
   dosql_position(): number;
   dosql_result_ptr(): number;
   dosql_result_len(): number;
@@ -153,6 +154,12 @@ export class DosqlInstance {
   position(): string[] {
     this.exports.dosql_position();
     return decoder.decode(this.result()).split("\n");
+  }
+
+  /** Readies a spare for its first database: SQLite's setup and open path run once on an
+   *  in-memory database (dosql_vfs::prime), no randomness drawn, no storage touched. */
+  prime(): WasmResponse {
+    return this.respond(this.exports.dosql_prime());
   }
 
   /** The warm-up (crates/wasm/src/warmup.rs) on an in-memory database of its own. */

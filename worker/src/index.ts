@@ -55,6 +55,9 @@ function spareAhead(): void {
     isolateBudget<DosqlInstance>(bytes).offer("sync", WASM_INITIAL_PAGES * 65536, () => {
       const spare = DosqlInstance.instantiateSync(wasmModule, { maxMemoryBytes: bytes });
       spare.prefault();
+      // A failure leaves an instance as good as one not primed: its first open does it.
+      const primed = spare.prime();
+      if (primed.status !== 200) console.error("dosql: a spare was not primed:", new TextDecoder().decode(primed.body));
       return spare;
     }, SPARES);
   } catch (err) {

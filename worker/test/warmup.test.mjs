@@ -82,12 +82,16 @@ test("an instance made after the warm-up gets real randomness", () => {
   assert.ok(calls > 0, "the baton came from crypto.getRandomValues");
 });
 
-test("a spare's prefault changes no byte of its memory, and the spare then serves a database", () => {
+test("a spare's prefault changes no byte of its memory, its priming draws no randomness, and the spare then serves a database", () => {
   const spare = DosqlInstance.instantiateSync(module, { maxMemoryBytes: 32 << 20 });
   const before = new Uint8Array(spare.memory.buffer).slice();
   assert.ok(before.some((b) => b !== 0), "the data segments are in memory");
   spare.prefault();
   assert.deepEqual(new Uint8Array(spare.memory.buffer), before);
+  // Primed at module scope too, where Workers forbid randomness: it draws none.
+  const { result: primed, calls } = withRandomness(true, () => spare.prime());
+  assert.equal(primed.status, 200, new TextDecoder().decode(primed.body));
+  assert.equal(calls, 0);
   void spare.reopen(new KvBridge(new MemoryStorage(), true), { newPageSize: 4096, cachePages: 16, readAhead: 0, maxMemoryBytes: 32 << 20 });
   const res = spare.execSync(1, new TextEncoder().encode(JSON.stringify({ sql: "SELECT 41 + 1" })));
   assert.equal(res.status, 200);

@@ -643,6 +643,35 @@ pub(crate) fn register() -> Result<(), c_int> {
     }
 }
 
+/// Runs SQLite's one-time setup ([`register`]) and opens and closes an in-memory database,
+/// so that a database's first open in this process (a wasm instance) finds them done: SQLite's
+/// initialization, and the open path's first calls (the built-in functions, FTS3/FTS5 and
+/// R-Tree registration), which a fresh wasm instance otherwise runs for the first time, with
+/// V8 allocating their feedback, inside its first query. Draws no randomness (nothing here
+/// asks SQLite's PRNG), so a spare instance may run it at module scope.
+pub(crate) fn prime() -> Result<(), c_int> {
+    register()?;
+    let mut db: *mut ffi::sqlite3 = ptr::null_mut();
+    // SAFETY: a NUL-terminated name and flags, and an out-pointer to a handle; the handle is
+    // closed below whatever the open returned (sqlite3_open_v2 sets it even on failure).
+    let rc = unsafe {
+        ffi::sqlite3_open_v2(
+            c":memory:".as_ptr(),
+            &mut db,
+            ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_CREATE | ffi::SQLITE_OPEN_NOMUTEX,
+            ptr::null(),
+        )
+    };
+    // SAFETY: db is null or the handle just opened, with no statement prepared on it.
+    unsafe {
+        ffi::sqlite3_close(db);
+    }
+    match rc {
+        ffi::SQLITE_OK => Ok(()),
+        rc => Err(rc),
+    }
+}
+
 /// SQLite built with SQLITE_OS_OTHER has no VFS of its own and calls this during
 /// `sqlite3_initialize`: make dosql's VFS the default.
 #[cfg(feature = "os-other")]

@@ -376,6 +376,24 @@ fn open(o: Opened) -> Response {
     }
 }
 
+/// Readies a spare instance for its first database (`dosql_vfs::prime`): SQLite's setup and
+/// open path, no randomness, no storage. Returns an HTTP status (500: SQLite's code in the
+/// result buffer).
+#[unsafe(no_mangle)]
+pub extern "C" fn dosql_prime() -> u32 {
+    set_result(match dosql_vfs::prime() {
+        Ok(()) => Response {
+            status: 200,
+            body: b"{}".to_vec(),
+        },
+        Err(rc) => error_response(&ApiError::new(
+            500,
+            "PRIME_FAILED",
+            format!("SQLite answered {rc} opening an in-memory database"),
+        )),
+    })
+}
+
 /// Runs the isolate's warm-up ([`warm_up`]). Returns an HTTP status; the answer is in the
 /// result buffer.
 #[unsafe(no_mangle)]
