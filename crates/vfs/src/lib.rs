@@ -35,9 +35,9 @@ use rusqlite::{Connection, OpenFlags};
 pub use error::{VfsError, VfsResult};
 pub use ffi::{heap_used, set_heap_limit, sql_is_complete};
 
-/// Initializes SQLite and runs its open path once on an in-memory database, ahead of the
-/// first real open (a spare wasm instance, while idle). No randomness is drawn. On failure,
-/// SQLite's result code.
+/// Initializes SQLite and runs its open path and a point read once on an in-memory database,
+/// ahead of the first real open (a spare wasm instance, while idle). No randomness is drawn.
+/// On failure, SQLite's result code.
 pub fn prime() -> Result<(), std::ffi::c_int> {
     ffi::prime()
 }
