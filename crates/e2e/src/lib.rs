@@ -426,6 +426,30 @@ impl Db {
             .as_i64()
             .unwrap_or_else(|| panic!("{sql}: not an integer"))
     }
+
+    /// `GET /history?limit=1000` as golden files keep it: the txid, the checksum, and each
+    /// commit's txid, checksum, page count and pages written.
+    pub fn history_summary(&self) -> Json {
+        let h = self.send("GET", "/history?limit=1000", None).unwrap().ok();
+        let list: Vec<Json> = h["commits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                json!({"txid": c["txid"], "checksum": c["checksum"],
+                       "page_count": c["page_count"], "pages_written": c["pages_written"]})
+            })
+            .collect();
+        json!({"txid": h["txid"], "checksum": h["checksum"], "commits": list})
+    }
+
+    /// `POST /restore` to `txid`; its answer (panics on an error).
+    pub fn restore(&self, txid: u64) -> Json {
+        let body = json!({ "txid": txid }).to_string();
+        self.send("POST", "/restore", Some(body.as_bytes()))
+            .unwrap()
+            .ok()
+    }
 }
 
 /// Asserts that no Durable Object storage call counted in `/_storage_stats` went past the

@@ -8,28 +8,6 @@
 use dosql_e2e::{Db, Server, repo};
 use serde_json::{Value as Json, json};
 
-/// What the golden file keeps of `/history`.
-fn history(db: &Db) -> Json {
-    let h = db.send("GET", "/history?limit=1000", None).unwrap().ok();
-    let list: Vec<Json> = h["commits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            json!({"txid": c["txid"], "checksum": c["checksum"], "page_count": c["page_count"],
-                   "pages_written": c["pages_written"]})
-        })
-        .collect();
-    json!({"txid": h["txid"], "checksum": h["checksum"], "commits": list})
-}
-
-fn restore(db: &Db, txid: u64) -> Json {
-    let body = json!({ "txid": txid }).to_string();
-    db.send("POST", "/restore", Some(body.as_bytes()))
-        .unwrap()
-        .ok()
-}
-
 /// The head's generation as its key prefix, and where its pages are: `p: keys`,
 /// `g1048577:p: rows`.
 fn prefix(db: &Db) -> String {
@@ -68,7 +46,11 @@ fn kv_pages_of_release_0ef273c_are_read_and_new_generations_are_rows() {
         let db = server.db(name);
         let recorded = &dbs[name];
         answers_as_recorded(&db, name, recorded);
-        assert_eq!(history(&db), recorded["history"], "{name}: the history");
+        assert_eq!(
+            db.history_summary(),
+            recorded["history"],
+            "{name}: the history"
+        );
         let keys = format!("{} keys", recorded["prefix"].as_str().unwrap());
         assert_eq!(prefix(&db), keys, "{name}");
         assert_eq!(db.rows("PRAGMA integrity_check"), vec![json!(["ok"])]);
@@ -91,7 +73,7 @@ fn kv_pages_of_release_0ef273c_are_read_and_new_generations_are_rows() {
     assert_eq!(prefix(&grown), "g1048577:p: rows");
     assert_eq!(grown.int("SELECT count(*) FROM album"), 2000);
     let t = before_import["txid"].as_u64().unwrap();
-    let r = restore(&grown, t);
+    let r = grown.restore(t);
     assert_eq!(r["checksum"], before_import["checksum"]);
     // A copy: into the next row generation, from the kv pages the history keeps.
     assert_eq!(prefix(&grown), "g1048578:p: rows");
@@ -114,7 +96,7 @@ fn kv_pages_of_release_0ef273c_are_read_and_new_generations_are_rows() {
             .unwrap()
     };
     for t in [1, 4, 8, 9] {
-        let r = restore(&hist, t);
+        let r = hist.restore(t);
         assert_eq!(
             r["checksum"].as_str(),
             Some(sum(t).as_str()),
@@ -139,7 +121,7 @@ fn kv_pages_of_release_0ef273c_are_read_and_new_generations_are_rows() {
         .find(|c| c["txid"] == 1)
         .unwrap()["checksum"]
         .clone();
-    assert_eq!(restore(&imported, 1)["checksum"], first);
+    assert_eq!(imported.restore(1)["checksum"], first);
     assert_eq!(imported.int("SELECT count(*) FROM album"), 2000);
     imported
         .query(

@@ -6,33 +6,11 @@
 //! old ones, a restore to a state only the old records rebuild, a restart. (Where the records
 //! go, and deleting both kinds when the history is pruned: worker/test/kv.test.mjs.)
 
-use dosql_e2e::{Db, Server, repo};
+use dosql_e2e::{Server, repo};
 use serde_json::{Value as Json, json};
 
 fn unpack() -> tempfile::TempDir {
     dosql_e2e::unpack_golden("release-0ce0a5a-history-data.tar.gz")
-}
-
-/// The commits as the history route lists them, as the golden file keeps them.
-fn commits(db: &Db) -> Json {
-    let h = db.send("GET", "/history?limit=1000", None).unwrap().ok();
-    let list: Vec<Json> = h["commits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            json!({"txid": c["txid"], "checksum": c["checksum"], "page_count": c["page_count"],
-                   "pages_written": c["pages_written"]})
-        })
-        .collect();
-    json!({"txid": h["txid"], "checksum": h["checksum"], "commits": list})
-}
-
-fn restore(db: &Db, txid: u64) -> Json {
-    let body = json!({ "txid": txid }).to_string();
-    db.send("POST", "/restore", Some(body.as_bytes()))
-        .unwrap()
-        .ok()
 }
 
 #[test]
@@ -52,7 +30,7 @@ fn histories_in_the_kv_log_format_are_read_and_restored_beside_new_records() {
         let mut server = Server::start_on_with_env(&data, &env);
         let db = server.db("hist");
         assert_eq!(
-            commits(&db),
+            db.history_summary(),
             golden[storage],
             "{storage}: the history as written"
         );
@@ -69,7 +47,7 @@ fn histories_in_the_kv_log_format_are_read_and_restored_beside_new_records() {
             })
             .collect();
         for (t, sum) in want.iter().filter(|(t, _)| [1, 4, 9, 11].contains(t)) {
-            let r = restore(&db, *t);
+            let r = db.restore(*t);
             assert_eq!(
                 r["checksum"].as_str(),
                 Some(sum.as_str()),
@@ -77,18 +55,18 @@ fn histories_in_the_kv_log_format_are_read_and_restored_beside_new_records() {
             );
         }
         // New commits (their records: rows on SQLite-backed storage) beside the old ones.
-        restore(&db, 13);
+        db.restore(13);
         db.query("INSERT INTO t(v) VALUES ('new')", json!([])).ok();
         let now = db.send("GET", "/history?limit=1", None).unwrap().ok();
         let newest = now["txid"].as_u64().unwrap();
         // A state only the old records rebuild, restored through the new ones; and back.
-        let r = restore(&db, 5);
+        let r = db.restore(5);
         assert_eq!(
             r["checksum"].as_str(),
             want.iter().find(|(t, _)| *t == 5).map(|(_, s)| s.as_str())
         );
         assert_eq!(db.int("SELECT count(*) FROM t"), 12);
-        let back = restore(&db, newest);
+        let back = db.restore(newest);
         assert_eq!(back["checksum"], now["checksum"]);
         assert_eq!(db.int("SELECT count(*) FROM t WHERE v = 'new'"), 1);
         assert_eq!(db.rows("PRAGMA integrity_check"), vec![json!(["ok"])]);
