@@ -251,11 +251,12 @@ export class KvBridge {
     };
     for (const [make, upsert, id, value] of rows) {
       create(make);
-      sql.exec(upsert, ...([id, value] as never[]));
+      // Plain arguments: a spread's array per row was allocated for every page a commit wrote.
+      sql.exec(upsert, id as never, value as never);
     }
     for (const [del, id] of rowDeletes) {
       try {
-        sql.exec(del, ...([id] as never[]));
+        sql.exec(del, id as never);
       } catch (err) {
         // No table yet: records earlier releases wrote, whose keys went above.
         if (!(err instanceof Error && /no such table/.test(err.message))) throw err;

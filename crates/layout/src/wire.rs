@@ -153,17 +153,17 @@ struct RowHome {
 
 fn row_of(kind: StorageKind, k: &Key) -> Option<RowHome> {
     if let Key::Page(g, no) = *k {
-        return (kind == StorageKind::SqliteBacked)
-            .then(|| g.row_id(no))
-            .flatten()
-            .map(|id| RowHome {
-                create: PAGE_CREATE_SQL,
-                upsert: PAGE_UPSERT_SQL,
-                select: PAGE_SELECT_SQL,
-                delete: PAGE_DELETE_SQL,
-                id,
-                fallback: None,
-            });
+        if kind != StorageKind::SqliteBacked {
+            return None;
+        }
+        return g.row_id(no).map(|id| RowHome {
+            create: PAGE_CREATE_SQL,
+            upsert: PAGE_UPSERT_SQL,
+            select: PAGE_SELECT_SQL,
+            delete: PAGE_DELETE_SQL,
+            id,
+            fallback: None,
+        });
     }
     log_row_id(kind, k).map(|id| RowHome {
         create: LOG_CREATE_SQL,
