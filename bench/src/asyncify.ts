@@ -60,6 +60,8 @@ export class AsyncifyInstance {
           self.answer = null;
           new Uint8Array(self.memory.buffer, out >>> 0, a.byteLength).set(a);
         },
+        // Page rows are SQLite-backed storage's; this instance serves classic storage.
+        kv_row: () => self.fail(new Error("kv_row: classic storage has no page rows")),
         kv_apply: (ptr: number, len: number) => {
           try {
             self.storage.apply(new Uint8Array(self.memory.buffer, ptr >>> 0, len));

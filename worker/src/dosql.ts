@@ -68,8 +68,11 @@ export class DosqlInstance {
   private storage: KvBridge | null = null;
   /** Last host-side error, handed to the wasm through the error_message import. */
   private lastError = "";
-  /** The answer kv_get kept for kv_take. */
+  /** The answer kv_get (or kv_row) kept for kv_take. */
   private pending: Uint8Array | null = null;
+  /** kv_row's SELECT as text, and its address in wasm memory (a static string). */
+  private rowSelect = "";
+  private rowSelectAt = -1;
   /** The head the last open read. */
   opened: Opened | null = null;
   // JSPI: these exports may suspend (inside kv_get) and so return promises.
@@ -174,6 +177,7 @@ export class DosqlInstance {
       dosql: {
         kv_get: kvGet,
         kv_take: this.kvTake.bind(this),
+        kv_row: this.kvRow.bind(this),
         kv_apply: this.kvApply.bind(this),
         error_message: this.errorMessage.bind(this),
         // meta.duration_ms. workerd's clock advances only across I/O, so a synchronous
@@ -256,7 +260,30 @@ export class DosqlInstance {
     return answer.byteLength;
   }
 
-  /** kv_take(out): the answer kv_get kept, copied into wasm memory. */
+  /**
+   * kv_row(select, select_len, id, out, cap) -> blob length | -2 (no row) | -1: a page's row
+   * (SQLite-backed storage), its blob written to `out` when it fits in `cap` bytes, else kept
+   * for kv_take. The fewest steps a page read can take (a cold object runs them in V8's
+   * interpreter): the SELECT is a static string of the wasm, decoded once per address.
+   */
+  private kvRow(selectPtr: number, selectLen: number, id: number, outPtr: number, cap: number): number {
+    try {
+      if (selectPtr !== this.rowSelectAt || selectLen !== this.rowSelect.length) {
+        this.rowSelect = decoder.decode(new Uint8Array(this.memory.buffer, selectPtr >>> 0, selectLen));
+        this.rowSelectAt = selectPtr;
+      }
+      const blob = this.kv.pageRow(this.rowSelect, id);
+      if (blob === undefined) return -2;
+      const n = blob.byteLength;
+      if (n <= cap) new Uint8Array(this.memory.buffer, outPtr >>> 0, n).set(new Uint8Array(blob));
+      else this.pending = new Uint8Array(blob);
+      return n;
+    } catch (err) {
+      return this.fail("kv_row", err);
+    }
+  }
+
+  /** kv_take(out): the answer kv_get or kv_row kept, copied into wasm memory. */
   private kvTake(outPtr: number): void {
     const answer = this.pending ?? new Uint8Array(0);
     this.pending = null;

@@ -52,8 +52,6 @@ export class KvBridge {
   readSync(request: Uint8Array): Uint8Array {
     const one = oneKey(request);
     if (one !== null) return this.readOne(one);
-    const row = oneRow(request);
-    if (row !== null) return this.readOneRow(row[0], row[1]);
     const { limits, items } = parseRead(request);
     return this.answer(items, (key) => {
       this.checkKeys([key], limits);
@@ -77,12 +75,6 @@ export class KvBridge {
     return this.one(this.storage.kv!.get(key));
   }
 
-  /** readSync of one row with no key to fall back to (oneRow): a page's read, when its
-   *  generation's pages are rows. */
-  private readOneRow(select: string, id: number): Uint8Array {
-    return this.one(this.row(select, id));
-  }
-
   /** The response to a request of one item whose value is `v`: a bytes value in one
    *  allocation, anything else through the general path's encoding. */
   private one(v: unknown): Uint8Array {
@@ -102,6 +94,15 @@ export class KvBridge {
     out.set(new Uint8Array(v), 5);
     s.bytes_read += n;
     return out;
+  }
+
+  /** A page's row (kv_row; SQLite-backed storage): its blob, or undefined for no row. */
+  pageRow(select: string, id: number): ArrayBuffer | undefined {
+    const v = this.row(select, id);
+    if (v === undefined) return undefined;
+    if (!(v instanceof ArrayBuffer)) throw new Error(`row ${id} holds no blob`);
+    this.stats.bytes_read += v.byteLength;
+    return v;
   }
 
   /** Classic storage: one get() per `keysPerCall` keys, awaited together. */
@@ -344,21 +345,6 @@ function oneKey(r: Uint8Array): string | null {
   // dosql's keys are ASCII: a key's length is its size in bytes.
   if (r.byteLength !== 15 + n || keysPerCall < 1 || n > keyBytes) return null;
   return decoder.decode(r.subarray(15));
-}
-
-/**
- * The SELECT and id of a read request (wire.rs) of exactly one row item with no key to fall
- * back to (a page's row), else null. Bytes: limits (8), u32 items = 1, u8 item kind 2,
- * u16-sized SELECT, u64 id, u16 key length = 0. No key: no limit to check.
- */
-function oneRow(r: Uint8Array): [string, number] | null {
-  if (r.byteLength < 15 || r[8] !== 1 || r[9] !== 0 || r[10] !== 0 || r[11] !== 0 || r[12] !== 2) return null;
-  const n = r[13] | (r[14] << 8);
-  if (r.byteLength !== 15 + n + 10 || r[15 + n + 8] !== 0 || r[15 + n + 9] !== 0) return null;
-  const dv = new DataView(r.buffer, r.byteOffset + 15 + n, 8);
-  // wire.rs keeps ids below 2^53: exact as a number.
-  const id = dv.getUint32(0, true) + dv.getUint32(4, true) * 2 ** 32;
-  return [decoder.decode(r.subarray(15, 15 + n)), id];
 }
 
 /** A structured value as the wasm writes it: JSON, binary parts as {"$bytes": base64}. */

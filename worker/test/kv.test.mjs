@@ -161,7 +161,7 @@ for (const sqlite of [false, true]) {
   }
 
   if (sqlite) {
-    test("SQLite-backed: pages of a row generation are rows, read by their own short path as the general path reads them, with no kv key read or deleted", () => {
+    test("SQLite-backed: pages of a row generation are rows, read by kv_row's path (pageRow) as the general path reads them, with no kv key read or deleted", () => {
       const storage = new LoggedStorage();
       storage.data.set("p:0000000003", Uint8Array.of(6).buffer); // a kv page: never consulted
       const te = new TextEncoder();
@@ -186,18 +186,55 @@ for (const sqlite of [false, true]) {
       for (const [id, want] of [[3, [1, 1, 0, 0, 0, 9]], [big, [1, 3, 0, 0, 0, 7, 8, 9]], [4, [0]]]) {
         const one = new KvBridge(storage, true);
         const two = new KvBridge(storage, true);
-        const a = one.readSync(request([id]));
+        const blob = one.pageRow(SELECT, id);
+        assert.deepEqual(blob === undefined ? [0] : [1, blob.byteLength, 0, 0, 0, ...new Uint8Array(blob)], want, `row ${id}`);
+        // The general path (a read request) answers the same and counts the same.
+        const a = two.readSync(request([id]));
         assert.deepEqual([...a], want, `row ${id}`);
-        // Two items take the general path: its answer is the one item's twice.
-        const b = two.readSync(request([id, id]));
-        assert.deepEqual([...b], [...a, ...a], `row ${id}`);
-        for (const [name, n] of Object.entries(one.stats)) assert.equal(two.stats[name], /_max$/.test(name) ? n : 2 * n, `${id}: ${name}`);
+        for (const [name, n] of Object.entries(one.stats)) assert.equal(two.stats[name], n, `${id}: ${name}`);
       }
+      // A row that holds no blob is refused, not read as a page.
+      storage.pageRows.set(5, "text");
+      assert.throws(() => new KvBridge(storage, true).pageRow(SELECT, 5), /row 5 holds no blob/);
+      storage.pageRows.delete(5);
       storage.log.length = 0;
       new KvBridge(storage, true).apply(plan([[6, ...str("DELETE FROM dosql_pages WHERE id = ?"), ...u64(3), 0, 0]]));
       assert.deepEqual(storage.log, [["sql.pages.delete", 3]], "the row alone: no key");
       assert.equal(storage.pageRows.has(3), false);
       assert.equal(storage.data.has("p:0000000003"), true);
+    });
+  }
+
+  if (sqlite) {
+    test("SQLite-backed: a cold instance reads its pages through kv_row, a blob past its buffer through kv_take, and a failed row read is the query's error", () => {
+      for (const newPageSize of [4096, 65536]) {
+        const storage = new MemoryStorage();
+        const first = DosqlInstance.createSync(module, new KvBridge(storage, true), { ...opts, newPageSize });
+        run(first, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
+        // Random bytes do not compress: stored pages are as big as pages (past the 4 KiB the
+        // first read's buffer holds, for 64 KiB pages).
+        const fill = run(first, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<60) INSERT INTO t(v) SELECT randomblob(3000) FROM n");
+        assert.equal(fill.status, 200, JSON.stringify(fill.body));
+        const want = run(first, "SELECT id, hex(v) FROM t ORDER BY id").body.rows;
+        const bridge = new KvBridge(storage, true);
+        const cold = DosqlInstance.createSync(module, bridge, { ...opts, newPageSize });
+        const [reads, rowReads] = [storage.reads, storage.pageRowReads];
+        assert.deepEqual(run(cold, "SELECT id, hex(v) FROM t ORDER BY id").body.rows, want, `${newPageSize}`);
+        assert.ok(storage.pageRowReads > rowReads, "pages read as rows");
+        // Every read counted; the head's and the replication record's came before `reads`.
+        assert.equal(bridge.stats.get_calls, storage.reads - reads + 2);
+        assert.ok(bridge.stats.bytes_read > (newPageSize === 65536 ? 60_000 : 3000), `${bridge.stats.bytes_read}`);
+        // A page row that is not a blob: the query fails with the host's reason; the instance
+        // answers the next request.
+        const again = DosqlInstance.createSync(module, new KvBridge(storage, true), { ...opts, newPageSize });
+        const saved = new Map(storage.pageRows);
+        for (const id of storage.pageRows.keys()) storage.pageRows.set(id, "not a page");
+        const bad = run(again, "SELECT count(*) FROM t");
+        assert.equal(bad.status, 500, JSON.stringify(bad.body));
+        assert.match(JSON.stringify(bad.body), /kv_row: row \d+ holds no blob/);
+        for (const [id, v] of saved) storage.pageRows.set(id, v);
+        assert.deepEqual(run(again, "SELECT count(*) FROM t").body.rows, [[60]]);
+      }
     });
   }
 

@@ -175,6 +175,18 @@ fn row_of(kind: StorageKind, k: &Key) -> Option<RowHome> {
     })
 }
 
+/// A page key's row on storage of `kind`, as `(SELECT, id)`, when its generation's pages are
+/// rows: the read the host answers through its one-row import (`kv_row`, crates/wasm's abi),
+/// with none of a read request's framing. A page has no key to fall back to, so the host's
+/// answer is the row's blob or nothing. `None`: not a page, a key generation, or classic
+/// storage (a read request reads it).
+pub fn page_row(kind: StorageKind, k: &Key) -> Option<(&'static str, u64)> {
+    match *k {
+        Key::Page(..) => row_of(kind, k).map(|row| (row.select, row.id)),
+        _ => None,
+    }
+}
+
 fn fallback_key(out: &mut Vec<u8>, row: &RowHome) {
     match &row.fallback {
         Some(k) => key(out, k),
@@ -563,6 +575,29 @@ mod tests {
             },
         );
         assert_eq!(classic[17], OP_PUT);
+    }
+
+    #[test]
+    fn a_page_row_is_the_read_requests_row_without_its_framing() {
+        let sqlite = StorageKind::SqliteBacked;
+        let no = PageNo::new(3).unwrap();
+        let next = Generation(Generation::FIRST_ROWS.0 + 1);
+        assert_eq!(
+            page_row(sqlite, &Key::Page(next, no)),
+            Some((PAGE_SELECT_SQL, (1 << 32) + 3))
+        );
+        // The same SELECT and id a read request names.
+        let req = read_request(sqlite, &[Read::Key(Key::Page(next, no))]);
+        let at = 15 + PAGE_SELECT_SQL.len();
+        assert_eq!(&req[15..at], PAGE_SELECT_SQL.as_bytes());
+        assert_eq!(req[at..at + 8], ((1u64 << 32) + 3).to_le_bytes());
+        // Generations of kv keys, classic storage, log records (they fall back to a key) and
+        // other keys: a read request.
+        assert_eq!(page_row(sqlite, &Key::Page(Generation(0), no)), None);
+        let rows = Key::Page(Generation::FIRST_ROWS, no);
+        assert_eq!(page_row(StorageKind::Classic, &rows), None);
+        assert_eq!(page_row(sqlite, &Key::Log(42)), None);
+        assert_eq!(page_row(sqlite, &Key::Meta), None);
     }
 
     #[test]

@@ -24,8 +24,13 @@ unsafe extern "C" {
     /// asks for from Durable Object storage and keeps the answer; returns its length in
     /// bytes, or -1 (the reason: `error_message`). May suspend (JSPI, classic storage).
     fn kv_get(req: *const u8, len: u32) -> i32;
-    /// Copies the answer `kv_get` kept to `out` (as many bytes as it said).
+    /// Copies the answer `kv_get` or `kv_row` kept to `out` (as many bytes as it said).
     fn kv_take(out: *mut u8);
+    /// SQLite-backed storage only, never suspends: reads the row `id` with the SELECT
+    /// (`select_len` bytes at `select`, static: the host may keep its text by address) and
+    /// returns its blob's length, the blob written to `out` when it fits in `cap` bytes and
+    /// else kept for `kv_take`; -2: no row (or no table); -1: failed (`error_message`).
+    fn kv_row(select: *const u8, select_len: u32, id: f64, out: *mut u8, cap: u32) -> i32;
     /// Applies a write plan (`wire::plan`, `len` bytes at `plan`) in one synchronous
     /// stretch, which Durable Object storage applies atomically; 0, or -1 when refused
     /// before anything was written.
@@ -53,6 +58,10 @@ pub(crate) mod no_host {
         -1
     }
     pub unsafe fn kv_take(_out: *mut u8) {}
+    pub unsafe fn kv_row(_s: *const u8, _n: u32, _id: f64, _out: *mut u8, _cap: u32) -> i32 {
+        STORAGE_CALLS.fetch_add(1, Ordering::SeqCst);
+        -1
+    }
     pub unsafe fn kv_apply(_plan: *const u8, _len: u32) -> i32 {
         STORAGE_CALLS.fetch_add(1, Ordering::SeqCst);
         -1
@@ -65,7 +74,7 @@ pub(crate) mod no_host {
     }
 }
 #[cfg(not(target_arch = "wasm32"))]
-use no_host::{error_message, kv_apply, kv_get, kv_take, now_ms};
+use no_host::{error_message, kv_apply, kv_get, kv_row, kv_take, now_ms};
 
 /// `meta.duration_ms`'s clock: one host call returning a double, where `Instant::now` goes
 /// through WASI's `clock_time_get` and its 64-bit argument (a BigInt per call on the host).
@@ -101,6 +110,9 @@ struct HostKv {
     /// by the next `get` of that key alone; forgotten by any write, so never older than
     /// storage.
     replication: Option<Option<Value>>,
+    /// The buffer a page row's read starts with: the largest blob read so far (a stored page
+    /// is at most a page), so that a read after the first takes one host call.
+    row_cap: usize,
 }
 
 impl HostKv {
@@ -108,7 +120,52 @@ impl HostKv {
         HostKv {
             kind,
             replication: None,
+            row_cap: 4096,
         }
+    }
+
+    /// A page row's blob (`wire::page_row`), through the host's one-row import: a cold
+    /// object's query reads a few pages, each alone, and a read request's framing (its
+    /// encoding here, its parsing and the answer's building in the host's JavaScript, which
+    /// a cold object runs in V8's interpreter) cost about as much as the row's read itself
+    /// (perf, bench W4).
+    fn page_row(
+        &mut self,
+        select: &'static str,
+        id: u64,
+        key: Key,
+    ) -> Result<Option<Value>, StoreError> {
+        if let Some(v) = WARM_KV.with(|w| w.borrow_mut().as_mut().map(|kv| kv.get(&[key]))) {
+            return Ok(v?.pop().flatten());
+        }
+        let mut out: Vec<u8> = Vec::with_capacity(self.row_cap);
+        // SAFETY: `select` is a static string; `out` is a buffer we own with `capacity`
+        // bytes, which the host writes only when the blob fits (it says how long it is).
+        let n = unsafe {
+            kv_row(
+                select.as_ptr(),
+                select.len() as u32,
+                id as f64,
+                out.as_mut_ptr(),
+                out.capacity() as u32,
+            )
+        };
+        let n = match n {
+            -2 => return Ok(None),
+            n if n < 0 => return Err(StoreError::read(host_error())),
+            n => n as usize,
+        };
+        if n <= out.capacity() {
+            // SAFETY: the host wrote the blob's `n` bytes at the start of `out`, within its
+            // capacity.
+            unsafe { out.set_len(n) };
+        } else {
+            out = vec![0u8; n];
+            // SAFETY: `out` has exactly the length the host announced for the blob it kept.
+            unsafe { kv_take(out.as_mut_ptr()) };
+            self.row_cap = n;
+        }
+        Ok(Some(Value::Bytes(out)))
     }
 
     fn read(&self, items: &[Read]) -> Result<Vec<Answer>, StoreError> {
@@ -158,6 +215,11 @@ impl Kv for HostKv {
             && let Some(v) = self.replication.take()
         {
             return Ok(vec![v]);
+        }
+        if let [k] = keys
+            && let Some((select, id)) = wire::page_row(self.kind, k)
+        {
+            return Ok(vec![self.page_row(select, id, *k)?]);
         }
         let items: Vec<Read> = keys.iter().map(|&k| Read::Key(k)).collect();
         self.read(&items)?
