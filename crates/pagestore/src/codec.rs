@@ -16,6 +16,13 @@
 
 use crate::{Page, PageSize, StoreError};
 
+/// A page is stored compressed only when that saves at least 1/this of it (128 bytes of a 4
+/// KiB page): every read of the page decodes it, and LZ4 on data that barely compresses is
+/// nearly all literal runs, slower to decode than a copy, for a few bytes of storage (bench
+/// W4's pages of random text saved 26 bytes of 4,096 and cost a cold object's first query a
+/// decompression per page, in V8's baseline code). Readers take either form.
+const MIN_SAVING_DIVISOR: usize = 32;
+
 /// Appends the stored form of `page` (a whole page) to `out`.
 pub fn encode_page(page: &[u8], out: &mut Vec<u8>) {
     let start = out.len();
@@ -24,8 +31,8 @@ pub fn encode_page(page: &[u8], out: &mut Vec<u8>) {
         0,
     );
     match lz4_flex::block::compress_into(page, &mut out[start..]) {
-        Ok(n) if n < page.len() => out.truncate(start + n),
-        // Incompressible (or, never expected, a buffer too small): the raw page.
+        Ok(n) if n + page.len() / MIN_SAVING_DIVISOR <= page.len() => out.truncate(start + n),
+        // Incompressible, or nearly (or, never expected, a buffer too small): the raw page.
         _ => {
             out.truncate(start);
             out.extend_from_slice(page);
@@ -140,6 +147,30 @@ mod tests {
             let b = a + rng.below(4096 - a);
             page[a..b].fill(0);
             round_trip(&page);
+        }
+    }
+
+    #[test]
+    fn a_page_is_compressed_only_when_that_saves_a_thirty_second_of_it() {
+        let mut rng = Rng(11);
+        // Noise with a run of zeros: LZ4 saves about the run's length.
+        let mut page = |zeros: usize| {
+            let mut p: Vec<u8> = (0..4096).map(|_| rng.byte()).collect();
+            p[100..100 + zeros].fill(0);
+            p
+        };
+        for (zeros, compressed) in [(40, false), (100, false), (300, true), (2000, true)] {
+            let p = page(zeros);
+            let stored = round_trip(&p);
+            assert_eq!(
+                stored.len() < 4096,
+                compressed,
+                "{zeros} zeros: {}",
+                stored.len()
+            );
+            if compressed {
+                assert!(stored.len() + 4096 / MIN_SAVING_DIVISOR <= 4096);
+            }
         }
     }
 
