@@ -62,6 +62,7 @@ export class AsyncifyInstance {
         },
         // Page rows are SQLite-backed storage's; this instance serves classic storage.
         kv_row: () => self.fail(new Error("kv_row: classic storage has no page rows")),
+        kv_head: () => self.fail(new Error("kv_head: classic storage has no head row")),
         kv_apply: (ptr: number, len: number) => {
           try {
             self.storage.apply(new Uint8Array(self.memory.buffer, ptr >>> 0, len));

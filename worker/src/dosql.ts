@@ -68,7 +68,7 @@ export class DosqlInstance {
   private storage: KvBridge | null = null;
   /** Last host-side error, handed to the wasm through the error_message import. */
   private lastError = "";
-  /** The answer kv_get (or kv_row) kept for kv_take. */
+  /** The answer kv_get (kv_head, kv_row) kept for kv_take. */
   private pending: Uint8Array | null = null;
   /** kv_row's SELECT as text, and its address in wasm memory (a static string). */
   private rowSelect = "";
@@ -178,6 +178,7 @@ export class DosqlInstance {
         kv_get: kvGet,
         kv_take: this.kvTake.bind(this),
         kv_row: this.kvRow.bind(this),
+        kv_head: this.kvHead.bind(this),
         kv_apply: this.kvApply.bind(this),
         error_message: this.errorMessage.bind(this),
         // meta.duration_ms. workerd's clock advances only across I/O, so a synchronous
@@ -283,7 +284,19 @@ export class DosqlInstance {
     }
   }
 
-  /** kv_take(out): the answer kv_get or kv_row kept, copied into wasm memory. */
+  /** kv_head(select, select_len, key, key_len) -> answer length | -1: the head row and one
+   *  key's value (SQLite-backed storage), answered as a read request of the two is and kept
+   *  for kv_take: a database's open, without a read request's parsing. */
+  private kvHead(selectPtr: number, selectLen: number, keyPtr: number, keyLen: number): number {
+    try {
+      const m = this.memory.buffer;
+      return this.keep(this.kv.readHead(decoder.decode(new Uint8Array(m, selectPtr >>> 0, selectLen)), decoder.decode(new Uint8Array(m, keyPtr >>> 0, keyLen))));
+    } catch (err) {
+      return this.fail("kv_head", err);
+    }
+  }
+
+  /** kv_take(out): the answer kv_get, kv_head or kv_row kept, copied into wasm memory. */
   private kvTake(outPtr: number): void {
     const answer = this.pending ?? new Uint8Array(0);
     this.pending = null;

@@ -96,6 +96,17 @@ export class KvBridge {
     return out;
   }
 
+  /** The head row and `key`'s value (kv_head; SQLite-backed storage), answered as a read
+   *  request of the two is. The key is the wasm's own constant (the replication record's),
+   *  far within every limit. */
+  readHead(select: string, key: string): Uint8Array {
+    const out = new Writer();
+    this.headRow(out, select);
+    this.count("get", 1, 1);
+    this.value(out, this.storage.kv!.get(key));
+    return out.bytes();
+  }
+
   /** A page's row (kv_row; SQLite-backed storage): its blob, or undefined for no row. */
   pageRow(select: string, id: number): ArrayBuffer | undefined {
     const v = this.row(select, id);

@@ -1,7 +1,7 @@
 //! The dosql wasm module for Durable Objects.
 //!
 //! The Durable Object (worker/src) instantiates this module once per database and calls its
-//! exports. Storage goes through four host imports (module `dosql`) that only move bytes:
+//! exports. Storage goes through five host imports (module `dosql`) that only move bytes:
 //! everything that decides what is stored where is `dosql_layout` (compiled in here), so the
 //! Worker's TypeScript never interprets a record.
 //!
@@ -9,7 +9,8 @@
 //! |---|---|
 //! | `kv_get(req, len) -> i32` | reads the keys (and head row) a read request names (`dosql_layout::wire`) from Durable Object storage, keeps the answer, returns its length (-1: failed). May suspend (JSPI). |
 //! | `kv_row(select, select_len, id, out, cap) -> i32` | SQLite-backed storage: reads one page's row (`dosql_layout::wire::page_row`: a static SELECT and the row id, as an f64 below 2^53), writes its blob to `out` when it fits in `cap` bytes and keeps it otherwise; returns its length (-2: no row, -1: failed). Never suspends: a cold object's page reads, each alone, without a read request's framing. |
-//! | `kv_take(out)` | copies the kept answer (of `kv_get` or `kv_row`) to `out`. |
+//! | `kv_head(select, select_len, key, key_len) -> i32` | SQLite-backed storage: reads the head row and one key's value (the replication record) and keeps the answer a read request of the two gets; returns its length (-1: failed). Never suspends: a database's open, without a read request's parsing. |
+//! | `kv_take(out)` | copies the kept answer (of `kv_get`, `kv_head` or `kv_row`) to `out`. |
 //! | `kv_apply(plan, len) -> i32` | issues a write plan's puts, deletes and head row in one synchronous stretch (Durable Object storage applies it atomically), after checking the limits once more; 0 = ok. |
 //! | `error_message(buf, cap) -> len` | copies the host's last error message (UTF-8). |
 //! | `now_ms() -> f64` | the host's clock in milliseconds, for `meta.duration_ms`. |
