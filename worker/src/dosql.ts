@@ -160,7 +160,9 @@ export class DosqlInstance {
   }
 
   /** Readies a spare for its first database: SQLite's setup and open path run once on an
-   *  in-memory database (dosql_vfs::prime), no randomness drawn, no storage touched. */
+   *  in-memory database (dosql_vfs::prime), then a database's open, limits and first query on
+   *  an empty one in wasm memory (abi.rs: prime_session); no randomness drawn, no storage
+   *  touched. */
   prime(): WasmResponse {
     return this.respond(this.exports.dosql_prime());
   }

@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use dosql_pagestore::FixedState;
+
 use dosql_pagestore::{Commit, Page, PageNo, PageSize, StoreError, codec};
 use serde_json::{Value as Json, json};
 
@@ -37,12 +39,12 @@ pub struct ImageIndex {
     /// When commit `at` was made (0: not known: it is older than the log).
     pub timestamp_ms: i64,
     /// Pages whose content at `at` is a pre-image: the record keeping it.
-    from_log: HashMap<u32, u64>,
+    from_log: HashMap<u32, u64, FixedState>,
     /// Pages not in `from_log` are those of this generation (a switch after `at`), or the
     /// current ones when `None`.
     fallback: Option<Generation>,
     /// The headers read, by txid.
-    headers: HashMap<u64, Header>,
+    headers: HashMap<u64, Header, FixedState>,
 }
 
 impl ImageIndex {
@@ -167,9 +169,9 @@ impl<K: Kv> DoStore<K> {
             page_count: self.head.page_count,
             checksum: self.head.checksum.known(),
             timestamp_ms: self.head.timestamp_ms,
-            from_log: HashMap::new(),
+            from_log: HashMap::default(),
             fallback: None,
-            headers: HashMap::new(),
+            headers: HashMap::default(),
         };
         if at >= self.head.log.oldest && at < newest {
             index.timestamp_ms = self.log_header(at)?.record.timestamp_ms;
@@ -254,7 +256,8 @@ impl<K: Kv> DoStore<K> {
         }
         keys.sort_by_key(Key::encode);
         keys.dedup();
-        let mut fetched: HashMap<Key, Vec<u8>> = HashMap::with_capacity(keys.len());
+        let mut fetched: HashMap<Key, Vec<u8>, FixedState> =
+            HashMap::with_capacity_and_hasher(keys.len(), FixedState::default());
         for chunk in keys.chunks(PER_CALL) {
             for (k, v) in chunk.iter().zip(self.kv.get(chunk)?) {
                 match v {

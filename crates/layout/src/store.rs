@@ -109,7 +109,7 @@ pub struct DoStore<K> {
     pub(crate) history: HistoryConfig,
     pub(crate) clock: Clock,
     /// Checksums of pages' current content, by page number.
-    sums: HashMap<u32, u64>,
+    sums: HashMap<u32, u64, dosql_pagestore::FixedState>,
     /// The last state rebuilt from the log (see `history`), while the head has not moved.
     pub(crate) image: Option<ImageIndex>,
     /// The first part of the log record the last commit wrote, by txid: replicas, followers
@@ -138,7 +138,7 @@ impl<K: Kv> DoStore<K> {
             // Off unless asked for: keeping history means pruning it (see `history`).
             history: HistoryConfig::OFF,
             clock: system_clock,
-            sums: HashMap::new(),
+            sums: HashMap::default(),
             image: None,
             newest_record: None,
         })

@@ -27,6 +27,15 @@ pub use image::{SQLITE_MAGIC, commit_from_image, image_of};
 pub use mem::MemStore;
 pub use types::{Commit, Head, Page, PageNo, PageSize};
 
+/// The hasher of the maps a database's open and reads make, keyed by page numbers, txids and
+/// database names (the page cache's index, the store's checksum sums, the history's indexes,
+/// the VFS's registry): fixed keys, so that making one draws no randomness. `std`'s default
+/// draws the thread's keys from the platform when the first map is made, and a spare instance
+/// opens a database at module scope (`dosql_prime`), where Workers forbid random values.
+/// What these maps hold is bounded by the database and the cache, and chosen by the code, not
+/// a client's bytes: predictable hashing there costs no denial of service.
+pub type FixedState = std::hash::BuildHasherDefault<std::hash::DefaultHasher>;
+
 /// Storage for one database's pages.
 ///
 /// # Contract

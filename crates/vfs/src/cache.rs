@@ -18,7 +18,7 @@ struct Slot {
 pub(crate) struct PageCache {
     capacity: usize,
     slots: Vec<Slot>,
-    index: HashMap<PageNo, usize>,
+    index: HashMap<PageNo, usize, dosql_pagestore::FixedState>,
     hand: usize,
 }
 
@@ -27,7 +27,7 @@ impl PageCache {
         PageCache {
             capacity,
             slots: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
             hand: 0,
         }
     }

@@ -111,8 +111,10 @@ fn lock_state(state: &Shared) -> MutexGuard<'_, engine::DbState> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn registry() -> MutexGuard<'static, HashMap<String, Shared>> {
-    static REGISTRY: OnceLock<Mutex<HashMap<String, Shared>>> = OnceLock::new();
+type Registry = HashMap<String, Shared, dosql_pagestore::FixedState>;
+
+fn registry() -> MutexGuard<'static, Registry> {
+    static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
     REGISTRY
         .get_or_init(Default::default)
         .lock()

@@ -49,6 +49,10 @@ const WRITES: &[&str] = &[
     r#"{"sql": "SELECT id FROM warm WHERE name = ? ORDER BY id", "params": ["a"]}"#,
 ];
 
+/// The limits the warm-up (and a spare's priming, `abi::prime_session`) sends with its first
+/// request, as the host sends them (from the instance's share).
+pub(crate) const LIMITS: &str = r#"{"share_bytes": 33554432, "cache_pages": null, "cache_bytes": null, "history": {"enabled": null, "retention_ms": null, "max_bytes": null}}"#;
+
 /// Runs the warm-up's requests through `target`; the number of requests, or the first
 /// failure (every request must answer 200).
 pub fn run(target: &mut dyn FnMut(Step<'_>) -> Response) -> Result<u32, ApiError> {
@@ -62,10 +66,7 @@ pub fn run(target: &mut dyn FnMut(Step<'_>) -> Response) -> Result<u32, ApiError
         let message = String::from_utf8_lossy(&r.body).into_owned();
         Err(ApiError::new(500, "WARMUP_FAILED", message))
     };
-    // As the host sends them: the limits (from the instance's share) with the first request.
-    let limits = json!({"share_bytes": 32 << 20, "cache_pages": null, "cache_bytes": null,
-        "history": {"enabled": null, "retention_ms": null, "max_bytes": null}})
-    .to_string();
+    let limits = LIMITS;
     step(Step::Open)?;
     step(Step::Exec(op::LIMITS, limits.as_bytes()))?;
     step(Step::Exec(
@@ -122,6 +123,12 @@ mod tests {
         assert!(body["key_reads"].as_u64().unwrap() > 0, "{body}");
         assert!(body["writes"].as_u64().unwrap() > 0, "{body}");
         // It leaves no database open, and runs again.
+        assert_eq!(crate::abi::warm_up().status, 200);
+        // A spare's priming (one test: the VFS's registry of open databases is the process's,
+        // and the tests' threads would share it) opens and queries in memory too, and leaves
+        // nothing open either.
+        assert_eq!(crate::abi::dosql_prime(), 200);
+        assert_eq!(crate::abi::dosql_prime(), 200);
         assert_eq!(crate::abi::warm_up().status, 200);
         // Every read and write went to its storage in memory: none to the host's (which,
         // natively, fails every call and counts it; nothing else here calls it).

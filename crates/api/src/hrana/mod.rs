@@ -99,7 +99,10 @@ pub enum Version {
 /// The Hrana streams of one database.
 #[derive(Debug)]
 pub struct Hrana {
-    streams: HashMap<String, Stream>,
+    /// By baton. Fixed hashing (`FixedState`): every open database has a `Hrana`, made with
+    /// it before any randomness may be drawn (a spare's priming), and its keys are batons
+    /// this code draws at random, which clients only look up.
+    streams: HashMap<String, Stream, dosql_pagestore::FixedState>,
     /// Batons of expired streams, oldest first, with when they expired.
     expired: VecDeque<(String, Instant)>,
     timeout: Duration,
@@ -116,7 +119,7 @@ impl Hrana {
     /// No streams, the default timeout.
     pub fn new() -> Hrana {
         Hrana {
-            streams: HashMap::new(),
+            streams: HashMap::default(),
             expired: VecDeque::new(),
             timeout: DEFAULT_STREAM_TIMEOUT,
             limits: Limits::default(),
