@@ -278,7 +278,8 @@ export class DosqlInstance {
       const blob = this.kv.pageRow(this.rowSelect, id);
       if (blob === undefined) return -2;
       const n = blob.byteLength;
-      if (n <= cap) new Uint8Array(this.memory.buffer, outPtr >>> 0, n).set(new Uint8Array(blob));
+      // `cap` arrives as a signed i32: compared unsigned, as the wasm compares it.
+      if (n <= cap >>> 0) new Uint8Array(this.memory.buffer, outPtr >>> 0, n).set(new Uint8Array(blob));
       else this.pending = new Uint8Array(blob);
       return n;
     } catch (err) {

@@ -39,8 +39,9 @@ export interface Env {
 }
 
 // The warm-up (warmup.ts), once per isolate at module scope; then SPARES instances instantiated
-// ahead (no call into them, so no randomness used) for the next SQLite-backed databases, and
-// V8's young generation settled (warmup.ts: settleYoungGeneration), all before any request.
+// ahead for the next SQLite-backed databases, each prefaulted and primed (dosql.ts: prime; no
+// randomness drawn, no storage touched), and V8's young generation settled (warmup.ts:
+// settleYoungGeneration), all before any request.
 const WARMUP = warmUp(wasmModule, (moduleEnv as Partial<Env>).DOSQL_WARMUP);
 /** Spares kept: a cold start often wakes more than one object (the first request of the
  *  isolate, then another database), and each found one ready instead of instantiating. */

@@ -1,5 +1,5 @@
-// Durable Object storage for dosql.wasm: the host side of its kv_get / kv_apply imports. It
-// moves bytes: keys, records, what a commit writes, the head table's SQL and the limits are
+// Durable Object storage for dosql.wasm: the host side of its kv_get / kv_head / kv_row /
+// kv_apply imports. It moves bytes: keys, records, what a commit writes, the head table's SQL and the limits are
 // decided in Rust (crates/layout; the bytes: crates/layout/src/wire.rs). Here: reading what a
 // request names, checking a write plan against the limits it states (local workerd does not
 // enforce production's), issuing its calls in one synchronous stretch (which Durable Object
@@ -61,8 +61,8 @@ export class KvBridge {
   }
 
   /**
-   * readSync of one key within the limits (oneKey): a page's read, which is every storage
-   * read of a cold object's query. The same answer and counts as the general path, without
+   * readSync of one key within the limits (oneKey): a page's read, for a database whose pages
+   * are still kv keys (an earlier release's, until its next import; kv_row reads page rows). The same answer and counts as the general path, without
    * its objects (reader, items, closures, writer parts): a cold object runs this code in V8's
    * interpreter, where they cost about a third of a page read (bench W4, perf).
    */
@@ -103,6 +103,7 @@ export class KvBridge {
     const out = new Writer();
     this.headRow(out, select);
     this.count("get", 1, 1);
+    this.stats.key_bytes_max = Math.max(this.stats.key_bytes_max, key.length);
     this.value(out, this.storage.kv!.get(key));
     return out.bytes();
   }

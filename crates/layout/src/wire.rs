@@ -2,7 +2,9 @@
 //! request, its response, and a write plan. The host only moves bytes: it reads the keys it is
 //! given, issues the writes it is given and checks them against the limits the request states;
 //! this module and the layout decide all of it (keys, the head table's SQL, the limits), so
-//! that nothing about the layout is decided twice. All integers little-endian.
+//! that nothing about the layout is decided twice. All integers little-endian. Two reads of
+//! SQLite-backed storage skip the request's framing (crates/wasm's imports `kv_row`, a page's
+//! row by [`page_row`], and `kv_head`, whose answer is a read response as below).
 //!
 //! ```text
 //! limits:         u16 keys per call, u16 bytes per key, u32 bytes per value (serialized

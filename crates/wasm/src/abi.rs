@@ -57,7 +57,7 @@ unsafe extern "C" {
 pub(crate) mod no_host {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Storage calls made to the host (kv_get, kv_apply), by any thread.
+    /// Storage calls made to the host (kv_get, kv_head, kv_row, kv_apply), by any thread.
     pub static STORAGE_CALLS: AtomicUsize = AtomicUsize::new(0);
 
     pub unsafe fn kv_get(_req: *const u8, _len: u32) -> i32 {
@@ -174,7 +174,9 @@ impl HostKv {
             out = vec![0u8; n];
             // SAFETY: `out` has exactly the length the host announced for the blob it kept.
             unsafe { kv_take(out.as_mut_ptr()) };
-            self.row_cap = n;
+            // At most a page (a longer value is corrupt, and refused by its decoding): no
+            // later read starts with a buffer sized by a bad one.
+            self.row_cap = n.min(PageSize::MAX.bytes());
         }
         Ok(Some(Value::Bytes(out)))
     }
@@ -517,6 +519,9 @@ fn in_memory<T>(f: impl FnOnce() -> T) -> (T, dosql_layout::CallCounts) {
     }
     SESSION.with(|s| s.borrow_mut().take());
     OPENED.with(|x| *x.borrow_mut() = None);
+    // Nothing of the in-memory database's position reaches a real one's answers.
+    POSITION.with(|x| x.borrow_mut().clear());
+    dosql_vfs::guard::set_read_only(false);
     dosql_vfs::set_heap_limit(0);
     let counts = WARM_KV.with(|w| w.borrow_mut().take().map(|kv| kv.counts()));
     (out, counts.unwrap_or_default())
