@@ -161,7 +161,7 @@ export class DosqlInstance {
 
   /** Readies a spare for its first database: SQLite's setup and open path run once on an
    *  in-memory database (dosql_vfs::prime), then a database's open, limits and first query on
-   *  an empty one in wasm memory (abi.rs: prime_session); no randomness drawn, no storage
+   *  an empty one in wasm memory (crates/wasm/src/warmup.rs: prime); no randomness drawn, no storage
    *  touched. */
   prime(): WasmResponse {
     return this.respond(this.exports.dosql_prime());
@@ -292,8 +292,8 @@ export class DosqlInstance {
    *  for kv_take: a database's open, without a read request's parsing. */
   private kvHead(selectPtr: number, selectLen: number, keyPtr: number, keyLen: number): number {
     try {
-      const m = this.memory.buffer;
-      return this.keep(this.kv.readHead(decoder.decode(new Uint8Array(m, selectPtr >>> 0, selectLen)), decoder.decode(new Uint8Array(m, keyPtr >>> 0, keyLen))));
+      const text = (ptr: number, len: number) => decoder.decode(new Uint8Array(this.memory.buffer, ptr >>> 0, len));
+      return this.keep(this.kv.readHead(text(selectPtr, selectLen), text(keyPtr, keyLen)));
     } catch (err) {
       return this.fail("kv_head", err);
     }

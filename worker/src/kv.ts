@@ -1,6 +1,6 @@
 // Durable Object storage for dosql.wasm: the host side of its kv_get / kv_head / kv_row /
-// kv_apply imports. It moves bytes: keys, records, what a commit writes, the head table's SQL and the limits are
-// decided in Rust (crates/layout; the bytes: crates/layout/src/wire.rs). Here: reading what a
+// kv_apply imports. It moves bytes: keys, records, what a commit writes, the head table's SQL
+// and the limits are decided in Rust (crates/layout; the bytes: crates/layout/src/wire.rs). Here: reading what a
 // request names, checking a write plan against the limits it states (local workerd does not
 // enforce production's), issuing its calls in one synchronous stretch (which Durable Object
 // storage applies atomically; the output gate holds the response until they are durable), and
@@ -62,9 +62,10 @@ export class KvBridge {
 
   /**
    * readSync of one key within the limits (oneKey): a page's read, for a database whose pages
-   * are still kv keys (an earlier release's, until its next import; kv_row reads page rows). The same answer and counts as the general path, without
-   * its objects (reader, items, closures, writer parts): a cold object runs this code in V8's
-   * interpreter, where they cost about a third of a page read (bench W4, perf).
+   * are still kv keys (an earlier release's, until its next import; kv_row reads page rows).
+   * The same answer and counts as the general path, without its objects (reader, items,
+   * closures, writer parts): a cold object runs this code in V8's interpreter, where they
+   * cost about a third of a page read (bench W4, perf).
    */
   private readOne(key: string): Uint8Array {
     const s = this.stats;
@@ -72,13 +73,8 @@ export class KvBridge {
     s.get_keys++;
     s.get_keys_max = Math.max(s.get_keys_max, 1);
     s.key_bytes_max = Math.max(s.key_bytes_max, key.length);
-    return this.one(this.storage.kv!.get(key));
-  }
-
-  /** The response to a request of one item whose value is `v`: a bytes value in one
-   *  allocation, anything else through the general path's encoding. */
-  private one(v: unknown): Uint8Array {
-    const s = this.stats;
+    const v = this.storage.kv!.get(key);
+    // A bytes value in one allocation, anything else through the general path's encoding.
     if (!(v instanceof ArrayBuffer)) {
       const out = new Writer();
       this.value(out, v);

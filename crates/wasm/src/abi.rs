@@ -483,13 +483,20 @@ fn open(o: Opened) -> Response {
 
 /// Readies a spare instance for its first database: SQLite's setup and open path on an
 /// in-memory database (`dosql_vfs::prime`), then a database's open and first query through
-/// the functions a real one runs ([`prime_session`]). No randomness (module scope may run it:
-/// Workers forbid random values there), no storage. Returns an HTTP status (500: what
+/// the functions a real one runs ([`crate::warmup::prime`]), on storage of its own in memory
+/// ([`in_memory`]). No randomness (module scope may run it: Workers forbid random values
+/// there), no storage. Refused while a database is open. Returns an HTTP status (500: what
 /// failed, in the result buffer).
 #[unsafe(no_mangle)]
 pub extern "C" fn dosql_prime() -> u32 {
     set_result(match dosql_vfs::prime() {
-        Ok(()) => prime_session(),
+        Ok(()) => match in_memory(crate::warmup::prime) {
+            Ok((Ok(_), _)) => Response {
+                status: 200,
+                body: b"{}".to_vec(),
+            },
+            Ok((Err(e), _)) | Err(e) => error_response(&e),
+        },
         Err(rc) => error_response(&ApiError::new(
             500,
             "PRIME_FAILED",
@@ -508,12 +515,22 @@ const IN_MEMORY_OPEN: Opened = Opened {
     history: dosql_layout::HistoryConfig::DEFAULT,
 };
 
-/// Runs `f` on storage of its own in memory ([`WARM_KV`]): no host call reads or writes
-/// storage. Leaves no database open, and the heap without a limit, as before a database's
-/// first limits arrive. The storage calls `f` made, in memory.
-fn in_memory<T>(f: impl FnOnce() -> T) -> (T, dosql_layout::CallCounts) {
+/// Runs `steps` (the warm-up's or the priming's, [`crate::warmup`]) through the functions
+/// `dosql_open` and `dosql_exec` run, on storage of its own in memory ([`WARM_KV`]): no host
+/// call reads or writes storage. Refused while a database is open (it would close it). Leaves
+/// no database open, and the heap without a limit, as before a database's first limits
+/// arrive. What `steps` answered, and the storage calls they made, in memory.
+fn in_memory<T>(
+    steps: impl FnOnce(&mut dyn FnMut(crate::warmup::Step<'_>) -> Response) -> T,
+) -> Result<(T, dosql_layout::CallCounts), ApiError> {
+    if OPENED.with(|o| o.borrow().is_some()) {
+        return Err(ApiError::new(409, "BUSY", "a database is open"));
+    }
     WARM_KV.with(|w| *w.borrow_mut() = Some(MemKv::new(StorageKind::SqliteBacked)));
-    let out = f();
+    let out = steps(&mut |step| match step {
+        crate::warmup::Step::Open => open(IN_MEMORY_OPEN),
+        crate::warmup::Step::Exec(op, body) => exec(op, body),
+    });
     if let Some(mut hrana) = HRANA.with(|h| h.borrow_mut().take()) {
         hrana.clear();
     }
@@ -524,40 +541,8 @@ fn in_memory<T>(f: impl FnOnce() -> T) -> (T, dosql_layout::CallCounts) {
     dosql_vfs::guard::set_read_only(false);
     dosql_vfs::set_heap_limit(0);
     let counts = WARM_KV.with(|w| w.borrow_mut().take().map(|kv| kv.counts()));
-    (out, counts.unwrap_or_default())
+    Ok((out, counts.unwrap_or_default()))
 }
-
-/// A spare's open and first query of a database, on an empty one in memory: the store's open
-/// (the head's read and decoding), the connection, the limits, the JSON API's query path
-/// (parsing, binding, preparing, stepping, the answer). V8 allocates a wasm function's
-/// feedback per instance on its first call, and a new instance's first database used to pay
-/// for those of everything outside SQLite's own open path (perf of bench W4: ~130 µs per
-/// first query under perf). Nothing here commits: a commit draws the new lineage's
-/// randomness. 200, or the first failure.
-fn prime_session() -> Response {
-    if OPENED.with(|o| o.borrow().is_some()) {
-        return error_response(&ApiError::new(409, "BUSY", "a database is open"));
-    }
-    let (r, _) = in_memory(|| {
-        let steps: [&dyn Fn() -> Response; 3] = [
-            &|| open(IN_MEMORY_OPEN),
-            &|| exec(crate::op::LIMITS, crate::warmup::LIMITS.as_bytes()),
-            &|| exec(crate::op::QUERY, PRIME_QUERY.as_bytes()),
-        ];
-        steps
-            .iter()
-            .map(|step| step())
-            .find(|r| r.status != 200)
-            .unwrap_or(Response {
-                status: 200,
-                body: b"{}".to_vec(),
-            })
-    });
-    r
-}
-
-/// [`prime_session`]'s query: a point read with a parameter, as a first query commonly is.
-const PRIME_QUERY: &str = r#"{"sql": "SELECT name, sql FROM sqlite_master WHERE type = ? AND name = ?", "params": ["table", "t"]}"#;
 
 /// Runs the isolate's warm-up ([`warm_up`]). Returns an HTTP status; the answer is in the
 /// result buffer.
@@ -569,19 +554,14 @@ pub extern "C" fn dosql_warm_up() -> u32 {
 /// The isolate's warm-up ([`crate::warmup`]): a database's requests through the functions
 /// `dosql_open` and `dosql_exec` run (the same `DoStore<HostKv>`, wire encoding and
 /// dispatch), on storage of its own in memory ([`in_memory`]): no host call reads or writes
-/// storage. Refused while a database is open (it would close it); leaves none open. 200 and
+/// storage; refused while a database is open; leaves none open. 200 and
 /// `{"requests", "reads", "key_reads", "writes"}` (the storage calls made in memory, and the
 /// keys read), or the first failure.
 pub fn warm_up() -> Response {
-    if OPENED.with(|o| o.borrow().is_some()) {
-        return error_response(&ApiError::new(409, "BUSY", "a database is open"));
-    }
-    let (done, counts) = in_memory(|| {
-        crate::warmup::run(&mut |step| match step {
-            crate::warmup::Step::Open => open(IN_MEMORY_OPEN),
-            crate::warmup::Step::Exec(op, body) => exec(op, body),
-        })
-    });
+    let (done, counts) = match in_memory(crate::warmup::run) {
+        Ok(r) => r,
+        Err(e) => return error_response(&e),
+    };
     match done {
         Ok(requests) => Response {
             status: 200,
